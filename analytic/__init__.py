@@ -1,0 +1,45 @@
+"""Closed-form (analytic) learning on frozen features: exact ridge heads as additive sufficient statistics.
+
+The core objects are :class:`Statistics` (the additive state), :class:`Head` (solved weights) and
+:class:`RecursiveHead` (the recursive least-squares form). Submodules: ``analytic.backbones`` (frozen flax
+backbones and weight import), ``analytic.features`` (cached feature extraction), ``analytic.data`` (datasets),
+``analytic.expansion`` (buffer / Gaussian-kernel layers), ``analytic.gradient`` (the optax-trained comparison head).
+"""
+
+from analytic.errors import FileFormatError, InputError, IntegrityError
+from analytic.expansion import expand, init_buffer, init_gaussian_kernel
+from analytic.persistence import load, save
+from analytic.recursive import (
+    RecursiveHead,
+    init_recursive,
+    recursive_forget,
+    recursive_from_statistics,
+    recursive_learn,
+)
+from analytic.ridge import (
+    Factorization,
+    Head,
+    class_gram,
+    class_means,
+    cross_matrix,
+    factorize,
+    gram_matrix,
+    predict,
+    predict_labels,
+    solve,
+)
+from analytic.statistics import (
+    Moments,
+    Statistics,
+    accumulate,
+    drop_classes,
+    fit,
+    init_statistics,
+    merge,
+    quantize,
+    state_hash,
+    subtract,
+    with_classes,
+)
+
+__version__ = "0.1.0"

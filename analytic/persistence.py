@@ -1,0 +1,126 @@
+"""Saving and loading any state of the library to one portable ``.npz`` file.
+
+A file holds every array of the state verbatim (so a round trip is bit-exact) plus a small JSON record:
+the format name, the format version, the tree of dataclasses / named tuples that rebuilds the object, and a
+sha256 of the arrays. Loading refuses, with :class:`~analytic.errors.FileFormatError`, a file that is not a zip
+archive, is truncated or altered (the digest or a zip CRC fails), or was written with another format version.
+No pickle is ever read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from analytic.errors import FileFormatError
+
+FORMAT_NAME = "analytic-learning"
+FORMAT_VERSION = 1
+_METADATA_KEY = "__metadata__"
+
+
+def _persistable_kinds() -> dict[str, type]:
+    from analytic import expansion, recursive, ridge, statistics
+
+    classes = (
+        statistics.Statistics,
+        statistics.Moments,
+        ridge.Head,
+        recursive.RecursiveHead,
+        expansion.BufferLayer,
+        expansion.GaussianKernelLayer,
+    )
+    return {cls.__name__: cls for cls in classes}
+
+
+def _is_named_tuple(value) -> bool:
+    return isinstance(value, tuple) and hasattr(value, "_fields")
+
+
+def _encode(value, arrays: dict[str, np.ndarray], kinds: dict[str, type]):
+    """JSON description of ``value``; its arrays go into ``arrays`` under generated keys."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"value": value}
+    if isinstance(value, np.generic):
+        key = f"a{len(arrays)}"
+        arrays[key] = np.asarray(value)
+        return {"scalar": key}
+    if isinstance(value, np.ndarray) or hasattr(value, "__array__") and not isinstance(value, (list, tuple)):
+        key = f"a{len(arrays)}"
+        arrays[key] = np.asarray(value)
+        return {"array": key}
+    if dataclasses.is_dataclass(value) or _is_named_tuple(value):
+        name = type(value).__name__
+        if kinds.get(name) is not type(value):
+            raise TypeError(f"cannot save objects of type {type(value).__qualname__}")
+        names = [f.name for f in dataclasses.fields(value)] if dataclasses.is_dataclass(value) else value._fields
+        return {"kind": name, "fields": {n: _encode(getattr(value, n), arrays, kinds) for n in names}}
+    if isinstance(value, (list, tuple)):
+        return {"sequence": [_encode(v, arrays, kinds) for v in value], "tuple": isinstance(value, tuple)}
+    raise TypeError(f"cannot save values of type {type(value).__qualname__}")
+
+
+def _decode(node, arrays, kinds):
+    if "value" in node:
+        return node["value"]
+    if "scalar" in node:
+        return arrays[node["scalar"]][()]
+    if "array" in node:
+        return arrays[node["array"]]
+    if "sequence" in node:
+        items = [_decode(v, arrays, kinds) for v in node["sequence"]]
+        return tuple(items) if node["tuple"] else items
+    if node["kind"] not in kinds:
+        raise FileFormatError(f"unknown object kind {node['kind']!r} in file")
+    fields = {name: _decode(v, arrays, kinds) for name, v in node["fields"].items()}
+    return kinds[node["kind"]](**fields)
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        array = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def save(path: str | os.PathLike, state) -> None:
+    """Write ``state`` (statistics, head, recursive head or expansion layer) to ``path`` (.npz, bit-exact)."""
+    arrays: dict[str, np.ndarray] = {}
+    tree = _encode(state, arrays, _persistable_kinds())
+    metadata = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "root": tree, "sha256": _digest(arrays)}
+    encoded = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays, **{_METADATA_KEY: encoded})
+
+
+def load(path: str | os.PathLike):
+    """Read a state written by :func:`save`.
+
+    Raises:
+      FileNotFoundError: no such file.
+      FileFormatError: corrupted, foreign or incompatible-version file.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            metadata = json.loads(archive[_METADATA_KEY].tobytes().decode())
+            arrays = {key: archive[key] for key in archive.files if key != _METADATA_KEY}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as error:
+        raise FileFormatError(f"{path} is not a readable {FORMAT_NAME} file: {error}") from error
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
+        raise FileFormatError(f"{path} was not written by this library")
+    if metadata.get("version") != FORMAT_VERSION:
+        raise FileFormatError(
+            f"{path} uses file format version {metadata.get('version')}; this library reads version {FORMAT_VERSION}"
+        )
+    if metadata.get("sha256") != _digest(arrays):
+        raise FileFormatError(f"{path} is corrupted: its arrays do not match the recorded sha256")
+    return _decode(metadata["root"], arrays, _persistable_kinds())

@@ -1,0 +1,164 @@
+r"""The recursive (RLS) form of the ridge head, for streams that need a prediction after every batch.
+
+State :math:`R = (G + \gamma I)^{-1}` and :math:`W = R B`, started at :math:`R_0 = I/\gamma`, :math:`W_0 = 0`.
+A batch :math:`(X_k, Y_k)` is learned (σ = +1) or forgotten (σ = −1) with one batched Woodbury step
+(ACIL eqs. 9–10, REFERENCE §2):
+
+.. math::
+    S = I + \sigma X_k R X_k^\top, \qquad P = R X_k^\top S^{-1} \;(= R' X_k^\top),
+
+    R' = R - \sigma P X_k R, \qquad W' = W + \sigma P (Y_k - X_k W).
+
+Forgetting needs :math:`S = I - X_k R X_k^\top` positive definite, i.e. the batch was part of the data; otherwise the
+request is refused. Always float64: in float32 the running inverse is unusable at the ridges the papers use
+(REFERENCE §6). Equal to the statistics form up to rounding; :func:`recursive_from_statistics` re-synchronizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import numpy as np
+import scipy.linalg
+
+from analytic.errors import InputError, IntegrityError
+from analytic.ridge import Head, factorize, solve
+from analytic.statistics import Statistics, check_targets, one_hot, check_features, check_labels
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["inverse", "weights", "count", "class_ids", "class_counts"],
+    meta_fields=["ridge"],
+)
+@dataclasses.dataclass(frozen=True)
+class RecursiveHead:
+    """Recursive form (R, W) of a ridge head with a fixed ridge γ.
+
+    Attributes:
+      inverse: (d, d) :math:`R = (G + \\gamma I)^{-1}`, float64.
+      weights: (d, m) :math:`W = R B`, float64.
+      count: () int64 number of samples learned.
+      class_ids: (m,) sorted class ids (classification) or ``None`` (regression).
+      class_counts: (m,) int64 samples per class (classification) or ``None``.
+      ridge: γ.
+    """
+
+    inverse: np.ndarray
+    weights: np.ndarray
+    count: np.ndarray
+    class_ids: np.ndarray | None
+    class_counts: np.ndarray | None
+    ridge: float
+
+    @property
+    def head(self) -> Head:
+        """The current weights as a :class:`~analytic.ridge.Head` for prediction."""
+        return Head(weights=self.weights, class_ids=self.class_ids, ridge=self.ridge)
+
+
+def init_recursive(dim: int, ridge: float, *, n_targets: int | None = None) -> RecursiveHead:
+    """Empty recursive head: :math:`R_0 = I/\\gamma`, :math:`W_0 = 0`; ``n_targets=None`` for classification."""
+    ridge = float(ridge)
+    if not ridge > 0:
+        raise InputError(f"the recursive form needs a positive ridge, got {ridge}")
+    classification = n_targets is None
+    return RecursiveHead(
+        inverse=np.eye(dim) / ridge,
+        weights=np.zeros((dim, 0 if classification else int(n_targets))),
+        count=np.int64(0),
+        class_ids=np.zeros(0, np.int64) if classification else None,
+        class_counts=np.zeros(0, np.int64) if classification else None,
+        ridge=ridge,
+    )
+
+
+def recursive_learn(head: RecursiveHead, features, targets) -> RecursiveHead:
+    """Learn a batch with one Woodbury update (σ = +1); unseen class ids add zero weight columns."""
+    return _woodbury_step(head, features, targets, +1)
+
+
+def recursive_forget(head: RecursiveHead, features, targets) -> RecursiveHead:
+    """Forget a batch that was learned (σ = −1).
+
+    Raises:
+      IntegrityError: a class or more samples than were learned, or :math:`I - X R X^\\top` not positive definite
+        (the batch was never part of the data). ``head`` is unchanged.
+    """
+    return _woodbury_step(head, features, targets, -1)
+
+
+def recursive_from_statistics(stats: Statistics, ridge: float) -> RecursiveHead:
+    """Re-synchronize: :math:`R = (G + \\gamma I)^{-1}`, :math:`W = R B` from the statistics (float64)."""
+    factorization = factorize(stats, ridge)
+    inverse = factorization.solve(np.eye(stats.dim))
+    weights = solve(stats, ridge, factorization).weights
+    return RecursiveHead(
+        inverse=(inverse + inverse.T) / 2,
+        weights=np.asarray(weights, np.float64),
+        count=np.int64(stats.count),
+        class_ids=stats.class_ids,
+        class_counts=stats.class_counts,
+        ridge=float(ridge),
+    )
+
+
+def _woodbury_step(head: RecursiveHead, features, targets, sign: int) -> RecursiveHead:
+    x = check_features(features, head.inverse.shape[0]).astype(np.float64, copy=False)
+    if not np.isfinite(x).all():
+        raise InputError("features contain NaN or Inf")
+    weights, class_ids, class_counts = head.weights, head.class_ids, head.class_counts
+    if head.class_ids is not None:
+        labels = check_labels(targets, x.shape[0])
+        if sign < 0:
+            _check_forgettable(head, labels)
+        else:
+            class_ids = np.union1d(head.class_ids, labels)
+            positions = np.searchsorted(class_ids, head.class_ids)
+            weights = np.zeros((x.shape[1], class_ids.size))
+            weights[:, positions] = head.weights
+            class_counts = np.zeros(class_ids.size, np.int64)
+            class_counts[positions] = head.class_counts
+        index = np.searchsorted(class_ids, labels)
+        y = one_hot(index, class_ids.size, np.float64)
+        class_counts = class_counts + sign * np.bincount(index, minlength=class_ids.size)
+    else:
+        y = check_targets(targets, x.shape[0], weights.shape[1]).astype(np.float64, copy=False)
+        if sign < 0 and x.shape[0] > head.count:
+            raise IntegrityError(f"cannot forget {x.shape[0]} samples from a head that learned {int(head.count)}")
+    r_xt = head.inverse @ x.T  # R Xᵀ (d, b)
+    s = np.eye(x.shape[0]) + sign * (x @ r_xt)
+    try:
+        s_factor = scipy.linalg.cho_factor(s, lower=True, check_finite=False)
+    except np.linalg.LinAlgError as error:
+        raise IntegrityError(
+            "I - X R Xᵀ is not positive definite: these samples are not part of the learned data"
+        ) from error
+    gain = scipy.linalg.cho_solve(s_factor, r_xt.T, check_finite=False).T  # P = R Xᵀ S⁻¹ = R' Xᵀ
+    inverse = head.inverse - sign * (gain @ r_xt.T)
+    inverse = (inverse + inverse.T) / 2
+    weights = weights + sign * (gain @ (y - x @ weights))
+    return dataclasses.replace(
+        head,
+        inverse=inverse,
+        weights=weights,
+        count=np.int64(head.count + sign * x.shape[0]),
+        class_ids=class_ids,
+        class_counts=class_counts,
+    )
+
+
+def _check_forgettable(head: RecursiveHead, labels: np.ndarray) -> None:
+    unknown = np.setdiff1d(labels, head.class_ids)
+    if unknown.size:
+        raise IntegrityError(f"cannot forget classes {unknown.tolist()}: they were never learned")
+    requested = np.bincount(np.searchsorted(head.class_ids, labels), minlength=head.class_ids.size)
+    over = np.flatnonzero(requested > head.class_counts)
+    if over.size:
+        c = over[0]
+        raise IntegrityError(
+            f"cannot forget {int(requested[c])} samples of class {int(head.class_ids[c])}: "
+            f"only {int(head.class_counts[c])} were learned"
+        )

@@ -1,0 +1,599 @@
+r"""Sufficient statistics of a ridge head: the state every other part of the library adds, subtracts and re-weights.
+
+The ridge head (REFERENCE §1)
+
+.. math::
+    W^\star = \arg\min_W \|Y - XW\|^2 + \gamma \|W\|^2 = (G + \gamma I)^{-1} B,
+    \qquad G = X^\top X = \sum_i x_i x_i^\top, \quad B = X^\top Y = \sum_i x_i y_i^\top
+
+depends on the data only through the additive statistics ``G``, ``B`` and the counts, so the state of a head is a
+commutative monoid: learning a batch, merging two clients and forgetting samples are additions and subtractions of
+the same :class:`Statistics`, and the ridge :math:`\gamma` is chosen at solve time (:mod:`analytic.ridge`).
+
+Three precisions share one code path:
+
+``"float64"`` (default)
+    float64 accumulation with the host BLAS (``dsyrk``); solved weights match a float64 direct solve to ~1e-13.
+    It needs no global JAX flag: the statistics are NumPy arrays on the host.
+``"float32"``
+    float32 products (``ssyrk``) around a fixed mean shift :math:`s` (REFERENCE §6), accumulated with Kahan
+    compensation; half the memory traffic of float64, error reported in the README.
+``"fixed"``
+    bit-exact: features are quantized to the grid :math:`2^{-f}` (``frac_bits`` = f), every product and partial sum
+    is an integer below :math:`2^{53}`, so the float64 GEMM is exact in any summation order and the int64 totals
+    are the same for any order or partition of the same multiset of samples (REFERENCE §6).
+
+Storage: ``gram`` and per-class Grams keep the *upper triangle* of the symmetric matrix (the lower triangle is zero),
+which is what ``syrk`` writes; :func:`analytic.ridge.gram_matrix` returns the full matrix.
+Per-class Grams are opt-in (``class_grams=True``): they cost ``C·d²`` numbers, e.g. 100 classes at d = 8192 in float64
+is 51 GiB, at d = 2048 it is 3.2 GiB.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+from typing import Iterable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from rich.progress import track
+from scipy.linalg import blas
+
+from analytic.errors import InputError, IntegrityError
+
+PRECISIONS = ("float64", "float32", "fixed")
+_STATE_DTYPES = {"float64": np.float64, "float32": np.float32, "fixed": np.int64}
+_COMPUTE_DTYPES = {"float64": np.float64, "float32": np.float32, "fixed": np.float64}
+_EXACT_FLOAT_LIMIT = 2**53  # every integer below this is exact in float64
+_INT_HEADROOM = 2**62  # int64 sums are refused above this magnitude
+_FIXED_VALUE_LIMIT = 2**26  # a quantized value's square stays below 2^53
+
+
+class Moments(NamedTuple):
+    r"""Additive moments in the state's dtype, around the shift :math:`s` (:math:`\tilde x = x - s`).
+
+    Attributes:
+      gram: (d, d) upper triangle of :math:`\sum_i \tilde x_i \tilde x_i^\top`, lower triangle zero.
+      cross: (d, m) :math:`\sum_i \tilde x_i y_i^\top`; for classification column c is the sum of class c's
+        features, with ``m`` = number of classes seen.
+      feature_sum: (d,) :math:`\sum_i \tilde x_i`.
+      target_sum: (m,) :math:`\sum_i y_i` for regression; ``None`` for classification (the class counts are it).
+      class_grams: (m, d, d) upper triangles of :math:`\sum_{y_i = c} \tilde x_i \tilde x_i^\top`, or ``None``.
+    """
+
+    gram: np.ndarray
+    cross: np.ndarray
+    feature_sum: np.ndarray
+    target_sum: np.ndarray | None
+    class_grams: np.ndarray | None
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["moments", "compensation", "count", "class_ids", "class_counts", "shift"],
+    meta_fields=["precision", "frac_bits"],
+)
+@dataclasses.dataclass(frozen=True)
+class Statistics:
+    """The state of a closed-form head: additive sufficient statistics (a pytree of NumPy arrays).
+
+    Attributes:
+      moments: the additive :class:`Moments`.
+      compensation: Kahan residuals of ``moments`` (float32 precision only), else ``None``.
+      count: () int64, number of samples.
+      class_ids: (m,) int64 sorted class ids for classification (column order of ``cross``); ``None`` for regression.
+      class_counts: (m,) int64 samples per class; ``None`` for regression.
+      shift: (d,) the fixed mean shift :math:`s`, or ``None`` for no shift.
+      precision: ``"float64"``, ``"float32"`` or ``"fixed"``.
+      frac_bits: fractional bits of the fixed-point grid (``"fixed"`` only, else 0).
+    """
+
+    moments: Moments
+    compensation: Moments | None
+    count: np.ndarray
+    class_ids: np.ndarray | None
+    class_counts: np.ndarray | None
+    shift: np.ndarray | None
+    precision: str = "float64"
+    frac_bits: int = 0
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension d."""
+        return self.moments.gram.shape[0]
+
+    @property
+    def is_classification(self) -> bool:
+        """True for a classification head (integer class ids), False for real-valued regression targets."""
+        return self.class_ids is not None
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of output columns: classes seen, or regression targets."""
+        return self.moments.cross.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the state's arrays, in bytes."""
+        return sum(leaf.nbytes for leaf in jax.tree.leaves(self))
+
+
+def init_statistics(
+    dim: int,
+    *,
+    precision: str = "float64",
+    n_targets: int | None = None,
+    class_grams: bool = False,
+    shift=None,
+    frac_bits: int = 12,
+) -> Statistics:
+    """Empty statistics for features of dimension ``dim``.
+
+    Args:
+      dim: feature dimension d.
+      precision: ``"float64"`` (default), ``"float32"`` or ``"fixed"`` (bit-exact), see the module docstring.
+      n_targets: ``None`` for classification with integer class ids (classes are added as they appear);
+        an int m for real-valued regression with m outputs.
+      class_grams: also keep one Gram per class (C·d² memory), needed by class re-weighting (AIR).
+      shift: fixed mean shift s of shape (d,). In float32 precision, ``None`` takes the mean of the first batch;
+        pass the same shift to every state that will be merged. Not allowed in fixed precision.
+      frac_bits: fractional bits f of the fixed-point grid 2^-f (fixed precision only).
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if int(dim) < 1:
+        raise InputError(f"dim must be a positive integer, got {dim}")
+    if n_targets is not None and int(n_targets) < 1:
+        raise InputError(f"n_targets must be a positive integer or None for classification, got {n_targets}")
+    if precision == "fixed" and shift is not None:
+        raise InputError("fixed precision takes no shift: the integer grid is already exact")
+    if precision == "fixed" and not 0 <= frac_bits <= 24:
+        raise InputError(f"frac_bits must be in [0, 24], got {frac_bits}")
+    dtype = _STATE_DTYPES[precision]
+    m = 0 if n_targets is None else int(n_targets)
+    moments = Moments(
+        gram=np.zeros((dim, dim), dtype),
+        cross=np.zeros((dim, m), dtype),
+        feature_sum=np.zeros(dim, dtype),
+        target_sum=None if n_targets is None else np.zeros(m, dtype),
+        class_grams=np.zeros((0, dim, dim), dtype) if class_grams else None,
+    )
+    if class_grams and n_targets is not None:
+        raise InputError("class_grams needs a classification head (n_targets=None)")
+    if shift is not None:
+        shift = _check_shift(shift, dim, _COMPUTE_DTYPES[precision])
+    classification = n_targets is None
+    return Statistics(
+        moments=moments,
+        compensation=_zeros_like(moments) if precision == "float32" else None,
+        count=np.int64(0),
+        class_ids=np.zeros(0, np.int64) if classification else None,
+        class_counts=np.zeros(0, np.int64) if classification else None,
+        shift=shift,
+        precision=precision,
+        frac_bits=frac_bits if precision == "fixed" else 0,
+    )
+
+
+def accumulate(stats: Statistics, features, targets) -> Statistics:
+    r"""Learn one batch: :math:`G \mathrel{+}= X^\top X`, :math:`B \mathrel{+}= X^\top Y` (REFERENCE §1).
+
+    Args:
+      stats: the state to add to (unchanged; a new state is returned).
+      features: (n, d) floating array (NumPy or JAX), n ≥ 1, finite.
+      targets: (n,) non-negative integer class ids for a classification state (unseen ids add columns),
+        or (n, m) / (n,) real values for a regression state.
+
+    Raises:
+      InputError: naming the problem (NaN/Inf, shape, dtype, labels); ``stats`` is unchanged.
+    """
+    x = check_features(features, stats.dim)
+    if stats.is_classification:
+        labels = check_labels(targets, x.shape[0])
+        stats = with_classes(stats, np.union1d(stats.class_ids, labels))
+        y_index = np.searchsorted(stats.class_ids, labels)
+        y = None
+    else:
+        y = check_targets(targets, x.shape[0], stats.n_outputs)
+        y_index = None
+    if stats.precision == "float32" and stats.shift is None:
+        stats = dataclasses.replace(stats, shift=x.mean(axis=0, dtype=np.float64).astype(np.float32))
+    batch = _batch_moments(stats, x, y, y_index)
+    moments, compensation = _add_moments(stats, batch, +1)
+    count = stats.count + np.int64(x.shape[0])
+    class_counts = None
+    if stats.is_classification:
+        class_counts = stats.class_counts + np.bincount(y_index, minlength=stats.n_outputs).astype(np.int64)
+    return dataclasses.replace(
+        stats, moments=moments, compensation=compensation, count=count, class_counts=class_counts
+    )
+
+
+def fit(batches: Iterable, stats: Statistics, *, progress: bool = False, total: int | None = None) -> Statistics:
+    """Accumulate a stream of ``(features, targets)`` batches into ``stats``.
+
+    Peak memory is O(d² + batch·d) whatever the number of samples: each batch is folded in and dropped.
+
+    Args:
+      batches: iterable of ``(features, targets)`` pairs (see :func:`accumulate`).
+      stats: starting state, e.g. :func:`init_statistics` (d) or a state to continue.
+      progress: show a progress bar.
+      total: number of batches, for the progress bar.
+    """
+    for features, targets in track(batches, total=total, disable=not progress, description="accumulating"):
+        stats = accumulate(stats, features, targets)
+    return stats
+
+
+def merge(a: Statistics, b: Statistics) -> Statistics:
+    """Sum of two states: the state of the pooled samples (federated aggregation, REFERENCE §1, §3 AFL).
+
+    Classes are united (sorted ids), so merging is commutative and associative; in fixed precision the result is
+    bit-identical for any order and grouping.
+    """
+    _check_compatible(a, b)
+    if a.is_classification:
+        union = np.union1d(a.class_ids, b.class_ids)
+        a, b = with_classes(a, union), with_classes(b, union)
+    return _combine(a, b, +1)
+
+
+def subtract(a: Statistics, b: Statistics) -> Statistics:
+    """``a`` minus ``b``: the state of ``a``'s samples without ``b``'s (unlearning samples or a client, §1).
+
+    Raises:
+      IntegrityError: ``b`` holds a class ``a`` never learned, more samples than ``a`` (overall or for a class),
+        or a Gram diagonal larger than ``a``'s — ``b`` was never part of ``a``. Both states are unchanged.
+    """
+    _check_compatible(a, b)
+    if a.is_classification:
+        unknown = np.setdiff1d(b.class_ids[b.class_counts > 0], a.class_ids)
+        if unknown.size:
+            raise IntegrityError(f"cannot subtract classes {unknown.tolist()}: they were never learned")
+        b = with_classes(b, a.class_ids)
+    if b.count > a.count:
+        raise IntegrityError(
+            f"subtracting {int(b.count)} samples from a state of {int(a.count)} would make the count negative: "
+            "these samples were never learned"
+        )
+    if a.is_classification:
+        negative = np.flatnonzero(a.class_counts < b.class_counts)
+        if negative.size:
+            c = negative[0]
+            raise IntegrityError(
+                f"subtracting would make the count of class {int(a.class_ids[c])} negative "
+                f"({int(a.class_counts[c])} - {int(b.class_counts[c])}): these samples were never learned"
+            )
+    result = _combine(a, b, -1)
+    _check_gram_diagonal(result, a)
+    return result
+
+
+def drop_classes(stats: Statistics, class_ids) -> Statistics:
+    """Remove the output columns of classes that hold no samples any more (after subtracting all their rows).
+
+    A forgotten class must leave the output space: a zero column still scores 0 and can win the argmax
+    (REFERENCE §5, the class-removal trap).
+
+    Raises:
+      IntegrityError: a class is unknown or still holds samples.
+    """
+    if not stats.is_classification:
+        raise IntegrityError("drop_classes needs a classification state")
+    ids = np.unique(np.asarray(class_ids, dtype=np.int64))
+    unknown = np.setdiff1d(ids, stats.class_ids)
+    if unknown.size:
+        raise IntegrityError(f"cannot drop classes {unknown.tolist()}: they are not in the head")
+    positions = np.searchsorted(stats.class_ids, ids)
+    remaining = stats.class_counts[positions]
+    if remaining.any():
+        c = int(np.flatnonzero(remaining)[0])
+        raise IntegrityError(
+            f"class {int(ids[c])} still holds {int(remaining[c])} samples: subtract them before dropping the column"
+        )
+    keep = np.setdiff1d(np.arange(stats.n_outputs), positions)
+    return _select_classes(stats, keep, stats.class_ids[keep])
+
+
+def with_classes(stats: Statistics, class_ids) -> Statistics:
+    """The same state with columns for every id in ``class_ids`` (a sorted superset of ``stats.class_ids``);
+    new classes get zero columns."""
+    class_ids = np.asarray(class_ids, dtype=np.int64)
+    if np.array_equal(class_ids, stats.class_ids):
+        return stats
+    missing = np.setdiff1d(stats.class_ids, class_ids)
+    if missing.size:
+        raise IntegrityError(f"with_classes would lose classes {missing.tolist()}")
+    positions = np.searchsorted(class_ids, stats.class_ids)
+
+    def widen(array, axis):
+        if array is None:
+            return None
+        shape = list(array.shape)
+        shape[axis] = class_ids.size
+        out = np.zeros(shape, array.dtype)
+        index = [slice(None)] * array.ndim
+        index[axis] = positions
+        out[tuple(index)] = array
+        return out
+
+    def widen_moments(m):
+        return m._replace(cross=widen(m.cross, 1), class_grams=widen(m.class_grams, 0))
+
+    return dataclasses.replace(
+        stats,
+        moments=widen_moments(stats.moments),
+        compensation=None if stats.compensation is None else widen_moments(stats.compensation),
+        class_ids=class_ids,
+        class_counts=widen(stats.class_counts, 0),
+    )
+
+
+def state_hash(stats: Statistics) -> str:
+    """A stable sha256 of the state (configuration, class ids, counts and every array's dtype, shape and bytes).
+
+    In fixed precision, equal multisets of samples give equal hashes for any order or partition.
+    """
+    digest = hashlib.sha256()
+    digest.update(f"analytic.Statistics|{stats.precision}|{stats.frac_bits}".encode())
+    for path, leaf in jax.tree_util.tree_flatten_with_path(stats, is_leaf=lambda v: v is None)[0]:
+        digest.update(jax.tree_util.keystr(path).encode())
+        if leaf is None:
+            digest.update(b"None")
+            continue
+        array = np.ascontiguousarray(leaf)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validation.
+
+
+def check_features(features, dim: int) -> np.ndarray:
+    """Features as a host (n, d) floating array; raises :class:`InputError` naming what is wrong.
+
+    NaN/Inf are detected later from the batch Gram's diagonal (a NaN or Inf in any row makes it non-finite),
+    which costs O(d) instead of a pass over the batch.
+    """
+    x = np.asarray(features)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise InputError(f"features must be a floating-point array, got dtype {x.dtype}")
+    if x.ndim != 2:
+        raise InputError(f"features must be a 2-D array (n, d), got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise InputError("empty batch: features have 0 rows")
+    if x.shape[1] != dim:
+        raise InputError(f"features have dimension {x.shape[1]}, the head expects {dim}")
+    return x
+
+
+def check_labels(labels, n: int) -> np.ndarray:
+    """Class ids as a host (n,) int64 array of non-negative integers."""
+    y = np.asarray(labels)
+    if y.ndim != 1:
+        raise InputError(f"labels must be a 1-D array of class ids, got shape {y.shape}")
+    if y.shape[0] != n:
+        raise InputError(f"features have {n} rows but labels have {y.shape[0]}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise InputError(f"labels must be integer class ids, got dtype {y.dtype}")
+    if y.size and y.min() < 0:
+        raise InputError(f"labels must be non-negative class ids, got {int(y.min())}")
+    return y.astype(np.int64, copy=False)
+
+
+def check_targets(targets, n: int, m: int) -> np.ndarray:
+    y = np.asarray(targets)
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        raise InputError(f"regression targets must be floating point, got dtype {y.dtype}")
+    if y.ndim == 1 and m == 1:
+        y = y[:, None]
+    if y.shape != (n, m):
+        raise InputError(f"regression targets must have shape ({n}, {m}), got {y.shape}")
+    if not np.isfinite(y).all():
+        raise InputError("regression targets contain NaN or Inf")
+    return y
+
+
+def _check_shift(shift, dim: int, dtype) -> np.ndarray:
+    s = np.asarray(shift)
+    if s.shape != (dim,):
+        raise InputError(f"shift must have shape ({dim},), got {s.shape}")
+    if not np.isfinite(s).all():
+        raise InputError("shift contains NaN or Inf")
+    return s.astype(dtype)
+
+
+def _non_finite_message(x: np.ndarray) -> str:
+    rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if rows.size == 0:
+        return "features are too large: their squares overflow the accumulation dtype"
+    kind = "NaN" if np.isnan(x[rows[0]]).any() else "Inf"
+    return f"features contain {kind} (first in row {int(rows[0])}, {rows.size} bad rows)"
+
+
+def _check_compatible(a: Statistics, b: Statistics) -> None:
+    if (a.precision, a.frac_bits) != (b.precision, b.frac_bits):
+        raise IntegrityError(
+            f"cannot combine {a.precision} (frac_bits={a.frac_bits}) with {b.precision} "
+            f"(frac_bits={b.frac_bits}) statistics"
+        )
+    if a.dim != b.dim:
+        raise IntegrityError(f"cannot combine statistics of dimension {a.dim} and {b.dim}")
+    if a.is_classification != b.is_classification or (not a.is_classification and a.n_outputs != b.n_outputs):
+        raise IntegrityError("cannot combine statistics of different tasks (classification vs regression outputs)")
+    if (a.moments.class_grams is None) != (b.moments.class_grams is None):
+        raise IntegrityError("cannot combine statistics with and without per-class Grams")
+    shifts_differ = (a.shift is None) != (b.shift is None) or (
+        a.shift is not None and not np.array_equal(a.shift, b.shift)
+    )
+    if shifts_differ and a.count > 0 and b.count > 0:
+        raise IntegrityError(
+            "statistics were accumulated around different mean shifts: pass the same shift= to init_statistics "
+            "for every state that will be combined"
+        )
+
+
+def _check_gram_diagonal(result: Statistics, before: Statistics) -> None:
+    diagonal = np.diagonal(result.moments.gram)
+    if result.precision == "fixed":
+        bad = diagonal < 0
+    else:
+        scale = np.abs(np.diagonal(before.moments.gram)).max(initial=0.0)
+        bad = diagonal < -1e-6 * scale
+    if bad.any():
+        raise IntegrityError(
+            "subtracting would make the Gram matrix's diagonal negative: these samples were never learned"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Batch moments and their addition.
+
+
+def _syrk_upper(rows: np.ndarray) -> np.ndarray:
+    """Upper triangle of rowsᵀ rows (lower triangle zero) with one BLAS syrk call, C-contiguous (d, d)."""
+    syrk = blas.get_blas_funcs("syrk", dtype=rows.dtype)
+    # rowsᵀ is Fortran-ordered (d, n); syrk's lower triangle of the Fortran result is our upper triangle.
+    return syrk(1.0, rows.T, trans=0, lower=1).T
+
+
+def _batch_moments(stats: Statistics, x: np.ndarray, y: np.ndarray | None, y_index: np.ndarray | None) -> Moments:
+    """Moments of one batch in the state's dtype; validates finiteness and the fixed-point range."""
+    if stats.precision == "fixed":
+        return _fixed_batch_moments(stats, x, y, y_index)
+    dtype = _COMPUTE_DTYPES[stats.precision]
+    centred = x.astype(dtype, copy=False)
+    if stats.shift is not None:
+        centred = centred - stats.shift
+    targets = one_hot(y_index, stats.n_outputs, dtype) if y is None else y.astype(dtype, copy=False)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported just below
+        moments = _float_moments(centred, targets, y_index, stats)
+    if not np.isfinite(np.diagonal(moments.gram)).all():
+        raise InputError(_non_finite_message(x))
+    return moments
+
+
+def _float_moments(rows, targets, y_index, stats: Statistics) -> Moments:
+    return Moments(
+        gram=_syrk_upper(rows),
+        cross=rows.T @ targets,
+        feature_sum=rows.sum(axis=0),
+        target_sum=None if stats.is_classification else targets.sum(axis=0),
+        class_grams=_class_grams(rows, y_index, stats),
+    )
+
+
+def _class_grams(rows, y_index, stats: Statistics):
+    if stats.moments.class_grams is None:
+        return None
+    grams = np.zeros((stats.n_outputs, stats.dim, stats.dim), rows.dtype)
+    for c in np.unique(y_index):
+        grams[c] = _syrk_upper(rows[y_index == c])
+    return grams
+
+
+def one_hot(index: np.ndarray, m: int, dtype) -> np.ndarray:
+    out = np.zeros((index.size, m), dtype)
+    out[np.arange(index.size), index] = 1
+    return out
+
+
+def quantize(values: np.ndarray, frac_bits: int) -> np.ndarray:
+    """Round to the fixed-point grid :math:`2^{-f}`: integer-valued float64 :math:`q = \\mathrm{rint}(x 2^f)`."""
+    return np.rint(np.ldexp(np.asarray(values, dtype=np.float64), frac_bits))
+
+
+def _fixed_batch_moments(stats: Statistics, x, y, y_index) -> Moments:
+    """Exact integer moments: float64 syrk/GEMM over row chunks small enough that no partial sum reaches 2^53."""
+    q = quantize(x, stats.frac_bits)
+    q_max = np.abs(q).max()
+    if not np.isfinite(q_max):
+        raise InputError(_non_finite_message(x))
+    targets = one_hot(y_index, stats.n_outputs, np.float64) if y is None else quantize(y, stats.frac_bits)
+    t_max = max(np.abs(targets).max(), 1.0)
+    for name, largest in (("features", q_max), ("targets", t_max)):
+        if largest >= _FIXED_VALUE_LIMIT:
+            raise InputError(
+                f"{name} reach {np.ldexp(largest, -stats.frac_bits):.6g}, outside the fixed-point range "
+                f"|value| < 2^{26 - stats.frac_bits} at frac_bits={stats.frac_bits}: rescale them or lower frac_bits"
+            )
+    worst_product = max(q_max * q_max, q_max * t_max, 1.0)
+    chunk = max(1, int(_EXACT_FLOAT_LIMIT // worst_product))
+    total = None
+    for start in range(0, q.shape[0], chunk):
+        part = slice(start, start + chunk)
+        moments = _float_moments(q[part], targets[part], None if y_index is None else y_index[part], stats)
+        moments = jax.tree.map(lambda v: v.astype(np.int64), moments)
+        total = moments if total is None else jax.tree.map(_checked_int_add, total, moments)
+    return total
+
+
+def _checked_int_add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if int(np.abs(a).max(initial=0)) + int(np.abs(b).max(initial=0)) >= _INT_HEADROOM:
+        raise IntegrityError("fixed-point statistics would overflow int64: lower frac_bits or rescale the features")
+    return a + b
+
+
+def _kahan_add(total, residual, increment):
+    """Kahan-compensated ``total + increment``; the true sum is ``total - residual``. Returns (total, residual)."""
+    corrected = increment - residual
+    new_total = total + corrected
+    return new_total, (new_total - total) - corrected
+
+
+def _add_moments(stats: Statistics, increment: Moments, sign: int):
+    """``stats.moments + sign · increment`` in the state's arithmetic; returns (moments, compensation)."""
+    if stats.precision == "fixed":
+        step = increment if sign > 0 else jax.tree.map(np.negative, increment)
+        return jax.tree.map(_checked_int_add, stats.moments, step), None
+    if stats.precision == "float64":
+        op = np.add if sign > 0 else np.subtract
+        return jax.tree.map(op, stats.moments, increment), None
+    step = increment if sign > 0 else jax.tree.map(np.negative, increment)
+    pairs = jax.tree.map(_kahan_add, stats.moments, stats.compensation, step)
+    is_pair = lambda v: isinstance(v, tuple) and not isinstance(v, Moments)  # noqa: E731
+    moments = jax.tree.map(lambda p: p[0], pairs, is_leaf=is_pair)
+    compensation = jax.tree.map(lambda p: p[1], pairs, is_leaf=is_pair)
+    return moments, compensation
+
+
+def _combine(a: Statistics, b: Statistics, sign: int) -> Statistics:
+    """``a ± b`` for aligned, compatible states."""
+    shift = b.shift if a.count == 0 else a.shift  # an empty state adopts the other's shift
+    increment = b.moments
+    if b.compensation is not None:
+        increment = jax.tree.map(np.subtract, b.moments, b.compensation)  # b's compensated value
+    moments, compensation = _add_moments(a, increment, sign)
+    class_counts = None if a.class_counts is None else a.class_counts + sign * b.class_counts
+    return dataclasses.replace(
+        a,
+        moments=moments,
+        compensation=compensation,
+        count=np.int64(a.count + sign * b.count),
+        class_counts=class_counts,
+        shift=shift,
+    )
+
+
+def _select_classes(stats: Statistics, keep: np.ndarray, class_ids: np.ndarray) -> Statistics:
+    def select(m: Moments) -> Moments:
+        return m._replace(
+            cross=m.cross[:, keep], class_grams=None if m.class_grams is None else m.class_grams[keep]
+        )
+
+    return dataclasses.replace(
+        stats,
+        moments=select(stats.moments),
+        compensation=None if stats.compensation is None else select(stats.compensation),
+        class_ids=class_ids,
+        class_counts=stats.class_counts[keep],
+    )
+
+
+def _zeros_like(moments: Moments) -> Moments:
+    return jax.tree.map(np.zeros_like, moments)

@@ -1,0 +1,299 @@
+"""Exactness of the statistics form against independent oracles, and its behaviour on bad input."""
+
+import tracemalloc
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import make_classification, one_hot_columns, relative_error, ridge_oracle
+from sklearn.linear_model import Ridge
+
+import analytic
+from analytic import InputError, IntegrityError
+
+RIDGE = 0.1
+
+
+def batches(features, labels, size):
+    return [(features[i : i + size], labels[i : i + size]) for i in range(0, len(labels), size)]
+
+
+def test_float64_solve_matches_direct_solve_and_sklearn(data):
+    features, labels = data
+    stats = analytic.fit(batches(features, labels, 97), analytic.init_statistics(features.shape[1]))
+    head = analytic.solve(stats, RIDGE)
+    targets = one_hot_columns(labels, head.class_ids)
+    assert relative_error(head.weights, ridge_oracle(features, targets, RIDGE)) <= 1e-10
+    sk = Ridge(alpha=RIDGE, fit_intercept=False, solver="cholesky").fit(features, targets)
+    assert relative_error(head.weights, sk.coef_.T) <= 1e-10
+
+
+def test_non_contiguous_class_ids_become_sorted_columns():
+    features, labels = make_classification(classes=(42, 5, 1000, 17))
+    stats = analytic.accumulate(analytic.init_statistics(features.shape[1]), features[:300], labels[:300])
+    stats = analytic.accumulate(stats, features[300:], labels[300:])
+    np.testing.assert_array_equal(stats.class_ids, [5, 17, 42, 1000])
+    np.testing.assert_array_equal(stats.class_counts, [np.sum(labels == c) for c in (5, 17, 42, 1000)])
+    head = analytic.solve(stats, RIDGE)
+    assert relative_error(head.weights, ridge_oracle(features, one_hot_columns(labels, head.class_ids), RIDGE)) <= 1e-10
+    np.testing.assert_array_equal(analytic.predict_labels(head, features[:5]), head.class_ids[
+        np.argmax(features[:5] @ head.weights, axis=1)])
+
+
+def test_new_class_in_a_later_batch_adds_a_column():
+    features, labels = make_classification(classes=(0, 1, 2))
+    first = labels < 2
+    stats = analytic.accumulate(analytic.init_statistics(features.shape[1]), features[first], labels[first])
+    assert stats.class_ids.tolist() == [0, 1]
+    stats = analytic.accumulate(stats, features[~first], labels[~first])
+    assert stats.class_ids.tolist() == [0, 1, 2]
+    pooled = analytic.accumulate(analytic.init_statistics(features.shape[1]), features, labels)
+    assert analytic.state_hash(stats) != "" and np.allclose(stats.moments.cross, pooled.moments.cross)
+
+
+def test_regression_multi_output_matches_sklearn():
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(400, 16)) + 1.0
+    targets = features @ rng.normal(size=(16, 3)) + 0.1 * rng.normal(size=(400, 3))
+    stats = analytic.fit(batches(features, targets, 64), analytic.init_statistics(16, n_targets=3))
+    head = analytic.solve(stats, RIDGE)
+    assert head.class_ids is None
+    sk = Ridge(alpha=RIDGE, fit_intercept=False, solver="cholesky").fit(features, targets)
+    assert relative_error(head.weights, sk.coef_.T) <= 1e-10
+    single = analytic.accumulate(analytic.init_statistics(16, n_targets=1), features, targets[:, 0])
+    assert relative_error(analytic.solve(single, RIDGE).weights[:, 0], sk.coef_[0]) <= 1e-10
+
+
+def test_merge_equals_pooled_and_subtract_equals_retrain(data):
+    features, labels = data
+    d = features.shape[1]
+    parts = np.array_split(np.random.default_rng(2).permutation(len(labels)), 5)
+    states = [analytic.accumulate(analytic.init_statistics(d), features[p], labels[p]) for p in parts]
+    merged = states[0]
+    for s in states[1:]:
+        merged = analytic.merge(merged, s)
+    pooled = analytic.accumulate(analytic.init_statistics(d), features, labels)
+    head = analytic.solve(merged, RIDGE)
+    assert relative_error(head.weights, analytic.solve(pooled, RIDGE).weights) <= 1e-12
+    retained = np.concatenate(parts[1:])
+    forgotten = analytic.subtract(merged, states[0])
+    expected = ridge_oracle(features[retained], one_hot_columns(labels[retained], forgotten.class_ids), RIDGE)
+    assert relative_error(analytic.solve(forgotten, RIDGE).weights, expected) <= 1e-10
+
+
+def test_merge_unites_disjoint_classes():
+    features, labels = make_classification(classes=(1, 2, 3, 4))
+    d = features.shape[1]
+    low, high = labels <= 2, labels > 2
+    a = analytic.accumulate(analytic.init_statistics(d), features[low], labels[low])
+    b = analytic.accumulate(analytic.init_statistics(d), features[high], labels[high])
+    ab, ba = analytic.merge(a, b), analytic.merge(b, a)
+    assert ab.class_ids.tolist() == [1, 2, 3, 4]
+    np.testing.assert_allclose(ab.moments.gram, ba.moments.gram, rtol=1e-14)
+    np.testing.assert_array_equal(ab.class_counts, ba.class_counts)
+
+
+def test_gram_matrix_and_class_grams():
+    features, labels = make_classification(n=200, d=8)
+    stats = analytic.accumulate(analytic.init_statistics(8, class_grams=True), features, labels)
+    np.testing.assert_allclose(analytic.gram_matrix(stats), features.T @ features, rtol=1e-12)
+    total = sum(analytic.class_gram(stats, i) for i in range(stats.n_outputs))
+    np.testing.assert_allclose(total, features.T @ features, rtol=1e-12)
+    c = stats.class_ids[1]
+    np.testing.assert_allclose(analytic.class_gram(stats, 1), features[labels == c].T @ features[labels == c], rtol=1e-12)
+    np.testing.assert_allclose(analytic.class_means(stats)[1], features[labels == c].mean(0), rtol=1e-12)
+    assert stats.moments.class_grams.nbytes == stats.n_outputs * 8 * 8 * 8
+
+
+def test_drop_classes_after_subtracting_a_whole_class(data):
+    features, labels = data
+    d = features.shape[1]
+    stats = analytic.accumulate(analytic.init_statistics(d), features, labels)
+    gone = labels == 7
+    with pytest.raises(IntegrityError, match="still holds"):
+        analytic.drop_classes(stats, [7])
+    removed = analytic.subtract(stats, analytic.accumulate(analytic.init_statistics(d), features[gone], labels[gone]))
+    dropped = analytic.drop_classes(removed, [7])
+    assert dropped.class_ids.tolist() == [0, 3, 11]
+    expected = ridge_oracle(features[~gone], one_hot_columns(labels[~gone], [0, 3, 11]), RIDGE)
+    assert relative_error(analytic.solve(dropped, RIDGE).weights, expected) <= 1e-10
+
+
+def test_ridge_is_chosen_at_solve_time(data):
+    features, labels = data
+    stats = analytic.accumulate(analytic.init_statistics(features.shape[1]), features, labels)
+    for ridge in (1e-3, 1.0, 100.0):
+        expected = ridge_oracle(features, one_hot_columns(labels, stats.class_ids), ridge)
+        assert relative_error(analytic.solve(stats, ridge).weights, expected) <= 1e-10
+    factor = analytic.factorize(stats, 1.0)
+    assert np.array_equal(analytic.solve(stats, 1.0, factor).weights, analytic.solve(stats, 1.0).weights)
+
+
+def test_jax_arrays_are_accepted(data):
+    features, labels = data
+    stats = analytic.accumulate(analytic.init_statistics(features.shape[1]), jnp.asarray(features, jnp.float32),
+                                jnp.asarray(labels))
+    expected = ridge_oracle(features.astype(np.float32), one_hot_columns(labels, stats.class_ids), RIDGE)
+    assert relative_error(analytic.solve(stats, RIDGE).weights, expected) <= 1e-10
+
+
+def test_float32_mode_error_is_small_and_reported():
+    # Badly conditioned, offset features: where float32 without the shift loses most digits.
+    features, labels = make_classification(n=4000, d=64, offset=30.0, seed=3)
+    f32 = features.astype(np.float32)
+    expected = ridge_oracle(f32, one_hot_columns(labels, np.unique(labels)), RIDGE)
+    stats = analytic.fit(batches(f32, labels, 256), analytic.init_statistics(64, precision="float32"))
+    assert stats.moments.gram.dtype == np.float32 and stats.shift is not None
+    error = relative_error(analytic.solve(stats, RIDGE).weights, expected)
+    assert error <= 1e-4
+    unshifted = analytic.fit(batches(f32, labels, 256), analytic.init_statistics(64, precision="float32",
+                                                                                   shift=np.zeros(64)))
+    assert relative_error(analytic.solve(unshifted, RIDGE).weights, expected) > 10 * error
+
+
+def test_float32_states_merge_only_with_the_same_shift(data):
+    features, labels = data
+    d = features.shape[1]
+    a = analytic.accumulate(analytic.init_statistics(d, precision="float32"), features[:300], labels[:300])
+    b = analytic.accumulate(analytic.init_statistics(d, precision="float32"), features[300:], labels[300:])
+    with pytest.raises(IntegrityError, match="different mean shifts"):
+        analytic.merge(a, b)
+    shift = features[:50].mean(0)
+    a = analytic.accumulate(analytic.init_statistics(d, precision="float32", shift=shift), features[:300], labels[:300])
+    b = analytic.accumulate(analytic.init_statistics(d, precision="float32", shift=shift), features[300:], labels[300:])
+    expected = ridge_oracle(features.astype(np.float32), one_hot_columns(labels, a.class_ids), RIDGE)
+    assert relative_error(analytic.solve(analytic.merge(a, b), RIDGE).weights, expected) <= 1e-4
+
+
+def fixed_state(features, labels, order, splits):
+    parts = np.array_split(order, splits)
+    states = [analytic.accumulate(analytic.init_statistics(features.shape[1], precision="fixed"),
+                                  features[p], labels[p]) for p in parts]
+    total = states[-1]
+    for s in reversed(states[:-1]):
+        total = analytic.merge(s, total)
+    return total
+
+
+def test_fixed_mode_is_bit_identical_for_any_order_and_partition(data):
+    features, labels = data
+    rng = np.random.default_rng(4)
+    orders = [np.arange(len(labels)), rng.permutation(len(labels)), rng.permutation(len(labels))[::-1]]
+    states = [fixed_state(features, labels, order, splits) for order in orders for splits in (1, 3, 17)]
+    hashes = {analytic.state_hash(s) for s in states}
+    assert len(hashes) == 1
+    weights = [analytic.solve(s, RIDGE).weights for s in states]
+    assert all(np.array_equal(w, weights[0]) for w in weights)
+    quantized = np.ldexp(analytic.quantize(features, 12), -12)
+    expected = ridge_oracle(quantized, one_hot_columns(labels, states[0].class_ids), RIDGE)
+    assert relative_error(weights[0], expected) <= 1e-12
+
+
+def test_fixed_mode_subtract_gives_the_retrained_hash(data):
+    features, labels = data
+    d = features.shape[1]
+    full = analytic.accumulate(analytic.init_statistics(d, precision="fixed"), features, labels)
+    forget = analytic.accumulate(analytic.init_statistics(d, precision="fixed"), features[::4], labels[::4])
+    keep = np.ones(len(labels), bool)
+    keep[::4] = False
+    retrained = analytic.accumulate(analytic.init_statistics(d, precision="fixed"), features[keep], labels[keep])
+    assert analytic.state_hash(analytic.subtract(full, forget)) == analytic.state_hash(retrained)
+
+
+def test_fixed_mode_rejects_values_outside_the_grid():
+    stats = analytic.init_statistics(3, precision="fixed", frac_bits=12)
+    with pytest.raises(InputError, match="fixed-point range"):
+        analytic.accumulate(stats, np.array([[1e5, 0.0, 0.0]]), np.array([0]))
+
+
+def test_streamed_fit_peak_memory_does_not_grow_with_n():
+    d, batch = 64, 500
+    rng = np.random.default_rng(5)
+
+    def stream(n):
+        for _ in range(n // batch):
+            yield rng.normal(size=(batch, d)), rng.integers(0, 10, batch)
+
+    peaks = []
+    for n in (20_000, 200_000):
+        tracemalloc.start()
+        analytic.fit(stream(n), analytic.init_statistics(d))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] <= 1.1 * peaks[0]
+
+
+# ----- bad input: a clear error, and the state passed in is unchanged ------------------------------------------
+
+
+@pytest.fixture
+def learned(data):
+    features, labels = data
+    stats = analytic.accumulate(analytic.init_statistics(features.shape[1], class_grams=True), features, labels)
+    return stats, analytic.state_hash(stats)
+
+
+def assert_rejected(stats, digest, error, match, call):
+    with pytest.raises(error, match=match):
+        call()
+    assert analytic.state_hash(stats) == digest
+
+
+def test_nan_features_rejected(learned):
+    stats, digest = learned
+    x = np.ones((4, stats.dim))
+    x[2, 5] = np.nan
+    assert_rejected(stats, digest, InputError, "NaN.*row 2", lambda: analytic.accumulate(stats, x, np.zeros(4, int)))
+
+
+def test_inf_features_rejected(learned):
+    stats, digest = learned
+    x = np.ones((4, stats.dim))
+    x[1, 0] = -np.inf
+    assert_rejected(stats, digest, InputError, "Inf", lambda: analytic.accumulate(stats, x, np.zeros(4, int)))
+
+
+def test_wrong_feature_dimension_rejected(learned):
+    stats, digest = learned
+    x = np.ones((4, stats.dim + 1))
+    assert_rejected(stats, digest, InputError, "dimension", lambda: analytic.accumulate(stats, x, np.zeros(4, int)))
+
+
+def test_wrong_feature_dtype_rejected(learned):
+    stats, digest = learned
+    x = np.ones((4, stats.dim), dtype=np.int32)
+    assert_rejected(stats, digest, InputError, "floating", lambda: analytic.accumulate(stats, x, np.zeros(4, int)))
+
+
+def test_negative_labels_rejected(learned):
+    stats, digest = learned
+    x = np.ones((3, stats.dim))
+    assert_rejected(stats, digest, InputError, "non-negative", lambda: analytic.accumulate(stats, x, np.array([0, -1, 3])))
+
+
+def test_non_integer_labels_rejected(learned):
+    stats, digest = learned
+    x = np.ones((3, stats.dim))
+    assert_rejected(stats, digest, InputError, "integer", lambda: analytic.accumulate(stats, x, np.array([0.0, 1.5, 3.0])))
+
+
+def test_empty_batch_rejected(learned):
+    stats, digest = learned
+    x = np.ones((0, stats.dim))
+    assert_rejected(stats, digest, InputError, "empty batch", lambda: analytic.accumulate(stats, x, np.zeros(0, int)))
+
+
+def test_mismatched_lengths_rejected(learned):
+    stats, digest = learned
+    x = np.ones((5, stats.dim))
+    assert_rejected(stats, digest, InputError, "5 rows but labels have 4",
+                    lambda: analytic.accumulate(stats, x, np.zeros(4, int)))
+
+
+def test_subtracting_what_was_never_added_rejected(learned, data):
+    stats, digest = learned
+    features, labels = data
+    doubled = analytic.merge(stats, stats)
+    assert_rejected(stats, digest, IntegrityError, "negative", lambda: analytic.subtract(stats, doubled))
+    other = analytic.accumulate(analytic.init_statistics(stats.dim, class_grams=True), features[:3], np.array([99] * 3))
+    assert_rejected(stats, digest, IntegrityError, "never learned", lambda: analytic.subtract(stats, other))
