@@ -76,23 +76,19 @@ def _moments_value(stats: Statistics):
     )
 
 
-def _symmetric(upper: np.ndarray) -> np.ndarray:
-    return upper + np.triu(upper, 1).swapaxes(-1, -2)
-
-
-def gram_upper(stats: Statistics) -> np.ndarray:
-    """Upper triangle of the raw Gram :math:`G = \\sum x x^\\top` (shift undone), as a new array."""
-    moments = _moments_value(stats)
-    upper = np.array(moments.gram, dtype=np.float64)
-    if stats.shift is not None:
-        s, f = stats.shift.astype(np.float64), moments.feature_sum
-        upper += np.triu(np.outer(s, f) + np.outer(f, s) + float(stats.count) * np.outer(s, s))
-    return upper
+def _unshifted(gram: np.ndarray, shift: np.ndarray | None, feature_sum: np.ndarray, count) -> np.ndarray:
+    """:math:`\\tilde G + s \\tilde f^\\top + \\tilde f s^\\top + n s s^\\top` as a new float64 array."""
+    full = np.array(gram, dtype=np.float64)
+    if shift is not None:
+        s = shift.astype(np.float64)
+        full += np.outer(s, feature_sum) + np.outer(feature_sum, s) + float(count) * np.outer(s, s)
+    return full
 
 
 def gram_matrix(stats: Statistics) -> np.ndarray:
-    """The full symmetric raw Gram :math:`G = X^\\top X` of the learned samples."""
-    return _symmetric(gram_upper(stats))
+    """The raw Gram :math:`G = X^\\top X = \\sum x x^\\top` of the learned samples (shift undone), float64."""
+    moments = _moments_value(stats)
+    return _unshifted(moments.gram, stats.shift, moments.feature_sum, stats.count)
 
 
 def cross_matrix(stats: Statistics) -> np.ndarray:
@@ -110,12 +106,8 @@ def class_gram(stats: Statistics, position: int) -> np.ndarray:
     if stats.moments.class_grams is None:
         raise IntegrityError("this state keeps no per-class Grams: create it with init_statistics(class_grams=True)")
     moments = _moments_value(stats)
-    upper = np.array(moments.class_grams[position], dtype=np.float64)
-    if stats.shift is not None:
-        s, n_c = stats.shift.astype(np.float64), stats.class_counts[position]
-        class_sum = moments.cross[:, position]  # Σ_{y=c} x̃
-        upper += np.triu(np.outer(s, class_sum) + np.outer(class_sum, s) + float(n_c) * np.outer(s, s))
-    return _symmetric(upper)
+    class_sum = moments.cross[:, position]  # Σ_{y=c} x̃
+    return _unshifted(moments.class_grams[position], stats.shift, class_sum, stats.class_counts[position])
 
 
 def class_means(stats: Statistics) -> np.ndarray:
@@ -126,14 +118,14 @@ def class_means(stats: Statistics) -> np.ndarray:
     return (cross_matrix(stats) / counts).T
 
 
-def factorize_matrix(matrix_upper: np.ndarray, ridge: float) -> Factorization:
-    """Cholesky factor of ``matrix + ridge·I`` from its upper triangle (which is consumed)."""
+def factorize_matrix(matrix: np.ndarray, ridge: float) -> Factorization:
+    """Cholesky factor of ``matrix + ridge·I`` for a symmetric float64 ``matrix`` (which is overwritten)."""
     ridge = float(ridge)
     if not ridge >= 0:
         raise InputError(f"ridge must be a non-negative number, got {ridge}")
-    matrix_upper[np.diag_indices_from(matrix_upper)] += ridge
+    matrix[np.diag_indices_from(matrix)] += ridge
     try:
-        upper, _ = scipy.linalg.cho_factor(matrix_upper, lower=False, overwrite_a=True, check_finite=False)
+        upper, _ = scipy.linalg.cho_factor(matrix, lower=False, overwrite_a=True, check_finite=False)
     except np.linalg.LinAlgError as error:
         raise IntegrityError(
             f"G + γI is not positive definite (γ = {ridge:g}): raise the ridge, or the statistics are corrupted"
@@ -145,7 +137,7 @@ def factorize_matrix(matrix_upper: np.ndarray, ridge: float) -> Factorization:
 
 def factorize(stats: Statistics, ridge: float) -> Factorization:
     """Cholesky factorization of :math:`G + \\gamma I` (REFERENCE §2), reusable for every column and query."""
-    return factorize_matrix(gram_upper(stats), ridge)
+    return factorize_matrix(gram_matrix(stats), ridge)
 
 
 def solve(stats: Statistics, ridge: float, factorization: Factorization | None = None) -> Head:

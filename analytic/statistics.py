@@ -13,18 +13,16 @@ the same :class:`Statistics`, and the ridge :math:`\gamma` is chosen at solve ti
 Three precisions share one code path:
 
 ``"float64"`` (default)
-    float64 accumulation with the host BLAS (``dsyrk``); solved weights match a float64 direct solve to ~1e-13.
+    float64 accumulation with the host BLAS (``syrk``); solved weights match a float64 direct solve to ~1e-13.
     It needs no global JAX flag: the statistics are NumPy arrays on the host.
 ``"float32"``
-    float32 products (``ssyrk``) around a fixed mean shift :math:`s` (REFERENCE §6), accumulated with Kahan
+    float32 products around a fixed mean shift :math:`s` (REFERENCE §6), accumulated with Kahan
     compensation; half the memory traffic of float64, error reported in the README.
 ``"fixed"``
     bit-exact: features are quantized to the grid :math:`2^{-f}` (``frac_bits`` = f), every product and partial sum
     is an integer below :math:`2^{53}`, so the float64 GEMM is exact in any summation order and the int64 totals
     are the same for any order or partition of the same multiset of samples (REFERENCE §6).
 
-Storage: ``gram`` and per-class Grams keep the *upper triangle* of the symmetric matrix (the lower triangle is zero),
-which is what ``syrk`` writes; :func:`analytic.ridge.gram_matrix` returns the full matrix.
 Per-class Grams are opt-in (``class_grams=True``): they cost ``C·d²`` numbers, e.g. 100 classes at d = 8192 in float64
 is 51 GiB, at d = 2048 it is 3.2 GiB.
 """
@@ -40,7 +38,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from rich.progress import track
-from scipy.linalg import blas
 
 from analytic.errors import InputError, IntegrityError
 
@@ -56,12 +53,12 @@ class Moments(NamedTuple):
     r"""Additive moments in the state's dtype, around the shift :math:`s` (:math:`\tilde x = x - s`).
 
     Attributes:
-      gram: (d, d) upper triangle of :math:`\sum_i \tilde x_i \tilde x_i^\top`, lower triangle zero.
+      gram: (d, d) symmetric :math:`\sum_i \tilde x_i \tilde x_i^\top`.
       cross: (d, m) :math:`\sum_i \tilde x_i y_i^\top`; for classification column c is the sum of class c's
         features, with ``m`` = number of classes seen.
       feature_sum: (d,) :math:`\sum_i \tilde x_i`.
       target_sum: (m,) :math:`\sum_i y_i` for regression; ``None`` for classification (the class counts are it).
-      class_grams: (m, d, d) upper triangles of :math:`\sum_{y_i = c} \tilde x_i \tilde x_i^\top`, or ``None``.
+      class_grams: (m, d, d) per-class :math:`\sum_{y_i = c} \tilde x_i \tilde x_i^\top`, or ``None``.
     """
 
     gram: np.ndarray
@@ -455,11 +452,9 @@ def _check_gram_diagonal(result: Statistics, before: Statistics) -> None:
 # Batch moments and their addition.
 
 
-def _syrk_upper(rows: np.ndarray) -> np.ndarray:
-    """Upper triangle of rowsᵀ rows (lower triangle zero) with one BLAS syrk call, C-contiguous (d, d)."""
-    syrk = blas.get_blas_funcs("syrk", dtype=rows.dtype)
-    # rowsᵀ is Fortran-ordered (d, n); syrk's lower triangle of the Fortran result is our upper triangle.
-    return syrk(1.0, rows.T, trans=0, lower=1).T
+def _gram(rows: np.ndarray) -> np.ndarray:
+    """rowsᵀ rows; NumPy recognises the transposed product and calls BLAS syrk, then mirrors the triangle."""
+    return rows.T @ rows
 
 
 def _batch_moments(stats: Statistics, x: np.ndarray, y: np.ndarray | None, y_index: np.ndarray | None) -> Moments:
@@ -479,10 +474,13 @@ def _batch_moments(stats: Statistics, x: np.ndarray, y: np.ndarray | None, y_ind
 
 
 def _float_moments(rows, targets, y_index, stats: Statistics) -> Moments:
+    # One GEMM against [Y, 1] gives the cross-moment and the feature sum without another pass over the rows.
+    with_ones = np.concatenate([targets, np.ones((rows.shape[0], 1), targets.dtype)], axis=1)
+    cross_and_sum = rows.T @ with_ones
     return Moments(
-        gram=_syrk_upper(rows),
-        cross=rows.T @ targets,
-        feature_sum=rows.sum(axis=0),
+        gram=_gram(rows),
+        cross=np.ascontiguousarray(cross_and_sum[:, :-1]),
+        feature_sum=cross_and_sum[:, -1].copy(),
         target_sum=None if stats.is_classification else targets.sum(axis=0),
         class_grams=_class_grams(rows, y_index, stats),
     )
@@ -493,7 +491,7 @@ def _class_grams(rows, y_index, stats: Statistics):
         return None
     grams = np.zeros((stats.n_outputs, stats.dim, stats.dim), rows.dtype)
     for c in np.unique(y_index):
-        grams[c] = _syrk_upper(rows[y_index == c])
+        grams[c] = _gram(rows[y_index == c])
     return grams
 
 
