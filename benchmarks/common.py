@@ -8,7 +8,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -72,3 +72,64 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+class FrozenFeatures(NamedTuple):
+    """Features of a dataset under a frozen pretrained backbone, and where they came from."""
+
+    dataset: str
+    backbone: str
+    path: str
+    train_features: np.ndarray
+    train_labels: np.ndarray
+    test_features: np.ndarray
+    test_labels: np.ndarray
+    class_names: tuple[str, ...]
+
+
+def load_images(*, subset: int | None = None, seed: int = 0):
+    """Fashion-MNIST when it can be had (Debian package, $FASHION_MNIST_DIR or the official download), otherwise
+    scikit-learn's digits, saying so. ``subset`` keeps a seeded, class-stratified share of the training set."""
+    from analytic.data import DatasetNotFoundError, load_digits, load_fashion_mnist
+
+    try:
+        data = load_fashion_mnist(download=True)
+    except (DatasetNotFoundError, OSError) as error:
+        print(f"Fashion-MNIST is not available ({type(error).__name__}); falling back to scikit-learn digits.")
+        data = load_digits()
+    if subset is not None and subset < len(data.train_labels):
+        rng = np.random.default_rng(seed)
+        keep = np.sort(rng.permutation(len(data.train_labels))[:subset])
+        test_keep = np.sort(rng.permutation(len(data.test_labels))[: max(subset // 6, 1)])
+        data = data._replace(train_images=data.train_images[keep], train_labels=data.train_labels[keep],
+                             test_images=data.test_images[test_keep], test_labels=data.test_labels[test_keep])
+    return data
+
+
+def frozen_features(*, subset: int | None = None, backbone: str = "mobilenetv2_100", image_side: int = 64,
+                    cache_dir: str = ".cache/features") -> FrozenFeatures:
+    """Pooled features of the default data under an ImageNet-pretrained backbone, cached on disk.
+
+    The torch path is used when torch is installed (XLA on CPU is slow on MobileNetV2's depthwise convolutions),
+    the flax path otherwise; the path is reported.
+    """
+    from analytic.backbones import create_backbone
+    from analytic.features import Preprocess, extract_features
+
+    data = load_images(subset=subset)
+    model = create_backbone(backbone, weights="pretrained")
+    try:
+        import torch  # noqa: F401
+
+        path = "torch"
+    except ImportError:
+        path = "flax"
+    preprocess = Preprocess.for_backbone(model, size=image_side)
+    extract = lambda images: extract_features(  # noqa: E731
+        model, images, path=path, preprocess=preprocess, cache_dir=cache_dir, batch_size=256
+    )
+    return FrozenFeatures(
+        dataset=data.name, backbone=f"{backbone} (ImageNet, {image_side}px)", path=path,
+        train_features=extract(data.train_images), train_labels=data.train_labels,
+        test_features=extract(data.test_images), test_labels=data.test_labels, class_names=data.class_names,
+    )

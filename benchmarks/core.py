@@ -129,7 +129,7 @@ def precision_errors(n: int, d: int) -> list[dict]:
 def extraction_speed(image_side: int, n_images: int, names: list[str]) -> list[dict]:
     """Images/s of the flax and torch paths with random weights (speed does not depend on the weights)."""
     from analytic.backbones import create_backbone
-    from analytic.features import Preprocessing, extract_features
+    from analytic.features import Preprocess, extract_features
 
     images = np.random.default_rng(4).integers(0, 256, size=(n_images, 28, 28, 1), dtype=np.uint8)
     rows = []
@@ -137,9 +137,9 @@ def extraction_speed(image_side: int, n_images: int, names: list[str]) -> list[d
         backbone = create_backbone(name)
         side = image_side if not name.startswith("vit") else 224
         for path in ("flax", "torch"):
-            preprocessing = Preprocessing(image_size=side, mean=backbone.mean, std=backbone.std)
+            preprocess = Preprocess.for_backbone(backbone, size=side)
             run = lambda: extract_features(  # noqa: E731
-                backbone, images, path=path, preprocessing=preprocessing, batch_size=32, progress=False
+                backbone, images, path=path, preprocess=preprocess, batch_size=32, progress=False
             )
             run()  # compile / warm up
             seconds, _ = best_time(run, 1)
