@@ -1,0 +1,101 @@
+r"""AEF-OCL: analytic exemplar-free online continual learning with a pseudo-feature generator (REFERENCE §3).
+
+A ridge head on the (expanded) features learns every real batch exactly (:mod:`continual.acil`). Against class
+imbalance, each class c also keeps running backbone-space moments :math:`\sum z` and :math:`\sum z^2` (float64),
+giving :math:`\mu_c` and a diagonal :math:`\sigma_c^2`. After each batch, the head used for prediction is solved on
+the real statistics *plus* a temporary set of pseudo-features,
+
+.. math::
+    \tilde z \sim \mathcal N(\mu_c, \mathrm{diag}\,\sigma_c^2), \quad
+    \#\{\tilde z \text{ of class } c\} = \min\big(\max_j n_j - n_c,\ \text{cap}\big),
+
+pushed through φ; they are never added to the kept statistics, so the next real batch starts from the real data only.
+Draws are seeded by ``(seed, phase)``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+import analytic
+from continual.acil import ridge_predict
+from continual.learner import Learner, embed, make_learner
+
+
+class GeneratorModel(NamedTuple):
+    """State of AEF-OCL.
+
+    Attributes:
+      expansion: fixed expansion layer or ``None``.
+      statistics: statistics of the *real* expanded features.
+      feature_sums: (C, d_in) per declared class :math:`\\sum z` in backbone space, float64.
+      square_sums: (C, d_in) per declared class :math:`\\sum z^2`, float64.
+      head: the head solved with the temporary pseudo-features.
+    """
+
+    expansion: object
+    statistics: analytic.Statistics
+    feature_sums: np.ndarray
+    square_sums: np.ndarray
+    head: analytic.Head
+
+
+def aef_ocl(classes, *, expansion=None, ridge: float = 0.1, seed: int = 0, pseudo_cap: int | None = None,
+            strict: bool = False) -> Learner:
+    """AEF-OCL learner.
+
+    Args:
+      classes: declared class ids.
+      expansion: fixed expansion layer or ``None``.
+      ridge: γ.
+      seed: seed of the pseudo-feature draws.
+      pseudo_cap: at most this many pseudo-features per class and phase (``None``: the full deficit).
+      strict: strict class-incremental learning (online streams usually revisit classes: default False).
+    """
+    declared = np.unique(np.asarray(classes, np.int64))
+
+    def update(model, features, labels, learned_classes, phase):
+        x = embed(expansion, features)
+        z = np.asarray(features, np.float64)
+        if model is None:
+            statistics = analytic.init_statistics(x.shape[1])
+            sums, squares = np.zeros((2, declared.size, z.shape[1]))
+        else:
+            statistics, sums, squares = model.statistics, model.feature_sums, model.square_sums
+        statistics = analytic.accumulate(statistics, x, labels)
+        positions = np.searchsorted(declared, labels)
+        sums, squares = sums.copy(), squares.copy()
+        np.add.at(sums, positions, z)
+        np.add.at(squares, positions, z * z)
+        balanced = statistics
+        pseudo_z, pseudo_labels = pseudo_features(statistics, sums, squares, declared, seed, phase, pseudo_cap)
+        if pseudo_labels.size:
+            balanced = analytic.accumulate(statistics, embed(expansion, pseudo_z.astype(z.dtype)), pseudo_labels)
+        return GeneratorModel(expansion=expansion, statistics=statistics, feature_sums=sums, square_sums=squares,
+                              head=analytic.solve(balanced, ridge))
+
+    return make_learner("AEF-OCL", classes, strict=strict, update=update, predict=ridge_predict)
+
+
+def pseudo_features(statistics: analytic.Statistics, sums: np.ndarray, squares: np.ndarray, declared: np.ndarray,
+                    seed: int, phase: int, cap: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Draw each seen class's deficit :math:`\\max_j n_j - n_c` (capped) from :math:`N(\\mu_c, \\mathrm{diag}\\,\\sigma_c^2)`."""
+    counts = statistics.class_counts
+    deficits = counts.max() - counts
+    if cap is not None:
+        deficits = np.minimum(deficits, cap)
+    rng = np.random.default_rng((seed, phase))
+    draws, labels = [], []
+    for class_id, count, deficit in zip(statistics.class_ids, counts, deficits):
+        if deficit == 0:
+            continue
+        row = np.searchsorted(declared, class_id)
+        mean = sums[row] / count
+        std = np.sqrt(np.maximum(squares[row] / count - mean * mean, 0.0))
+        draws.append(mean + std * rng.standard_normal((int(deficit), mean.size)))
+        labels.append(np.full(int(deficit), class_id, np.int64))
+    if not draws:
+        return np.zeros((0, sums.shape[1])), np.zeros(0, np.int64)
+    return np.concatenate(draws), np.concatenate(labels)

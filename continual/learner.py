@@ -1,0 +1,139 @@
+"""One interface for every continual learner, analytic or baseline, with the input checks they all share.
+
+A :class:`Learner` is a NamedTuple of pure functions over a :class:`ContinualState` pytree (the optax pattern):
+
+* ``init() -> state``;
+* ``learn(state, features, labels) -> state`` — one phase (or one online batch);
+* ``predict(state, features) -> labels``.
+
+:func:`make_learner` wraps a method's own update with the checks of REFERENCE §5 / the bad-input contract: an empty
+phase, NaN/Inf features, labels outside the declared class set and, in strict class-incremental learning, a class
+already finished in an earlier phase are refused with a clear error before anything is computed, so the state a
+caller holds is never changed (every function is pure).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+
+from analytic import InputError, IntegrityError, expand
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["model", "learned_classes", "phase"], meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class ContinualState:
+    """What a learner carries from phase to phase.
+
+    Attributes:
+      model: the method's own pytree (statistics, solved head, SGD parameters, ...); ``None`` before the first phase.
+      learned_classes: (k,) sorted int64 ids of every class learned so far.
+      phase: () int64 number of ``learn`` calls so far.
+    """
+
+    model: Any
+    learned_classes: np.ndarray
+    phase: np.ndarray
+
+
+class Learner(NamedTuple):
+    """A continual learner: ``init``, ``learn`` (one phase or batch) and ``predict`` (class ids), all pure."""
+
+    name: str
+    init: Callable[[], ContinualState]
+    learn: Callable[[ContinualState, Any, Any], ContinualState]
+    predict: Callable[[ContinualState, Any], np.ndarray]
+
+
+def state_bytes(state: ContinualState) -> int:
+    """Memory held by the learner's state: the bytes of every array leaf (NumPy or JAX)."""
+    return int(sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree.leaves(state)))
+
+
+def make_learner(
+    name: str,
+    classes,
+    *,
+    strict: bool,
+    update: Callable[[Any, np.ndarray, np.ndarray, np.ndarray, int], Any],
+    predict: Callable[[Any, np.ndarray], np.ndarray],
+) -> Learner:
+    """Wrap a method into a :class:`Learner` that validates every phase first.
+
+    Args:
+      name: display name.
+      classes: the declared class ids; labels outside them are refused.
+      strict: strict class-incremental learning: a phase may not contain a class learned in an earlier phase.
+      update: ``update(model, features, labels, learned_classes, phase) -> model`` (``model`` is ``None`` at first).
+      predict: ``predict(model, features) -> class ids``.
+    """
+    declared = np.unique(np.asarray(classes, np.int64))
+    if declared.size == 0:
+        raise InputError("a learner needs at least one declared class")
+
+    def init() -> ContinualState:
+        return ContinualState(model=None, learned_classes=np.zeros(0, np.int64), phase=np.int64(0))
+
+    def learn(state: ContinualState, features, labels) -> ContinualState:
+        x = check_phase_features(features)
+        y = check_phase_labels(labels, x.shape[0], declared)
+        present = np.unique(y)
+        if strict:
+            finished = np.intersect1d(present, state.learned_classes)
+            if finished.size:
+                raise IntegrityError(
+                    f"classes {finished.tolist()} were finished in an earlier phase: strict class-incremental "
+                    "learning forbids them (use the generalized variant for streams where classes reappear)"
+                )
+        model = update(state.model, x, y, state.learned_classes, int(state.phase))
+        return ContinualState(
+            model=model,
+            learned_classes=np.union1d(state.learned_classes, present),
+            phase=np.int64(state.phase + 1),
+        )
+
+    def predict_labels(state: ContinualState, features) -> np.ndarray:
+        if state.model is None:
+            raise IntegrityError(f"{name} has learned nothing yet: call learn first")
+        return np.asarray(predict(state.model, check_phase_features(features)))
+
+    return Learner(name=name, init=init, learn=learn, predict=predict_labels)
+
+
+def check_phase_features(features) -> np.ndarray:
+    """Host (n, d) floating features with n ≥ 1, all finite; raises :class:`~analytic.InputError` otherwise."""
+    x = np.asarray(features)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise InputError(f"features must be a floating-point array, got dtype {x.dtype}")
+    if x.ndim != 2:
+        raise InputError(f"features must be a 2-D array (n, d), got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise InputError("empty phase: the features have no rows")
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        kind = "NaN" if np.isnan(x[bad[0]]).any() else "Inf"
+        raise InputError(f"features contain {kind} (first in row {int(bad[0])}, {bad.size} bad rows)")
+    return x
+
+
+def check_phase_labels(labels, n: int, declared: np.ndarray) -> np.ndarray:
+    """(n,) int64 class ids, every one of them among the ``declared`` classes."""
+    y = np.asarray(labels)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise InputError(f"labels must be a 1-D integer array of class ids, got shape {y.shape} {y.dtype}")
+    if y.shape[0] != n:
+        raise InputError(f"features have {n} rows but labels have {y.shape[0]}")
+    unknown = np.setdiff1d(y, declared)
+    if unknown.size:
+        raise InputError(f"labels {unknown.tolist()[:10]} are outside the declared classes")
+    return y.astype(np.int64, copy=False)
+
+
+def embed(layer, features: np.ndarray) -> np.ndarray:
+    """Features after the fixed expansion ``layer`` (:func:`analytic.expand`, float32), or unchanged for ``None``."""
+    return features if layer is None else expand(layer, features)
