@@ -1,0 +1,22 @@
+"""Exact unlearning on analytic heads, and the gradient-based unlearning methods it is compared against.
+
+``unlearning.exact`` forgets samples, classes and sources by subtracting sufficient statistics (the result equals
+retraining the head without them); ``unlearning.cholesky`` is the rank-k factor downdate it uses for small
+requests; ``unlearning.ledger`` keeps sample fingerprints; ``unlearning.metrics`` holds the field's metrics;
+``unlearning.methods`` puts exact and gradient methods behind one interface.
+"""
+
+from unlearning.cholesky import cholesky_update
+from unlearning.exact import (
+    Receipt,
+    UnlearningHead,
+    certifies,
+    class_statistics,
+    factorized,
+    forget_class,
+    forget_samples,
+    forget_source,
+    init_unlearning_head,
+    learn,
+    solve_head,
+)

@@ -1,0 +1,272 @@
+"""Exact unlearning against retraining from scratch (float64 direct solve), plus integrity and receipts."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+from conftest import make_classification, one_hot_columns, relative_error, ridge_oracle
+
+import analytic
+import unlearning
+
+RIDGE = 0.5
+D = 24
+
+
+def retrained(features, labels, ridge=RIDGE):
+    """Oracle: the ridge head solved directly on the retained data, with its class ids."""
+    class_ids = np.unique(labels)
+    return ridge_oracle(features, one_hot_columns(labels, class_ids), ridge), class_ids
+
+
+def trained_head(features, labels, **options):
+    head = unlearning.init_unlearning_head(features.shape[1], RIDGE, **options)
+    return unlearning.factorized(unlearning.learn(head, features, labels))
+
+
+def assert_matches_retraining(head, features, labels, test_features, tolerance=1e-10):
+    weights, class_ids = retrained(features, labels)
+    solved = unlearning.solve_head(head)
+    np.testing.assert_array_equal(solved.class_ids, class_ids)
+    assert relative_error(solved.weights, weights) <= tolerance
+    expected = class_ids[np.argmax(test_features @ weights, axis=1)]
+    np.testing.assert_array_equal(analytic.predict_labels(solved, test_features), expected)
+
+
+def snapshot(head):
+    """Everything a refused request must leave untouched."""
+    arrays = [head.factor, head.folded_rows]
+    if head.ledger is not None:
+        arrays += [head.ledger.fingerprints, head.ledger.counts]
+    return analytic.state_hash(head.statistics), [None if a is None else np.array(a) for a in arrays]
+
+
+def assert_unchanged(head, before):
+    digest, arrays = snapshot(head)
+    assert digest == before[0]
+    for now, then in zip(arrays, before[1]):
+        np.testing.assert_array_equal(now, then)
+
+
+# --------------------------------------------------------------------------------------- the rank-k downdate
+
+
+@pytest.mark.parametrize("k", [1, 5, 40, 150])
+@pytest.mark.parametrize("sign", [1, -1])
+def test_cholesky_update_matches_refactoring(k, sign):
+    rng = np.random.default_rng(k)
+    d = 70  # three column blocks
+    rows = rng.normal(size=(200, d)) + 1.5
+    matrix = rows.T @ rows + 0.1 * np.eye(d)
+    changed = rows[:k] if sign < 0 else rng.normal(size=(k, d))
+    expected = scipy.linalg.cholesky(matrix + sign * changed.T @ changed)
+    upper = scipy.linalg.cholesky(matrix)
+    kept = upper.copy()
+    result = unlearning.cholesky_update(upper, changed, sign)
+    np.testing.assert_array_equal(upper, kept)
+    np.testing.assert_array_equal(np.tril(result, -1), 0)
+    assert relative_error(result, expected) <= 1e-12
+
+
+def test_cholesky_downdate_refuses_to_lose_positive_definiteness():
+    rng = np.random.default_rng(1)
+    rows = rng.normal(size=(50, 10))
+    upper = scipy.linalg.cholesky(rows.T @ rows + 0.1 * np.eye(10))
+    with pytest.raises(analytic.IntegrityError, match="positive definiteness"):
+        unlearning.cholesky_update(upper, 10 * rng.normal(size=(3, 10)), -1)
+
+
+# -------------------------------------------------------------------------------------------- exact against retrain
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "recursive"])
+@pytest.mark.parametrize("k, route", [(2, "small"), (300, "large")])
+def test_forget_samples_equals_retraining(solver, k, route):
+    features, labels = make_classification(n=600, d=D)
+    test_features, _ = make_classification(n=200, d=D, seed=1)
+    head = trained_head(features, labels, solver=solver)
+    forgotten, receipt = unlearning.forget_samples(head, features[:k], labels[:k])
+    small_route = "downdate" if solver == "cholesky" else "recursive"
+    assert receipt.route == (small_route if route == "small" else ("refactor" if solver == "cholesky" else "resync"))
+    assert receipt.removed_count == k
+    assert sum(receipt.removed_per_class.values()) == k
+    assert_matches_retraining(forgotten, features[k:], labels[k:], test_features)
+
+
+def test_forget_class_from_statistics_drops_its_column():
+    features, labels = make_classification(n=600, d=D)
+    test_features, _ = make_classification(n=200, d=D, seed=1)
+    head = trained_head(features, labels, class_grams=True)
+    forgotten, receipt = unlearning.forget_class(head, 7)
+    keep = labels != 7
+    assert forgotten.statistics.n_outputs == head.statistics.n_outputs - 1
+    assert receipt.dropped_classes == (7,)
+    assert receipt.removed_per_class == {7: int((~keep).sum())}
+    assert_matches_retraining(forgotten, features[keep], labels[keep], test_features)
+    assert not np.isin(analytic.predict_labels(unlearning.solve_head(forgotten), test_features), 7).any()
+
+
+def test_forget_class_from_its_data():
+    features, labels = make_classification(n=600, d=D)
+    test_features, _ = make_classification(n=200, d=D, seed=1)
+    head = trained_head(features, labels)
+    keep = labels != 3
+    forgotten, receipt = unlearning.forget_class(head, 3, features[~keep])
+    assert receipt.dropped_classes == (3,)
+    assert_matches_retraining(forgotten, features[keep], labels[keep], test_features)
+
+
+def test_forgotten_class_can_be_learned_again():
+    features, labels = make_classification(n=600, d=D)
+    test_features, _ = make_classification(n=200, d=D, seed=1)
+    head = trained_head(features, labels, class_grams=True)
+    forgotten, _ = unlearning.forget_class(head, 11)
+    relearned = unlearning.learn(forgotten, features[labels == 11], labels[labels == 11])
+    order = np.argsort(labels != 11, kind="stable")  # class 11 last, as relearned
+    assert_matches_retraining(relearned, features[order], labels[order], test_features)
+
+
+def test_forget_source_equals_retraining_without_it():
+    features, labels = make_classification(n=600, d=D)
+    test_features, _ = make_classification(n=200, d=D, seed=1)
+    head = unlearning.init_unlearning_head(D, RIDGE, track_sources=True, ledger=True)
+    for index, part in enumerate(np.array_split(np.arange(600), 4)):
+        head = unlearning.learn(head, features[part], labels[part], source=f"client-{index}")
+    forgotten, receipt = unlearning.forget_source(head, "client-2")
+    keep = np.setdiff1d(np.arange(600), np.array_split(np.arange(600), 4)[2])
+    assert receipt.source == "client-2" and receipt.removed_count == 150
+    assert forgotten.ledger.size == 450
+    assert_matches_retraining(forgotten, features[keep], labels[keep], test_features)
+
+
+def test_forget_class_from_statistics_in_every_tracked_source():
+    features, labels = make_classification(n=600, d=D)
+    test_features, _ = make_classification(n=200, d=D, seed=1)
+    head = unlearning.init_unlearning_head(D, RIDGE, track_sources=True, class_grams=True)
+    parts = np.array_split(np.arange(600), 3)
+    for index, part in enumerate(parts):
+        head = unlearning.learn(head, features[part], labels[part], source=f"client-{index}")
+    forgotten, _ = unlearning.forget_class(head, 0)
+    forgotten, _ = unlearning.forget_source(forgotten, "client-1")
+    keep = np.setdiff1d(np.concatenate([parts[0], parts[2]]), np.flatnonzero(labels == 0))
+    assert_matches_retraining(forgotten, features[keep], labels[keep], test_features)
+
+
+def test_regression_head_forgets_exactly():
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(500, D)) + 1.0
+    targets = features @ rng.normal(size=(D, 2)) + 0.1 * rng.normal(size=(500, 2))
+    head = unlearning.init_unlearning_head(D, RIDGE, n_targets=2)
+    head = unlearning.factorized(unlearning.learn(head, features, targets))
+    for k in (3, 200):
+        forgotten, receipt = unlearning.forget_samples(head, features[:k], targets[:k])
+        expected = ridge_oracle(features[k:], targets[k:], RIDGE)
+        assert relative_error(unlearning.solve_head(forgotten).weights, expected) <= 1e-10
+        assert receipt.removed_per_class == {}
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "recursive"])
+def test_thousand_interleaved_requests_stay_exact(solver):
+    rng = np.random.default_rng(7)
+    features, labels = make_classification(n=3000, d=16, classes=(0, 1, 2, 3, 4))
+    test_features, _ = make_classification(n=200, d=16, classes=(0, 1, 2, 3, 4), seed=1)
+    learned = np.zeros(3000, bool)
+    learned[:400] = True
+    head = trained_head(features[:400], labels[:400], solver=solver)
+    for _ in range(1000):
+        k = int(rng.integers(1, 3))
+        if rng.random() < 0.5 and (~learned).sum() >= k:
+            rows = rng.choice(np.flatnonzero(~learned), k, replace=False)
+            head = unlearning.learn(head, features[rows], labels[rows])
+            learned[rows] = True
+        else:
+            rows = rng.choice(np.flatnonzero(learned), k, replace=False)
+            head, _ = unlearning.forget_samples(head, features[rows], labels[rows])
+            learned[rows] = False
+    index = np.flatnonzero(learned)
+    assert_matches_retraining(head, features[index], labels[index], test_features, tolerance=1e-9)
+
+
+# ------------------------------------------------------------------------------------------ bit-exact receipts
+
+
+def test_fixed_precision_receipts_certify_retraining():
+    features, labels = make_classification(n=600, d=D)
+    fixed = {"precision": "fixed", "class_grams": True}
+    head = trained_head(features, labels, **fixed)
+    head, by_samples = unlearning.forget_samples(head, features[:5], labels[:5])
+    head, by_class = unlearning.forget_class(head, 3)
+    keep = np.arange(600) >= 5
+    retained = analytic.init_statistics(D, precision="fixed", class_grams=True)
+    after_samples = analytic.accumulate(retained, features[keep][::-1], labels[keep][::-1])  # any order
+    keep &= labels != 3
+    after_class = analytic.accumulate(retained, features[keep], labels[keep])
+    assert by_samples.hash_after == analytic.state_hash(after_samples)
+    assert unlearning.certifies(by_samples, after_samples)
+    assert unlearning.certifies(by_class, after_class)
+    assert by_class.hash_before == by_samples.hash_after
+    assert not unlearning.certifies(by_class, after_samples)
+
+
+# ------------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def guarded():
+    features, labels = make_classification(n=300, d=D)
+    return trained_head(features, labels, ledger=True, class_grams=True), features, labels
+
+
+def test_refuses_a_class_never_seen(guarded):
+    head, _, _ = guarded
+    before = snapshot(head)
+    with pytest.raises(analytic.IntegrityError, match="class 5 was never learned"):
+        unlearning.forget_class(head, 5)
+    assert_unchanged(head, before)
+
+
+def test_refuses_samples_never_learned_with_the_ledger(guarded):
+    head, features, labels = guarded
+    before = snapshot(head)
+    with pytest.raises(analytic.IntegrityError, match="never learned by this head"):
+        unlearning.forget_samples(head, features[:2] + 0.01, labels[:2])
+    forgotten, _ = unlearning.forget_samples(head, features[:2], labels[:2])
+    with pytest.raises(analytic.IntegrityError, match="never learned by this head"):
+        unlearning.forget_samples(forgotten, features[:1], labels[:1])  # twice
+    assert_unchanged(head, before)
+
+
+def test_refuses_a_label_outside_the_head(guarded):
+    head, features, _ = guarded
+    before = snapshot(head)
+    with pytest.raises(analytic.IntegrityError, match=r"labels \[9\] are outside the head"):
+        unlearning.forget_samples(head, features[:2], np.array([9, 9]))
+    assert_unchanged(head, before)
+
+
+def test_refuses_nan_features(guarded):
+    head, features, labels = guarded
+    before = snapshot(head)
+    poisoned = features[:3].copy()
+    poisoned[1, 4] = np.nan
+    with pytest.raises(analytic.InputError, match="NaN"):
+        unlearning.forget_samples(head, poisoned, labels[:3])
+    assert_unchanged(head, before)
+
+
+def test_refuses_a_request_that_would_empty_the_head(guarded):
+    head, features, labels = guarded
+    before = snapshot(head)
+    with pytest.raises(analytic.IntegrityError, match="empty head"):
+        unlearning.forget_samples(head, features, labels)
+    assert_unchanged(head, before)
+
+
+def test_refuses_rows_that_were_never_learned_without_a_ledger():
+    features, labels = make_classification(n=300, d=D)
+    head = trained_head(features, labels)
+    before = snapshot(head)
+    eigenvalues, eigenvectors = np.linalg.eigh(features.T @ features)
+    stranger = np.sqrt(eigenvalues[0] + RIDGE + 1.0) * eigenvectors[:, :1].T  # G + γI − xxᵀ is indefinite
+    with pytest.raises(analytic.IntegrityError, match="positive definiteness"):
+        unlearning.forget_samples(head, stranger, labels[:1])
+    assert_unchanged(head, before)

@@ -1,0 +1,499 @@
+r"""Exact unlearning on the additive statistics of a ridge head: the result *is* the head retrained without the data.
+
+The ridge head depends on its data only through :math:`G = \sum x x^\top`, :math:`B = \sum x y^\top` and the counts
+(REFERENCE §1), so forgetting is subtraction:
+
+.. math::
+    \text{samples } F:\; G \mathrel{-}= X_F^\top X_F,\; B \mathrel{-}= X_F^\top Y_F; \qquad
+    \text{class } c:\; G \mathrel{-}= A_c,\; \text{drop column } c \text{ of } B; \qquad
+    \text{source } k:\; G \mathrel{-}= G_k,\; B \mathrel{-}= B_k,
+
+and :math:`W = (G + \gamma I)^{-1} B` of the result equals retraining on the retained data (to rounding in float64,
+bit for bit in ``precision="fixed"``, where the state hash after forgetting equals the hash of a state retrained
+from scratch, REFERENCE §6). A class left with no samples leaves the output space (its column is dropped; a zero
+column would still score 0 and could win the argmax, REFERENCE §5); learning it again later adds it back.
+
+Routes. The statistics are always updated exactly; what differs is how the solver that turns them into weights
+follows them. :func:`forget_samples` / :func:`learn` on k rows of dimension d choose the cheapest exact route:
+
+``"downdate"`` / ``"update"`` (``solver="cholesky"``, factor present, :math:`k \le d/8`)
+    rank-k update of the kept Cholesky factor of :math:`G + \gamma I` (:mod:`unlearning.cholesky`),
+    :math:`O(k d^2)` instead of :math:`d^3/3`; refused if the downdate would lose positive definiteness.
+``"recursive"`` (``solver="recursive"``, :math:`k \le d/8`)
+    one float64 Woodbury step on :math:`R = (G + \gamma I)^{-1}` and W (ACIL eqs. 9–10 with the sign flipped,
+    REFERENCE §2): a prediction after every small request of a learn/forget stream without any triangular solve.
+``"refactor"`` / ``"resync"`` (everything else)
+    subtract, then factorize :math:`G + \gamma I` afresh (:math:`d^3/3`), or recompute R and W from the statistics:
+    used for large k, for class and source requests from stored statistics (no rows to fold in), when no factor is
+    kept yet, and once the rows folded into the factor since its last factorization would exceed d — which bounds
+    the rounding drift of a long stream as well as its cost.
+``"deferred"``
+    learning while no factor is kept: the factor is made on first use.
+
+Integrity. Every request is validated before anything changes (states are immutable; a refused request returns
+nothing and leaves the head as it was): the core refuses negative counts, unknown classes and negative Gram
+diagonals; the downdate refuses a loss of positive definiteness; an optional ledger of sample fingerprints
+(:mod:`unlearning.ledger`) refuses samples that were never learned; a request that would leave no samples is
+refused. Each completed request returns a :class:`Receipt`.
+
+Exactness is relative to retraining the *head*: it equals full retraining only if the backbone never saw the
+forgotten data (REFERENCE §5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+
+import jax
+import numpy as np
+import scipy.linalg
+
+import analytic
+from unlearning import ledger as ledger_lib
+from unlearning.cholesky import cholesky_update
+
+SOLVERS = ("cholesky", "recursive")
+DOWNDATE_FRACTION = 1 / 8  # fold k rows into the factor when k ≤ d/8; refactor above
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["statistics", "factor", "recursive", "folded_rows", "ledger", "sources"],
+    meta_fields=["ridge", "solver", "source_names"],
+)
+@dataclasses.dataclass(frozen=True)
+class UnlearningHead:
+    """A ridge head that can forget exactly: its statistics plus the solver state that follows them.
+
+    Attributes:
+      statistics: the additive :class:`analytic.Statistics` (G, B, counts) of every sample currently learned.
+      factor: upper Cholesky factor of :math:`G + \\gamma I` kept in step with ``statistics`` (``solver=
+        "cholesky"``), or ``None`` until first needed.
+      recursive: the :class:`analytic.RecursiveHead` kept in step (``solver="recursive"``), or ``None``.
+      folded_rows: () int64, rows folded into ``factor`` / ``recursive`` by rank-k steps since it was last
+        computed from the statistics.
+      ledger: :class:`unlearning.ledger.Ledger` of sample fingerprints, or ``None``.
+      sources: ``{source name: Statistics}`` of each tracked source's contribution, or ``None`` if untracked.
+      ridge: γ.
+      solver: ``"cholesky"`` or ``"recursive"``.
+      source_names: every source name ever learned, in order (its position is the ledger's source index).
+    """
+
+    statistics: analytic.Statistics
+    factor: np.ndarray | None
+    recursive: analytic.RecursiveHead | None
+    folded_rows: np.ndarray
+    ledger: ledger_lib.Ledger | None
+    sources: dict | None
+    ridge: float
+    solver: str = "cholesky"
+    source_names: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Receipt:
+    """What one completed forgetting request removed, and the state hash before and after.
+
+    In ``precision="fixed"`` ``hash_after`` equals :func:`analytic.state_hash` of the statistics retrained from
+    scratch on the retained data: a certificate anyone holding that data can check (:func:`certifies`).
+
+    Attributes:
+      request: ``"samples"``, ``"class"`` or ``"source"``.
+      removed_count: samples removed.
+      removed_per_class: ``{class id: samples removed}`` (classification), else empty.
+      dropped_classes: classes that left the output space.
+      source: the source named by the request, or ``None``.
+      route: how the solver followed (see the module docstring).
+      removed_hash: state hash of the removed statistics.
+      hash_before, hash_after: state hashes of the head's statistics.
+      precision: the statistics' precision.
+    """
+
+    request: str
+    removed_count: int
+    removed_per_class: dict
+    dropped_classes: tuple
+    source: str | None
+    route: str
+    removed_hash: str
+    hash_before: str
+    hash_after: str
+    precision: str
+
+    def to_json(self) -> str:
+        """The receipt as a JSON document."""
+        fields = dataclasses.asdict(self)
+        fields["removed_per_class"] = {str(k): v for k, v in self.removed_per_class.items()}
+        return json.dumps(fields, indent=2)
+
+
+def init_unlearning_head(
+    dim: int,
+    ridge: float,
+    *,
+    solver: str = "cholesky",
+    precision: str = "float64",
+    n_targets: int | None = None,
+    class_grams: bool = False,
+    ledger: bool = False,
+    track_sources: bool = False,
+    frac_bits: int = 12,
+    shift=None,
+) -> UnlearningHead:
+    """An empty head that can forget.
+
+    Args:
+      dim: feature dimension d.
+      ridge: γ > 0.
+      solver: ``"cholesky"`` (a kept factor, rank-k downdates) or ``"recursive"`` (float64 Woodbury form, for
+        streams that need weights after every small request).
+      precision, n_targets, frac_bits, shift: as :func:`analytic.init_statistics`.
+      class_grams: keep one Gram per class, so a class can be forgotten from the statistics alone (C·d² memory).
+      ledger: keep sample fingerprints and refuse to forget samples that were never learned.
+      track_sources: keep each source's statistics, so a source can be forgotten; every learn names its source.
+    """
+    if solver not in SOLVERS:
+        raise analytic.InputError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    ridge = float(ridge)
+    if not ridge > 0:
+        raise analytic.InputError(f"ridge must be positive, got {ridge}")
+    statistics = analytic.init_statistics(
+        dim, precision=precision, n_targets=n_targets, class_grams=class_grams, shift=shift, frac_bits=frac_bits
+    )
+    return UnlearningHead(
+        statistics=statistics,
+        factor=None,
+        recursive=None,
+        folded_rows=np.int64(0),
+        ledger=ledger_lib.empty_ledger() if ledger else None,
+        sources={} if track_sources else None,
+        ridge=ridge,
+        solver=solver,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------ learning
+
+
+def learn(head: UnlearningHead, features, targets, *, source: str | None = None) -> UnlearningHead:
+    """Learn a batch: :math:`G \\mathrel{+}= X^\\top X`, :math:`B \\mathrel{+}= X^\\top Y` (REFERENCE §1).
+
+    Args:
+      head: the head (unchanged; a new one is returned).
+      features: (n, d) floating array.
+      targets: (n,) class ids or (n, m) / (n,) regression targets.
+      source: the source (client) these samples come from; required when the head tracks sources.
+    """
+    batch = _batch_statistics(head.statistics, features, targets)
+    source_index, sources = _check_source(head, source, learning=True)
+    if sources is not None:
+        contribution = sources.get(source, _empty_like(head.statistics))
+        sources = {**sources, source: analytic.merge(contribution, batch)}
+    ledger = head.ledger
+    if ledger is not None:
+        fingerprints = ledger_lib.fingerprint(features, targets, source_index)
+        ledger = ledger_lib.record(ledger, fingerprints, _ledger_labels(head, targets, len(fingerprints)),
+                                   source_index)
+    statistics = analytic.merge(head.statistics, batch)
+    names = head.source_names
+    if source is not None and source not in names:
+        names = names + (source,)
+    head = dataclasses.replace(head, ledger=ledger, sources=sources, source_names=names)
+    updated, _ = _follow(head, statistics, _solver_rows(head.statistics, features, targets), +1, ())
+    return updated
+
+
+def factorized(head: UnlearningHead) -> UnlearningHead:
+    """The head with its solver state (Cholesky factor or recursive form) computed from the statistics."""
+    if head.solver == "cholesky":
+        upper = analytic.factorize(head.statistics, head.ridge).upper
+        return dataclasses.replace(head, factor=upper, recursive=None, folded_rows=np.int64(0))
+    recursive = analytic.recursive_from_statistics(head.statistics, head.ridge)
+    return dataclasses.replace(head, factor=None, recursive=recursive, folded_rows=np.int64(0))
+
+
+def solve_head(head: UnlearningHead) -> analytic.Head:
+    """The weights :math:`W = (G + \\gamma I)^{-1} B` as an :class:`analytic.Head`, from the kept solver state."""
+    if head.solver == "cholesky" and head.factor is not None:
+        cross = analytic.cross_matrix(head.statistics)
+        weights = scipy.linalg.cho_solve((head.factor, False), cross, check_finite=False)
+        return analytic.Head(weights=weights, class_ids=head.statistics.class_ids, ridge=head.ridge)
+    if head.solver == "recursive" and head.recursive is not None:
+        return head.recursive.head
+    return analytic.solve(head.statistics, head.ridge)
+
+
+# ----------------------------------------------------------------------------------------------------- forgetting
+
+
+def forget_samples(
+    head: UnlearningHead, features, targets, *, source: str | None = None
+) -> tuple[UnlearningHead, Receipt]:
+    """Forget samples given their features and targets: :math:`G \\mathrel{-}= X_F^\\top X_F`,
+    :math:`B \\mathrel{-}= X_F^\\top Y_F` (REFERENCE §1).
+
+    Classes left with no samples leave the output space.
+
+    Args:
+      head: the head (unchanged).
+      features: (k, d) the samples' features, exactly as learned.
+      targets: their class ids or regression targets.
+      source: the source they were learned under (required when the head tracks sources).
+
+    Raises:
+      analytic.InputError: NaN/Inf, wrong shape or dtype.
+      analytic.IntegrityError: a label outside the head, more samples than learned, samples missing from the
+        ledger, a loss of positive definiteness, or a request that would empty the head.
+    """
+    removed = _batch_statistics(head.statistics, features, targets)
+    if removed.is_classification:
+        outside = np.setdiff1d(removed.class_ids, head.statistics.class_ids)
+        if outside.size:
+            raise analytic.IntegrityError(
+                f"labels {outside.tolist()} are outside the head (classes {head.statistics.class_ids.tolist()}): "
+                "these samples were never learned"
+            )
+    source_index, sources = _check_source(head, source, learning=False)
+    if sources is not None:
+        sources = {**sources, source: analytic.subtract(sources[source], removed)}
+    ledger = head.ledger
+    if ledger is not None:
+        ledger = ledger_lib.erase(ledger, ledger_lib.fingerprint(features, targets, source_index))
+    rows = _solver_rows(head.statistics, features, targets)
+    return _remove(head, removed, rows, "samples", source, ledger, sources)
+
+
+def forget_class(head: UnlearningHead, class_id: int, features=None) -> tuple[UnlearningHead, Receipt]:
+    """Forget every sample of class ``class_id`` and drop its output column (REFERENCE §1, §5).
+
+    Without ``features`` the class is removed from the stored per-class statistics
+    (:math:`G \\mathrel{-}= A_c`, needs ``class_grams=True``): no data is needed. With ``features`` (all of the
+    class's samples, as learned) the rows are subtracted as in :func:`forget_samples`.
+
+    Raises:
+      analytic.IntegrityError: the class was never learned, the features are not all of the class's samples, no
+        per-class statistics are kept, or the class is the last one in the head.
+    """
+    statistics = head.statistics
+    if not statistics.is_classification:
+        raise analytic.IntegrityError("forget_class needs a classification head")
+    class_id = int(class_id)
+    position = int(np.searchsorted(statistics.class_ids, class_id))
+    if position == statistics.n_outputs or statistics.class_ids[position] != class_id:
+        raise analytic.IntegrityError(
+            f"class {class_id} was never learned by this head (classes: {statistics.class_ids.tolist()})"
+        )
+    held = int(statistics.class_counts[position])
+    ledger, sources = head.ledger, head.sources
+    if features is None:
+        if statistics.moments.class_grams is None:
+            raise analytic.IntegrityError(
+                "forgetting a class without its data needs per-class statistics: create the head with "
+                "class_grams=True, or pass the class's features"
+            )
+        removed = class_statistics(statistics, class_id)
+        if sources is not None:
+            sources = {name: _without_class(part, class_id) for name, part in sources.items()}
+        if ledger is not None:
+            ledger = ledger_lib.erase_where(ledger, ledger.labels == class_id)
+        rows = None
+    else:
+        if sources is not None:
+            raise analytic.IntegrityError(
+                "this head tracks sources: forget the class from its per-class statistics (features=None), "
+                "or forget its samples source by source with forget_samples(..., source=)"
+            )
+        labels = np.full(np.shape(features)[0], class_id, np.int64)
+        removed = _batch_statistics(statistics, features, labels)
+        if int(removed.count) != held:
+            raise analytic.IntegrityError(
+                f"class {class_id} holds {held} samples but {int(removed.count)} were given: pass all of them"
+            )
+        if ledger is not None:
+            ledger = ledger_lib.erase(ledger, ledger_lib.fingerprint(features, labels, -1))
+        rows = _solver_rows(statistics, features, labels)
+    return _remove(head, removed, rows, "class", None, ledger, sources)
+
+
+def forget_source(head: UnlearningHead, source: str) -> tuple[UnlearningHead, Receipt]:
+    """Forget everything a tracked source contributed: :math:`G \\mathrel{-}= G_k`, :math:`B \\mathrel{-}= B_k`.
+
+    Raises:
+      analytic.IntegrityError: the head tracks no sources, or ``source`` holds nothing.
+    """
+    if head.sources is None:
+        raise analytic.IntegrityError("this head does not track sources: create it with track_sources=True")
+    if source not in head.sources:
+        raise analytic.IntegrityError(f"source {source!r} contributed nothing to this head")
+    removed = head.sources[source]
+    sources = {name: part for name, part in head.sources.items() if name != source}
+    ledger = head.ledger
+    if ledger is not None:
+        ledger = ledger_lib.erase_where(ledger, ledger.sources == head.source_names.index(source))
+    return _remove(head, removed, None, "source", source, ledger, sources)
+
+
+def certifies(receipt: Receipt, retrained: analytic.Statistics) -> bool:
+    """True when the receipt's after-hash is the hash of ``retrained`` (statistics learned from scratch on the
+    retained data): the bit-exact certificate of ``precision="fixed"``."""
+    return receipt.hash_after == analytic.state_hash(retrained)
+
+
+def class_statistics(statistics: analytic.Statistics, class_id: int) -> analytic.Statistics:
+    """The statistics of class ``class_id``'s samples alone, read from a state with per-class Grams:
+    :math:`G_c = A_c`, :math:`B_c = ` column c of B, feature sum = column c of B, count :math:`n_c`."""
+    position = int(np.searchsorted(statistics.class_ids, class_id))
+
+    def part(moments: analytic.Moments) -> analytic.Moments:
+        cross = np.zeros_like(moments.cross)
+        cross[:, position] = moments.cross[:, position]
+        class_grams = np.zeros_like(moments.class_grams)
+        class_grams[position] = moments.class_grams[position]
+        return analytic.Moments(
+            gram=moments.class_grams[position].copy(),
+            cross=cross,
+            feature_sum=moments.cross[:, position].copy(),  # Σ_{y=c} x̃ is column c of the cross-moment
+            target_sum=None,
+            class_grams=class_grams,
+        )
+
+    counts = np.zeros_like(statistics.class_counts)
+    counts[position] = statistics.class_counts[position]
+    return dataclasses.replace(
+        statistics,
+        moments=part(statistics.moments),
+        compensation=None if statistics.compensation is None else part(statistics.compensation),
+        count=np.int64(counts[position]),
+        class_counts=counts,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------ internals
+
+
+def _remove(head, removed, rows, request, source, ledger, sources) -> tuple[UnlearningHead, Receipt]:
+    """Subtract ``removed``, drop emptied classes, refuse an empty result, follow with the solver."""
+    before = head.statistics
+    retained = analytic.subtract(before, removed)
+    emptied = ()
+    if retained.is_classification:
+        emptied = tuple(int(c) for c in retained.class_ids[retained.class_counts == 0])
+        if emptied:
+            retained = analytic.drop_classes(retained, emptied)
+    if int(retained.count) == 0 or (retained.is_classification and retained.n_outputs == 0):
+        raise analytic.IntegrityError(
+            f"this request would remove all {int(before.count)} samples and leave an empty head: "
+            "start a new head instead"
+        )
+    head = dataclasses.replace(head, ledger=ledger, sources=sources)
+    updated, route = _follow(head, retained, rows, -1, emptied)
+    per_class = {}
+    if removed.is_classification:
+        per_class = {int(c): int(n) for c, n in zip(removed.class_ids, removed.class_counts) if n > 0}
+    receipt = Receipt(
+        request=request,
+        removed_count=int(removed.count),
+        removed_per_class=per_class,
+        dropped_classes=emptied,
+        source=source,
+        route=route,
+        removed_hash=analytic.state_hash(removed),
+        hash_before=analytic.state_hash(before),
+        hash_after=analytic.state_hash(retained),
+        precision=before.precision,
+    )
+    return updated, receipt
+
+
+def _follow(head, statistics, rows, sign, dropped) -> tuple[UnlearningHead, str]:
+    """Bring the solver state in step with ``statistics`` by the cheapest exact route (module docstring)."""
+    kept = head.factor if head.solver == "cholesky" else head.recursive
+    k = 0 if rows is None else rows[0].shape[0]
+    folded = int(head.folded_rows) + k
+    small = rows is not None and k <= DOWNDATE_FRACTION * statistics.dim and folded <= statistics.dim
+    replace = functools.partial(dataclasses.replace, head, statistics=statistics)
+    if kept is None and sign > 0:
+        return replace(), "deferred"
+    if kept is not None and small and head.solver == "cholesky":
+        factor = cholesky_update(head.factor, rows[0], sign)
+        return replace(factor=factor, folded_rows=np.int64(folded)), "update" if sign > 0 else "downdate"
+    if kept is not None and small:
+        step = analytic.recursive_learn if sign > 0 else analytic.recursive_forget
+        recursive = _drop_recursive_classes(step(head.recursive, *rows), dropped)
+        return replace(recursive=recursive, folded_rows=np.int64(folded)), "recursive"
+    return factorized(replace()), "refactor" if head.solver == "cholesky" else "resync"
+
+
+def _drop_recursive_classes(recursive: analytic.RecursiveHead, dropped) -> analytic.RecursiveHead:
+    if not dropped:
+        return recursive
+    keep = ~np.isin(recursive.class_ids, dropped)
+    return dataclasses.replace(
+        recursive,
+        weights=recursive.weights[:, keep],
+        class_ids=recursive.class_ids[keep],
+        class_counts=recursive.class_counts[keep],
+    )
+
+
+def _empty_like(statistics: analytic.Statistics) -> analytic.Statistics:
+    return analytic.init_statistics(
+        statistics.dim,
+        precision=statistics.precision,
+        n_targets=None if statistics.is_classification else statistics.n_outputs,
+        class_grams=statistics.moments.class_grams is not None,
+        shift=statistics.shift,
+        frac_bits=statistics.frac_bits if statistics.precision == "fixed" else 12,
+    )
+
+
+def _batch_statistics(statistics: analytic.Statistics, features, targets) -> analytic.Statistics:
+    """The statistics of one batch alone, in the head's configuration (validates the batch)."""
+    return analytic.accumulate(_empty_like(statistics), features, targets)
+
+
+def _solver_rows(statistics: analytic.Statistics, features, targets):
+    """(rows, targets) as the statistics saw them, in float64: on the fixed-point grid in ``"fixed"`` precision."""
+    rows = np.asarray(features, dtype=np.float64)
+    targets = np.asarray(targets)
+    if statistics.precision == "fixed":
+        rows = np.ldexp(analytic.quantize(rows, statistics.frac_bits), -statistics.frac_bits)
+        if not statistics.is_classification:
+            targets = np.ldexp(analytic.quantize(targets, statistics.frac_bits), -statistics.frac_bits)
+    elif statistics.precision == "float32":
+        rows = rows.astype(np.float32).astype(np.float64)
+    return rows, targets
+
+
+def _check_source(head: UnlearningHead, source, *, learning: bool):
+    """(ledger source index, sources dict) after checking ``source`` against the head's tracking mode."""
+    if head.sources is None:
+        if source is not None:
+            raise analytic.IntegrityError("this head does not track sources: create it with track_sources=True")
+        return -1, None
+    if source is None:
+        raise analytic.IntegrityError("this head tracks sources: name the source of these samples (source=...)")
+    if not isinstance(source, str):
+        raise analytic.InputError(f"source names are strings, got {type(source).__name__}")
+    if not learning and source not in head.sources:
+        raise analytic.IntegrityError(f"source {source!r} contributed nothing to this head")
+    names = head.source_names if source in head.source_names else head.source_names + (source,)
+    return names.index(source), head.sources
+
+
+def _ledger_labels(head: UnlearningHead, targets, n: int) -> np.ndarray:
+    if head.statistics.is_classification:
+        return np.asarray(targets, np.int64)
+    return np.full(n, -1, np.int64)
+
+
+def _without_class(statistics: analytic.Statistics, class_id: int) -> analytic.Statistics:
+    """A source's statistics without its samples of ``class_id`` (unchanged if it holds none)."""
+    position = np.searchsorted(statistics.class_ids, class_id)
+    if position == statistics.n_outputs or statistics.class_ids[position] != class_id:
+        return statistics
+    if statistics.class_counts[position] == 0:
+        return analytic.drop_classes(statistics, [class_id])
+    return analytic.drop_classes(analytic.subtract(statistics, class_statistics(statistics, class_id)), [class_id])
