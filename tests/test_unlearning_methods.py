@@ -1,0 +1,90 @@
+"""Metrics and the common method interface: the exact route equals the closed-form retrain; every gradient method
+runs through the shared optax head."""
+
+import numpy as np
+import pytest
+from conftest import make_classification
+
+from analytic import gradient
+import unlearning
+from unlearning import methods, metrics
+
+RIDGE = 0.5
+
+
+def small_task(forgotten_classes=()):
+    features, labels = make_classification(n=400, d=12, classes=(0, 1, 2, 3))
+    test_features, test_labels = make_classification(n=200, d=12, classes=(0, 1, 2, 3), seed=1)
+    if forgotten_classes:
+        forget = np.isin(labels, forgotten_classes)
+    else:
+        forget = np.zeros(len(labels), bool)
+        forget[np.random.default_rng(0).choice(len(labels), 40, replace=False)] = True
+    return methods.UnlearningTask(features.astype(np.float32), labels, forget, test_features.astype(np.float32),
+                                  test_labels, tuple(forgotten_classes), n_classes=4)
+
+
+def test_metrics_on_known_values():
+    assert metrics.accuracy(np.array([1, 2, 3, 4]), np.array([1, 2, 0, 0])) == 50.0
+    assert metrics.avg_gap({"UA": 10, "MIA": 20, "RA": 90, "TA": 80},
+                           {"UA": 12, "MIA": 20, "RA": 94, "TA": 80}) == pytest.approx(1.5)
+    logits = np.array([[2.0, 0.0], [0.0, 1.0]])
+    assert metrics.mean_kl(logits, logits) == pytest.approx(0.0, abs=1e-15)
+    assert metrics.mean_kl(logits, logits[:, ::-1]) > 0
+    confidence = metrics.true_class_confidence(logits, np.array([0, 7]), np.array([0, 1]))
+    assert confidence[0] == pytest.approx(1 / (1 + np.exp(-2.0))) and confidence[1] == 0.0
+    assert metrics.relative_weight_error(np.ones((2, 2)), np.ones((2, 3))) != metrics.relative_weight_error(
+        np.ones((2, 2)), np.ones((2, 3)))  # NaN when shapes differ
+    assert metrics.max_logit_difference(logits, logits + 0.25) == 0.25
+
+
+def test_mia_efficacy_separates_member_like_from_test_like_confidence():
+    rng = np.random.default_rng(0)
+    members, non_members = 0.95 + 0.05 * rng.random(200), 0.2 + 0.3 * rng.random(200)
+    assert metrics.mia_efficacy(members, non_members, 0.97 + 0.01 * rng.random(50)) == 0.0
+    assert metrics.mia_efficacy(members, non_members, 0.3 + 0.1 * rng.random(50)) == 100.0
+
+
+@pytest.mark.parametrize("forgotten_classes", [(), (2,)])
+def test_exact_unlearner_equals_closed_form_retrain(forgotten_classes):
+    task = small_task(forgotten_classes)
+    head = unlearning.init_unlearning_head(12, RIDGE, class_grams=True)
+    head = unlearning.factorized(unlearning.learn(head, task.train_features, task.train_labels))
+    downdated = methods.ExactUnlearner(head).unlearn(task)
+    retrained = methods.ClosedFormRetrain(RIDGE).unlearn(task)
+    agreement = methods.compare_outputs(downdated, retrained, task)
+    assert agreement["weight_error"] <= 1e-10
+    assert agreement["max_logit_diff"] <= 1e-10
+    assert agreement["argmax_agreement"] == 100.0
+    assert agreement["mean_kl"] <= 1e-12
+    scores, reference = methods.evaluate(downdated, task), methods.evaluate(retrained, task)
+    assert metrics.avg_gap(scores, reference) == 0.0
+    if forgotten_classes:
+        assert downdated.class_ids.tolist() == [0, 1, 3] and scores["UA"] == 100.0
+
+
+@pytest.mark.parametrize("method", methods.GRADIENT_METHODS)
+def test_every_gradient_method_runs_on_the_shared_head(method):
+    task = small_task((1,))
+    original = gradient.fit_softmax_head(task.train_features, task.train_labels, n_classes=4, epochs=3,
+                                         learning_rate=0.05, batch_size=64)
+    unlearner = methods.GradientUnlearner(method, original, learning_rate=0.05, epochs=2, batch_size=64)
+    model = unlearner.unlearn(task)
+    logits = model.logits(task.test_features)
+    assert logits.shape == (200, 4) and np.isfinite(logits).all()
+    assert model.weights.shape == (12, 4) and model.learning_rate == 0.05
+    if method != "ForgetVector":  # the perturbation method keeps the head frozen
+        assert not np.array_equal(model.weights, np.asarray(original[0]["weights"]))
+
+
+def test_gradient_ascent_raises_the_forget_error_and_grid_keeps_the_best():
+    task = small_task((1,))
+    original = gradient.fit_softmax_head(task.train_features, task.train_labels, n_classes=4, epochs=3,
+                                         learning_rate=0.05, batch_size=64)
+    reference = methods.evaluate(methods.GradientUnlearner("retrain", original, 0.05, epochs=3,
+                                                           batch_size=64).unlearn(task), task)
+    make = lambda lr: methods.GradientUnlearner("GA", original, lr, batch_size=64)  # noqa: E731
+    best, scores, trials = methods.best_of_grid(make, [1e-4, 0.5], task, reference)
+    assert len(trials) == 2 and scores["avg_gap"] == min(t["avg_gap"] for t in trials)
+    assert trials[1]["UA"] > trials[0]["UA"]  # a larger ascent step forgets more
+    assert best.learning_rate in (1e-4, 0.5)

@@ -1,0 +1,392 @@
+r"""Every unlearning method behind one interface, exact and gradient-based alike, so a benchmark loops over them.
+
+A method is an :class:`Unlearner`: ``unlearn(task) -> Unlearned``, where the :class:`UnlearningTask` holds frozen
+features, which training samples to forget and the test set, and :class:`Unlearned` is the resulting model (a
+logit function over its output columns), its wall time and, where it has them, its linear weights and receipt.
+
+Exact methods (closed form, :mod:`unlearning.exact`): :class:`ExactUnlearner` (downdate the trained head) and
+:class:`ClosedFormRetrain` (solve the ridge head from scratch on the retained features — the reference it must
+equal).
+
+Gradient methods (the conventional route, REFERENCE §4) run on the same features with the one optax-trained head
+of :mod:`analytic.gradient` (SGD, momentum 0.9, weight decay 5e-4, batch 256), starting from an "original" head
+trained on all the data. :class:`GradientUnlearner` implements
+
+======================  ==========================================================================================
+``retrain``             CE on the retained set from a fresh initialisation (the gradient reference)
+``FT``                  CE on the retained set from the original head
+``GA``                  −CE on the forget set (gradient ascent)
+``NegGrad+``            α·CE(retain) − (1 − α)·CE(forget), α = 0.99
+``RL``                  CE on the forget set with uniformly random wrong labels, plus CE on the retained set
+``l1-sparse``           CE(retain) + α_t ‖θ‖₁, α_t decaying linearly from α to 0 over the epochs
+``SalUn``               RL restricted to the weights whose |∇ CE(forget)| at the original head is in the top 50%
+``SCRUB``               max-steps −KL_T(teacher ‖ student) on the forget set (first 2 epochs), min-steps
+                        CE + KL_T on the retained set, T = 4, teacher = the original head
+``BoundaryShrink``      CE on the forget set relabelled with the original head's prediction at its FGSM
+                        neighbour :math:`x + \epsilon\,\mathrm{sign}(\nabla_x \mathrm{CE})` (ε = 0.1 × feature RMS)
+``ForgetVector``        head frozen; one additive feature perturbation δ minimising CE(retain) + mean
+                        relu(forget margin)
+======================  ==========================================================================================
+
+Epoch counts follow the usual settings (REFERENCE §4); :func:`best_of_grid` keeps the learning rate of a grid with
+the smallest Avg. Gap to the retrained model. Methods whose term changes between epochs (ℓ1-sparse's α_t, SCRUB's
+alternation) call the trainer once per epoch, which restarts the momentum buffer at each epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import analytic
+from analytic import gradient
+from unlearning import exact, metrics
+
+GRADIENT_METHODS = ("retrain", "FT", "GA", "NegGrad+", "RL", "l1-sparse", "SalUn", "SCRUB", "BoundaryShrink",
+                    "ForgetVector")
+DEFAULT_EPOCHS = {"FT": 10, "GA": 5, "NegGrad+": 10, "RL": 10, "l1-sparse": 10, "SalUn": 10, "SCRUB": 3,
+                  "BoundaryShrink": 10, "ForgetVector": 10}
+NEGGRAD_ALPHA = 0.99
+L1_STRENGTH = 5e-4
+SALIENCY_SHARE = 0.5
+SCRUB_MAX_EPOCHS = 2
+SCRUB_TEMPERATURE = 4.0
+FGSM_STEP = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class UnlearningTask:
+    """One forgetting request on frozen features.
+
+    Attributes:
+      train_features, train_labels: the data the original model learned (labels 0 … C−1).
+      forget_mask: (n,) bool, the training samples to forget.
+      test_features, test_labels: held-out data.
+      forgotten_classes: the classes forgotten (class-wise forgetting), or ``()`` (random forgetting).
+      n_classes: C.
+    """
+
+    train_features: np.ndarray
+    train_labels: np.ndarray
+    forget_mask: np.ndarray
+    test_features: np.ndarray
+    test_labels: np.ndarray
+    forgotten_classes: tuple = ()
+    n_classes: int = 10
+
+    @property
+    def retain(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.train_features[~self.forget_mask], self.train_labels[~self.forget_mask]
+
+    @property
+    def forget(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.train_features[self.forget_mask], self.train_labels[self.forget_mask]
+
+    @property
+    def evaluation_test(self) -> tuple[np.ndarray, np.ndarray]:
+        """The test set without the forgotten classes (TA, MIA non-members, output comparisons)."""
+        keep = ~np.isin(self.test_labels, self.forgotten_classes)
+        return self.test_features[keep], self.test_labels[keep]
+
+
+@dataclasses.dataclass(frozen=True)
+class Unlearned:
+    """The model a method produced.
+
+    Attributes:
+      name: the method.
+      logits: features (n, d) -> scores (n, m) over the output columns.
+      class_ids: (m,) class id of each output column.
+      seconds: wall time of the unlearning call.
+      weights: (d, m) linear weights (for the weight error), or ``None``.
+      learning_rate: the learning rate used (gradient methods), or ``None``.
+      receipt: the :class:`unlearning.exact.Receipt` (exact methods), or ``None``.
+    """
+
+    name: str
+    logits: Callable[[np.ndarray], np.ndarray]
+    class_ids: np.ndarray
+    seconds: float
+    weights: np.ndarray | None = None
+    learning_rate: float | None = None
+    receipt: exact.Receipt | None = None
+
+    def predict(self, features) -> np.ndarray:
+        return self.class_ids[np.argmax(self.logits(features), axis=1)]
+
+
+class Unlearner(Protocol):
+    """Anything with a ``name`` and ``unlearn(task) -> Unlearned``."""
+
+    name: str
+
+    def unlearn(self, task: UnlearningTask) -> Unlearned: ...
+
+
+# ------------------------------------------------------------------------------------------------------- exact
+
+
+def _linear(name, head: analytic.Head, seconds, receipt=None) -> Unlearned:
+    weights = head.weights
+    return Unlearned(name=name, logits=lambda x: np.asarray(x, np.float64) @ weights, class_ids=head.class_ids,
+                     seconds=seconds, weights=weights, receipt=receipt)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExactUnlearner:
+    """Downdate a trained :class:`unlearning.exact.UnlearningHead` (classes from stored statistics when it keeps
+    per-class Grams, else from their features)."""
+
+    original: exact.UnlearningHead
+    name: str = "exact downdate"
+
+    def unlearn(self, task: UnlearningTask) -> Unlearned:
+        start = time.perf_counter()
+        head, receipt = self.original, None
+        if task.forgotten_classes:
+            from_statistics = head.statistics.moments.class_grams is not None
+            for class_id in task.forgotten_classes:
+                rows = None if from_statistics else task.train_features[task.train_labels == class_id]
+                head, receipt = exact.forget_class(head, class_id, rows)
+        else:
+            head, receipt = exact.forget_samples(head, *task.forget)
+        solved = exact.solve_head(head)
+        return _linear(self.name, solved, time.perf_counter() - start, receipt)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClosedFormRetrain:
+    """Solve the ridge head from scratch on the retained features (the exact methods' reference)."""
+
+    ridge: float
+    batch_size: int = 8192
+    name: str = "retrain (closed form)"
+
+    def unlearn(self, task: UnlearningTask) -> Unlearned:
+        start = time.perf_counter()
+        features, labels = task.retain
+        batches = ((features[i : i + self.batch_size], labels[i : i + self.batch_size])
+                   for i in range(0, len(labels), self.batch_size))
+        statistics = analytic.fit(batches, analytic.init_statistics(features.shape[1]))
+        solved = analytic.solve(statistics, self.ridge)
+        return _linear(self.name, solved, time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------------------------- gradient
+
+
+def _ce(params, batch):
+    return gradient.cross_entropy(gradient.head_logits(params, batch["features"]), batch["labels"])
+
+
+def _ascent(params, forget):
+    return -_ce(params, forget)
+
+
+def _neggrad_plus(params, retain, forget, alpha):
+    return alpha * _ce(params, retain) - (1.0 - alpha) * _ce(params, forget)
+
+
+def _retain_and_relabelled(params, retain, relabelled):
+    return _ce(params, retain) + _ce(params, relabelled)
+
+
+def _l1_sparse(params, retain, strength):
+    return _ce(params, retain) + strength * sum(jnp.abs(leaf).sum() for leaf in jax.tree.leaves(params))
+
+
+def _distill_kl(student_logits, teacher_logits):
+    """:math:`T^2\\,\\mathrm{KL}(\\mathrm{softmax}(t/T) \\| \\mathrm{softmax}(s/T))`, batch mean."""
+    t = SCRUB_TEMPERATURE
+    teacher = jax.nn.log_softmax(teacher_logits / t)
+    student = jax.nn.log_softmax(student_logits / t)
+    return t * t * jnp.mean(jnp.sum(jnp.exp(teacher) * (teacher - student), axis=1))
+
+
+def _scrub_max(params, forget, teacher):
+    features = forget["features"]
+    return -_distill_kl(gradient.head_logits(params, features), gradient.head_logits(teacher, features))
+
+
+def _scrub_min(params, retain, teacher):
+    features = retain["features"]
+    logits = gradient.head_logits(params, features)
+    return gradient.cross_entropy(logits, retain["labels"]) + _distill_kl(
+        logits, gradient.head_logits(teacher, features))
+
+
+def _forget_vector(delta, retain, forget, model):
+    retained = gradient.head_logits(model, retain["features"] + delta["delta"])
+    forgotten = gradient.head_logits(model, forget["features"] + delta["delta"])
+    labels = forget["labels"]
+    true = jnp.take_along_axis(forgotten, labels[:, None], axis=1)[:, 0]
+    others = jnp.where(jax.nn.one_hot(labels, forgotten.shape[1]) > 0, -jnp.inf, forgotten).max(axis=1)
+    return gradient.cross_entropy(retained, retain["labels"]) + jnp.mean(jax.nn.relu(true - others))
+
+
+_head_logits = jax.jit(gradient.head_logits)
+
+
+def _stream(features, labels) -> dict:
+    return {"features": np.asarray(features, np.float32), "labels": np.asarray(labels, np.int32)}
+
+
+def _random_other_labels(labels, n_classes, rng) -> np.ndarray:
+    return (labels + rng.integers(1, n_classes, size=len(labels))) % n_classes
+
+
+def _saliency_mask(params, forget) -> tuple:
+    grads = jax.grad(_ce)(params, forget)
+    magnitudes = jnp.concatenate([jnp.abs(leaf).ravel() for leaf in jax.tree.leaves(grads)])
+    threshold = jnp.quantile(magnitudes, 1.0 - SALIENCY_SHARE)
+    return jax.tree.map(lambda g: (jnp.abs(g) >= threshold).astype(jnp.float32), grads)
+
+
+def _fgsm_labels(params, forget) -> np.ndarray:
+    def loss(features):
+        return _ce(params, {"features": features, "labels": forget["labels"]})
+
+    features = jnp.asarray(forget["features"])
+    step = FGSM_STEP * jnp.sqrt(jnp.mean(features * features))
+    neighbours = features + step * jnp.sign(jax.grad(loss)(features))
+    return np.asarray(jnp.argmax(_head_logits(params, neighbours), axis=1), np.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientUnlearner:
+    """A gradient-based unlearning method (see the module table) on the optax head of :mod:`analytic.gradient`.
+
+    Attributes:
+      method: one of :data:`GRADIENT_METHODS`.
+      original: the head trained on all the data (``retrain`` ignores it except for its architecture).
+      learning_rate: SGD learning rate.
+      epochs: unlearning epochs (default: :data:`DEFAULT_EPOCHS`; required for ``retrain``).
+      hidden: hidden width of the head for ``retrain`` (``None``: linear), matching ``original``.
+      seed: shuffling, random labels and initialisation.
+    """
+
+    method: str
+    original: tuple
+    learning_rate: float
+    epochs: int | None = None
+    hidden: int | None = None
+    seed: int = 0
+    batch_size: int = 256
+
+    @property
+    def name(self) -> str:
+        return self.method
+
+    def unlearn(self, task: UnlearningTask) -> Unlearned:
+        if self.method not in GRADIENT_METHODS:
+            raise analytic.InputError(f"unknown gradient method {self.method!r}; choose from {GRADIENT_METHODS}")
+        if self.method == "retrain" and self.epochs is None:
+            raise analytic.InputError("retrain needs epochs= (its full training schedule)")
+        retain, forget = _stream(*task.retain), _stream(*task.forget)
+        epochs = self.epochs if self.epochs is not None else DEFAULT_EPOCHS[self.method]
+        optimizer = gradient.make_optimizer(self.learning_rate)
+        start = time.perf_counter()
+        params, shift = self._run(task, retain, forget, epochs, optimizer)
+        params = jax.block_until_ready(params)
+        seconds = time.perf_counter() - start
+        weights = np.asarray(params[0]["weights"], np.float64) if len(params) == 1 else None
+
+        def logits(features):
+            return np.asarray(_head_logits(params, jnp.asarray(features, jnp.float32) + shift))
+
+        return Unlearned(name=self.method, logits=logits, class_ids=np.arange(task.n_classes), seconds=seconds,
+                         weights=weights, learning_rate=self.learning_rate)
+
+    def _run(self, task, retain, forget, epochs, optimizer):
+        train = lambda params, loss, data, n=epochs, **kw: gradient.train(  # noqa: E731
+            params, loss, data, optimizer=optimizer, epochs=n, batch_size=self.batch_size, seed=self.seed, **kw)[0]
+        rng = np.random.default_rng(self.seed)
+        no_shift = jnp.zeros(task.train_features.shape[1], jnp.float32)
+        original, method = self.original, self.method
+        if method == "retrain":
+            fresh = gradient.init_head(task.train_features.shape[1], task.n_classes, hidden=self.hidden,
+                                       seed=self.seed)
+            return train(fresh, _ce, retain), no_shift
+        if method == "FT":
+            return train(original, _ce, retain), no_shift
+        if method == "GA":
+            return train(original, _ascent, forget), no_shift
+        if method == "NegGrad+":
+            return train(original, _neggrad_plus, (retain, forget), loss_args=(NEGGRAD_ALPHA,)), no_shift
+        if method in ("RL", "SalUn"):
+            relabelled = {**forget, "labels": _random_other_labels(forget["labels"], task.n_classes, rng)
+                          .astype(np.int32)}
+            mask = _saliency_mask(original, forget) if method == "SalUn" else None
+            return train(original, _retain_and_relabelled, (retain, relabelled), grad_mask=mask), no_shift
+        if method == "l1-sparse":
+            params = original
+            for epoch in range(epochs):
+                strength = L1_STRENGTH * (1.0 - epoch / epochs)
+                params = train(params, _l1_sparse, retain, n=1, loss_args=(strength,))
+            return params, no_shift
+        if method == "SCRUB":
+            params = original
+            for epoch in range(epochs):
+                if epoch < SCRUB_MAX_EPOCHS:
+                    params = train(params, _scrub_max, forget, n=1, loss_args=(original,))
+                params = train(params, _scrub_min, retain, n=1, loss_args=(original,))
+            return params, no_shift
+        if method == "BoundaryShrink":
+            relabelled = {**forget, "labels": _fgsm_labels(original, forget)}
+            return train(original, _ce, relabelled), no_shift
+        delta = {"delta": jnp.zeros(task.train_features.shape[1], jnp.float32)}  # ForgetVector
+        delta = train(delta, _forget_vector, (retain, forget), loss_args=(original,))
+        return original, delta["delta"]
+
+
+# -------------------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate(model: Unlearned, task: UnlearningTask, *, mia_samples: int | None = None, seed: int = 0) -> dict:
+    """UA, RA, TA and MIA-efficacy (percent) of ``model`` on ``task`` (REFERENCE §5)."""
+    (retain_x, retain_y), (forget_x, forget_y) = task.retain, task.forget
+    test_x, test_y = task.evaluation_test
+    retain_logits, forget_logits, test_logits = model.logits(retain_x), model.logits(forget_x), model.logits(test_x)
+    pick = model.class_ids
+    confidence = lambda logits, labels: metrics.true_class_confidence(logits, labels, pick)  # noqa: E731
+    return {
+        "UA": 100.0 - metrics.accuracy(pick[np.argmax(forget_logits, axis=1)], forget_y),
+        "RA": metrics.accuracy(pick[np.argmax(retain_logits, axis=1)], retain_y),
+        "TA": metrics.accuracy(pick[np.argmax(test_logits, axis=1)], test_y),
+        "MIA": metrics.mia_efficacy(confidence(retain_logits, retain_y), confidence(test_logits, test_y),
+                                    confidence(forget_logits, forget_y), max_samples=mia_samples, seed=seed),
+    }
+
+
+def compare_outputs(model: Unlearned, reference: Unlearned, task: UnlearningTask) -> dict:
+    """Weight error, max |logit difference|, argmax agreement (percent) and mean KL against ``reference`` on the
+    evaluation test set (NaN where the output spaces differ)."""
+    test_x, _ = task.evaluation_test
+    logits, reference_logits = model.logits(test_x), reference.logits(test_x)
+    same_space = np.array_equal(model.class_ids, reference.class_ids)
+    return {
+        "weight_error": metrics.relative_weight_error(model.weights, reference.weights)
+        if same_space and model.weights is not None and reference.weights is not None else float("nan"),
+        "max_logit_diff": metrics.max_logit_difference(logits, reference_logits) if same_space else float("nan"),
+        "argmax_agreement": metrics.argmax_agreement(model.predict(test_x), reference.predict(test_x)),
+        "mean_kl": metrics.mean_kl(logits, reference_logits) if same_space else float("nan"),
+    }
+
+
+def best_of_grid(make: Callable[[float], Unlearner], learning_rates, task: UnlearningTask, reference: dict,
+                 **evaluate_options) -> tuple[Unlearned, dict, list[dict]]:
+    """Run ``make(lr).unlearn(task)`` for each learning rate; keep the one with the smallest Avg. Gap to the
+    ``reference`` metrics (REFERENCE §4). Returns (best model, its metrics, every trial's metrics)."""
+    trials = []
+    for learning_rate in learning_rates:
+        model = make(learning_rate).unlearn(task)
+        scores = evaluate(model, task, **evaluate_options)
+        scores["avg_gap"] = metrics.avg_gap(scores, reference)
+        trials.append((model, scores))
+    model, scores = min(trials, key=lambda trial: trial[1]["avg_gap"])
+    return model, scores, [{"learning_rate": m.learning_rate, **s} for m, s in trials]
