@@ -1,0 +1,49 @@
+"""Analytic federated learning: one round of additive statistics gives exactly the centralized ridge head.
+
+Modules: ``federated.partition`` (IID, Dirichlet, shard and quantity-skew splits), ``federated.payload`` (what a
+client sends, packed and validated), ``federated.aggregation`` (the summed-statistics law, the paper's pairwise
+absolute-aggregation law and the regularization intermediary), ``federated.server`` (validated receipt and
+client-level unlearning), ``federated.secure`` (pairwise additive masking), ``federated.simulation`` (many clients
+in one process), ``federated.baselines`` (FedAvg / FedProx / SCAFFOLD on the shared gradient head) and
+``federated.flower_app`` (the same protocols on Flower).
+"""
+
+from federated.aggregation import (
+    LocalSolution,
+    aggregate_pair,
+    aggregate_solutions,
+    aggregate_statistics,
+    combine_partials,
+    client_statistics,
+    local_solution,
+    push_solution,
+    remove_regularization,
+)
+from federated.partition import (
+    dirichlet_partition,
+    iid_partition,
+    make_partition,
+    quantity_skew_partition,
+    shard_partition,
+)
+from federated.payload import (
+    UploadRejected,
+    decode_statistics,
+    encode_statistics,
+    pack_upper,
+    payload_nbytes,
+    statistics_nbytes,
+    unpack_upper,
+)
+from federated.server import (
+    Ledger,
+    SolutionAggregate,
+    StatisticsAggregate,
+    receive,
+    receive_many,
+    receive_solution,
+    receive_solutions,
+    remove_client,
+    start_aggregate,
+    start_solution_aggregate,
+)

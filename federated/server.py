@@ -1,0 +1,254 @@
+r"""The AFL server: validated receipt of client uploads, aggregation, and client-level unlearning.
+
+Every receipt is a pure function from an aggregate to a new aggregate. An upload that is malformed (wrong shape,
+non-symmetric Gram, negative Gram diagonal, NaN/Inf) or a duplicate (the same client id again, or the same
+non-empty upload replayed under another id) raises :class:`~federated.payload.UploadRejected` naming the reason,
+and the aggregate passed in is unchanged.
+
+Client-level unlearning (REFERENCE §1): :math:`G \mathrel{-}= G_k`, :math:`B \mathrel{-}= B_k` with
+:func:`analytic.subtract`; the server keeps a fingerprint of each accepted upload (O(d·m), not the d² Gram) and
+accepts a removal only for the upload it received.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from types import MappingProxyType
+from typing import Mapping
+
+import numpy as np
+
+import analytic
+from federated.aggregation import LocalSolution, combine_partials, push_solution
+from federated.payload import UploadRejected, decode_statistics, fingerprint
+
+
+def _admit(clients: dict, senders: dict, client_id: str, digest: str) -> None:
+    if client_id in clients:
+        raise UploadRejected(f"duplicate submission: client {client_id!r} has already been aggregated")
+    if digest and digest in senders:
+        raise UploadRejected(f"duplicate submission: client {client_id!r} replays the upload of client {senders[digest]!r}")
+    clients[client_id] = digest
+    if digest:
+        senders[digest] = client_id
+
+
+@dataclasses.dataclass(frozen=True)
+class Ledger:
+    """Which clients were aggregated: client id → upload fingerprint, and fingerprint → client id (read-only).
+
+    Empty uploads have the fingerprint ``""`` and are not checked for replay (they add nothing).
+    """
+
+    clients: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    senders: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+
+    def __len__(self) -> int:
+        return len(self.clients)
+
+    def admit(self, client_id: str, digest: str) -> "Ledger":
+        """The ledger with ``client_id`` added; raises :class:`UploadRejected` for a duplicate submission."""
+        clients, senders = dict(self.clients), dict(self.senders)
+        _admit(clients, senders, client_id, digest)
+        return Ledger(MappingProxyType(clients), MappingProxyType(senders))
+
+    def release(self, client_id: str, digest: str) -> "Ledger":
+        """The ledger without ``client_id``; raises :class:`UploadRejected` unless it sent the upload ``digest``."""
+        if client_id not in self.clients:
+            raise UploadRejected(f"client {client_id!r} is not part of the aggregate")
+        if self.clients[client_id] != digest:
+            raise UploadRejected(f"the payload is not the upload client {client_id!r} contributed")
+        clients = {k: v for k, v in self.clients.items() if k != client_id}
+        senders = {k: v for k, v in self.senders.items() if v != client_id}
+        return Ledger(MappingProxyType(clients), MappingProxyType(senders))
+
+
+@dataclasses.dataclass(frozen=True)
+class StatisticsAggregate:
+    """Server state of the summed-statistics form.
+
+    Attributes:
+      statistics: :math:`\\sum_k` of the accepted clients' statistics.
+      received: the :class:`Ledger` of accepted clients.
+      class_ids: the agreed class ids every upload must carry, or ``None`` to accept any.
+    """
+
+    statistics: analytic.Statistics
+    received: Ledger
+    class_ids: np.ndarray | None = None
+
+    @property
+    def n_clients(self) -> int:
+        """Number of accepted clients."""
+        return len(self.received)
+
+
+def start_aggregate(dim: int, *, precision: str = "float64", frac_bits: int = 12, class_ids=None) -> StatisticsAggregate:
+    """An empty summed-statistics aggregate; with ``class_ids`` every upload must use exactly those columns."""
+    stats = analytic.init_statistics(dim, precision=precision, frac_bits=frac_bits)
+    if class_ids is not None:
+        class_ids = np.asarray(class_ids, np.int64)
+        stats = analytic.with_classes(stats, class_ids)
+    return StatisticsAggregate(stats, Ledger(), class_ids)
+
+
+def _checked_upload(aggregate: StatisticsAggregate, payload: dict) -> analytic.Statistics:
+    stats = aggregate.statistics
+    upload = decode_statistics(payload, stats.dim, precision=stats.precision, frac_bits=stats.frac_bits)
+    if aggregate.class_ids is not None and not np.array_equal(upload.class_ids, aggregate.class_ids):
+        raise UploadRejected(
+            f"upload has class ids {upload.class_ids.tolist()}, the federation agreed on {aggregate.class_ids.tolist()}"
+        )
+    return upload
+
+
+def receive(aggregate: StatisticsAggregate, client_id: str, payload: dict) -> StatisticsAggregate:
+    """Validate one client's payload (:func:`federated.payload.encode_statistics`) and add it to the aggregate.
+
+    Raises:
+      UploadRejected: the reason; ``aggregate`` is unchanged.
+    """
+    stats = aggregate.statistics
+    upload = _checked_upload(aggregate, payload)
+    received = aggregate.received.admit(client_id, fingerprint(payload, stats.dim) if upload.count > 0 else "")
+    return dataclasses.replace(aggregate, statistics=analytic.merge(stats, upload), received=received)
+
+
+def receive_many(aggregate: StatisticsAggregate, uploads) -> tuple[StatisticsAggregate, dict[str, str]]:
+    """:func:`receive` for a round of ``(client_id, payload)`` pairs; rejected uploads are left out.
+
+    Returns:
+      The new aggregate and ``{client_id: reason}`` for every rejected upload.
+    """
+    stats = aggregate.statistics
+    clients, senders = dict(aggregate.received.clients), dict(aggregate.received.senders)
+    rejected = {}
+    for client_id, payload in uploads:
+        try:
+            upload = _checked_upload(aggregate, payload)
+            _admit(clients, senders, client_id, fingerprint(payload, stats.dim) if upload.count > 0 else "")
+        except UploadRejected as error:
+            rejected[client_id] = str(error)
+            continue
+        stats = analytic.merge(stats, upload)
+    received = Ledger(MappingProxyType(clients), MappingProxyType(senders))
+    return dataclasses.replace(aggregate, statistics=stats, received=received), rejected
+
+
+def remove_client(aggregate: StatisticsAggregate, client_id: str, payload: dict) -> StatisticsAggregate:
+    """Client-level unlearning: subtract the upload client ``client_id`` contributed (REFERENCE §1, unlearn client k).
+
+    The result equals the aggregate of the remaining clients (bit-identical in fixed precision).
+
+    Raises:
+      UploadRejected: the client was never aggregated, or ``payload`` is not the upload it sent.
+    """
+    stats = aggregate.statistics
+    upload = decode_statistics(payload, stats.dim, precision=stats.precision, frac_bits=stats.frac_bits)
+    received = aggregate.received.release(client_id, fingerprint(payload, stats.dim) if upload.count > 0 else "")
+    remaining = analytic.subtract(stats, upload)
+    if aggregate.class_ids is None and remaining.is_classification:
+        emptied = remaining.class_ids[remaining.class_counts == 0]
+        remaining = analytic.drop_classes(remaining, emptied)
+    return dataclasses.replace(aggregate, statistics=remaining, received=received)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Paper form.
+
+
+@dataclasses.dataclass(frozen=True)
+class SolutionAggregate:
+    """Server state of the paper form: partial absolute aggregates of a balanced pairwise reduction.
+
+    Attributes:
+      partials: at most log₂K + 1 partial aggregates (:func:`federated.aggregation.push_solution`).
+      received: the :class:`Ledger` of accepted clients.
+      dim, class_ids, ridge: what every client message must match.
+    """
+
+    partials: tuple[LocalSolution, ...]
+    received: Ledger
+    dim: int
+    class_ids: np.ndarray
+    ridge: float
+
+    @property
+    def solution(self) -> LocalSolution:
+        """The absolute aggregate of every accepted client: :math:`(\\sum_k C_k, (\\sum_k C_k)^{-1} \\sum_k C_k W_k)`."""
+        return combine_partials(self.partials)
+
+
+def start_solution_aggregate(dim: int, class_ids, ridge: float) -> SolutionAggregate:
+    """An empty paper-form aggregate for clients that agreed on ``class_ids`` and the ridge γ."""
+    return SolutionAggregate((), Ledger(), int(dim), np.asarray(class_ids, np.int64), float(ridge))
+
+
+def check_solution(aggregate: SolutionAggregate, solution: LocalSolution) -> None:
+    """Raise :class:`UploadRejected` unless ``solution`` is a well-formed single-client message (W_k, C_k)."""
+    d, m = aggregate.dim, aggregate.class_ids.size
+    weights, regularized = np.asarray(solution.weights), np.asarray(solution.regularized_gram)
+    if weights.shape != (d, m):
+        raise UploadRejected(f"weights have the wrong shape {weights.shape}, expected {(d, m)}")
+    if regularized.shape != (d, d):
+        raise UploadRejected(f"the regularized Gram has the wrong shape {regularized.shape}, expected {(d, d)}")
+    if int(solution.n_clients) != 1 or solution.ridge != aggregate.ridge:
+        raise UploadRejected(
+            f"a client message must be one client's solution with the agreed ridge {aggregate.ridge}, got "
+            f"{int(solution.n_clients)} clients with ridge {solution.ridge}"
+        )
+    if not np.array_equal(solution.class_ids, aggregate.class_ids):
+        raise UploadRejected("the solution's class ids differ from the agreed class ids")
+    if not (np.isfinite(weights).all() and np.isfinite(regularized).all()):
+        raise UploadRejected("the upload contains NaN or Inf")
+    if not np.array_equal(regularized, regularized.T):
+        i, j = np.argwhere(regularized != regularized.T)[0]
+        raise UploadRejected(f"the regularized Gram is not symmetric (entries ({i}, {j}) and ({j}, {i}) differ)")
+    diagonal = np.diagonal(regularized) - aggregate.ridge
+    if (diagonal < 0).any():
+        first = int(np.flatnonzero(diagonal < 0)[0])
+        raise UploadRejected(
+            f"the Gram matrix has a negative diagonal entry ({first}, {first}) once γI is removed: not a sum of squares"
+        )
+
+
+def _solution_fingerprint(solution: LocalSolution) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(solution.weights).tobytes())
+    digest.update(np.ascontiguousarray(np.diagonal(solution.regularized_gram)).tobytes())
+    return digest.hexdigest()
+
+
+def receive_solutions(
+    aggregate: SolutionAggregate, uploads
+) -> tuple[SolutionAggregate, dict[str, str]]:
+    """:func:`receive_solution` for a round of ``(client_id, solution)`` pairs; rejected messages are left out.
+
+    Returns:
+      The new aggregate and ``{client_id: reason}`` for every rejected message.
+    """
+    partials = aggregate.partials
+    clients, senders = dict(aggregate.received.clients), dict(aggregate.received.senders)
+    rejected = {}
+    for client_id, solution in uploads:
+        try:
+            check_solution(aggregate, solution)
+            _admit(clients, senders, client_id, _solution_fingerprint(solution) if np.any(solution.weights) else "")
+        except UploadRejected as error:
+            rejected[client_id] = str(error)
+            continue
+        partials = push_solution(partials, solution)
+    received = Ledger(MappingProxyType(clients), MappingProxyType(senders))
+    return dataclasses.replace(aggregate, partials=partials, received=received), rejected
+
+
+def receive_solution(aggregate: SolutionAggregate, client_id: str, solution: LocalSolution) -> SolutionAggregate:
+    """Validate one client's (W_k, C_k) and add it with the absolute-aggregation law (a balanced reduction).
+
+    Raises:
+      UploadRejected: the reason; ``aggregate`` is unchanged.
+    """
+    check_solution(aggregate, solution)
+    digest = _solution_fingerprint(solution) if np.any(solution.weights) else ""
+    received = aggregate.received.admit(client_id, digest)
+    return dataclasses.replace(aggregate, partials=push_solution(aggregate.partials, solution), received=received)
