@@ -4,7 +4,7 @@ r"""The baselines analytic continual learners are judged against (REFERENCE §4)
 * :func:`joint_sgd` — the same head retrained from scratch on every sample seen so far (stores them: upper bound);
 * :func:`joint_ridge` — the ridge head re-solved from scratch on every stored sample (the closed-form upper bound,
   and the oracle ACIL must equal);
-* :func:`ncm` — nearest class mean, :math:`\arg\min_c \|x - \mu_c\|`;
+* :func:`ncm` — nearest class mean, :math:`\arg\min_c \|x - \mu_c\|`, from running class sums;
 * :func:`slda` — streaming LDA: class means and one shared covariance
   :math:`\Sigma = \frac1n (G - \sum_c n_c \mu_c \mu_c^\top)`, scores :math:`x^\top \Lambda \mu_c - \tfrac12 \mu_c^\top
   \Lambda \mu_c` with :math:`\Lambda = (\Sigma + \varepsilon I)^{-1}`;
@@ -127,14 +127,32 @@ def _discriminant_learner(name: str, classes, rule) -> Learner:
     return make_learner(name, classes, strict=False, update=update, predict=predict)
 
 
+class MeanModel(NamedTuple):
+    """Per-class feature sums and counts (declared-class rows): all nearest class mean needs, C·d numbers."""
+
+    feature_sums: np.ndarray
+    class_counts: np.ndarray
+
+
 def ncm(classes) -> Learner:
-    """Nearest class mean: :math:`\\arg\\max_c\\, x^\\top\\mu_c - \\tfrac12\\|\\mu_c\\|^2` (= smallest distance)."""
+    """Nearest class mean: :math:`\\arg\\min_c \\|x - \\mu_c\\|`, from running class sums (no Gram kept)."""
+    declared = np.unique(np.asarray(classes, np.int64))
 
-    def rule(statistics):
-        means = analytic.class_means(statistics).T  # (d, m)
-        return means, -0.5 * np.sum(means * means, axis=0)
+    def update(model, features, labels, learned_classes, phase):
+        sums = np.zeros((declared.size, features.shape[1])) if model is None else model.feature_sums.copy()
+        counts = np.zeros(declared.size, np.int64) if model is None else model.class_counts.copy()
+        positions = np.searchsorted(declared, labels)
+        np.add.at(sums, positions, features)
+        np.add.at(counts, positions, 1)
+        return MeanModel(sums, counts)
 
-    return _discriminant_learner("NCM", classes, rule)
+    def predict(model, features):
+        learned = model.class_counts > 0
+        means = model.feature_sums[learned] / model.class_counts[learned, None]
+        scores = np.asarray(features, np.float64) @ means.T - 0.5 * np.sum(means * means, axis=1)
+        return declared[learned][np.argmax(scores, axis=1)]
+
+    return make_learner("NCM", classes, strict=False, update=update, predict=predict)
 
 
 def slda(classes, *, shrinkage: float = 1e-4) -> Learner:
