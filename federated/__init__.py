@@ -28,6 +28,7 @@ from federated.partition import (
 )
 from federated.payload import (
     UploadRejected,
+    check_payload,
     decode_statistics,
     encode_statistics,
     pack_upper,
@@ -39,6 +40,7 @@ from federated.server import (
     Ledger,
     SolutionAggregate,
     StatisticsAggregate,
+    aggregate_head,
     receive,
     receive_many,
     receive_solution,

@@ -21,7 +21,9 @@ import numpy as np
 import analytic
 
 FIELDS = ("gram", "cross", "feature_sum", "count", "class_ids", "class_counts")
+ADDITIVE_FIELDS = ("gram", "cross", "feature_sum", "count", "class_counts")  # class_ids are agreed, not summed
 _STATE_DTYPES = {"float64": np.float64, "fixed": np.int64}
+_INT_HEADROOM = 2**62  # the core's bound on fixed-point totals
 
 
 class UploadRejected(analytic.IntegrityError):
@@ -29,8 +31,9 @@ class UploadRejected(analytic.IntegrityError):
 
 
 @functools.lru_cache(maxsize=8)
-def _upper_indices(dim: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.triu_indices(dim)
+def _upper_mask(dim: int) -> np.ndarray:
+    """Boolean (d, d) mask of the upper triangle; boolean indexing walks it in row-major order."""
+    return np.triu(np.ones((dim, dim), bool))
 
 
 @functools.lru_cache(maxsize=8)
@@ -47,15 +50,15 @@ def packed_length(dim: int) -> int:
 
 def pack_upper(matrix: np.ndarray) -> np.ndarray:
     """Row-major upper triangle (diagonal included) of a (d, d) matrix as a 1-D array."""
-    return matrix[_upper_indices(matrix.shape[0])]
+    return matrix[_upper_mask(matrix.shape[0])]
 
 
 def unpack_upper(packed: np.ndarray, dim: int) -> np.ndarray:
     """The full symmetric (d, d) matrix whose packed upper triangle is ``packed`` (the Statistics layout)."""
-    rows, columns = _upper_indices(dim)
+    mask = _upper_mask(dim)
     matrix = np.empty((dim, dim), packed.dtype)
-    matrix[rows, columns] = packed
-    matrix[columns, rows] = packed
+    matrix.T[mask] = packed  # the lower triangle, by symmetry
+    matrix[mask] = packed
     return matrix
 
 
@@ -101,12 +104,23 @@ def _field(payload, name, dtype, shape) -> np.ndarray:
     return value
 
 
-def decode_statistics(payload, dim: int, *, precision: str = "float64", frac_bits: int = 12) -> analytic.Statistics:
-    """Validate a payload and rebuild the client's :class:`analytic.Statistics`.
+def empty_payload(dim: int, class_ids, *, precision: str = "float64") -> dict[str, np.ndarray]:
+    """The payload of a client with no samples: zeros aligned to the agreed class ids."""
+    class_ids = np.asarray(class_ids, np.int64)
+    dtype = _STATE_DTYPES[precision]
+    return {
+        "gram": np.zeros(packed_length(dim), dtype), "cross": np.zeros((dim, class_ids.size), dtype),
+        "feature_sum": np.zeros(dim, dtype), "count": np.asarray(0, np.int64), "class_ids": class_ids,
+        "class_counts": np.zeros(class_ids.size, np.int64),
+    }
+
+
+def check_payload(payload, dim: int, *, precision: str = "float64", class_ids=None) -> None:
+    """Validate a payload without unpacking it (O(d²) reads, no d×d allocation).
 
     Raises:
       UploadRejected: a missing field, a wrong dtype or shape, NaN/Inf, a negative Gram diagonal, negative or
-        inconsistent counts, or unsorted class ids — the message names which.
+        inconsistent counts, class ids that are unsorted or differ from the agreed ``class_ids`` — naming which.
     """
     if precision not in _STATE_DTYPES:
         raise analytic.InputError(f"uploads are float64 or fixed, got precision {precision!r}")
@@ -116,12 +130,14 @@ def decode_statistics(payload, dim: int, *, precision: str = "float64", frac_bit
     if missing:
         raise UploadRejected(f"upload lacks the fields {missing}")
     dtype = _STATE_DTYPES[precision]
-    class_ids = np.asarray(payload["class_ids"])
-    if class_ids.ndim != 1 or class_ids.dtype != np.int64:
-        raise UploadRejected(f"class_ids must be a 1-D int64 array, got shape {class_ids.shape} {class_ids.dtype}")
-    if class_ids.size and (class_ids.min() < 0 or np.any(np.diff(class_ids) <= 0)):
+    ids = np.asarray(payload["class_ids"])
+    if ids.ndim != 1 or ids.dtype != np.int64:
+        raise UploadRejected(f"class_ids must be a 1-D int64 array, got shape {ids.shape} {ids.dtype}")
+    if ids.size and (ids.min() < 0 or np.any(np.diff(ids) <= 0)):
         raise UploadRejected("class_ids must be sorted, unique and non-negative")
-    m = class_ids.size
+    if class_ids is not None and not np.array_equal(ids, class_ids):
+        raise UploadRejected(f"upload has class ids {ids.tolist()}, the federation agreed on {np.asarray(class_ids).tolist()}")
+    m = ids.size
     gram = _field(payload, "gram", dtype, (packed_length(dim),))
     cross = _field(payload, "cross", dtype, (dim, m))
     feature_sum = _field(payload, "feature_sum", dtype, (dim,))
@@ -139,15 +155,34 @@ def decode_statistics(payload, dim: int, *, precision: str = "float64", frac_bit
         raise UploadRejected(
             f"inconsistent counts: count {int(count)}, class counts summing to {int(class_counts.sum())}"
         )
+
+
+def decode_statistics(payload, dim: int, *, precision: str = "float64", frac_bits: int = 12) -> analytic.Statistics:
+    """Validate a payload (:func:`check_payload`) and rebuild its :class:`analytic.Statistics` (full Gram)."""
+    check_payload(payload, dim, precision=precision)
     moments = analytic.Moments(
-        gram=unpack_upper(gram, dim), cross=cross.copy(), feature_sum=feature_sum.copy(), target_sum=None,
-        class_grams=None,
+        gram=unpack_upper(np.asarray(payload["gram"]), dim), cross=np.array(payload["cross"]),
+        feature_sum=np.array(payload["feature_sum"]), target_sum=None, class_grams=None,
     )
     return analytic.Statistics(
-        moments=moments, compensation=None, count=np.int64(count), class_ids=class_ids.copy(),
-        class_counts=class_counts.copy(), shift=None, precision=precision,
-        frac_bits=frac_bits if precision == "fixed" else 0,
+        moments=moments, compensation=None, count=np.int64(payload["count"]),
+        class_ids=np.array(payload["class_ids"]), class_counts=np.array(payload["class_counts"]), shift=None,
+        precision=precision, frac_bits=frac_bits if precision == "fixed" else 0,
     )
+
+
+def add_payloads(total: dict[str, np.ndarray], upload: dict[str, np.ndarray], sign: int = 1) -> dict[str, np.ndarray]:
+    """Field-wise ``total + sign · upload`` of two aligned payloads (the packed triangles add as they are).
+
+    Integer (fixed-point) sums are refused before they could leave int64's exact range.
+    """
+    out = {"class_ids": total["class_ids"]}
+    for name in ADDITIVE_FIELDS:
+        a, b = np.asarray(total[name]), np.asarray(upload[name])
+        if a.dtype == np.int64 and int(np.abs(a).max(initial=0)) + int(np.abs(b).max(initial=0)) >= _INT_HEADROOM:
+            raise UploadRejected("the fixed-point aggregate would overflow int64: lower frac_bits or rescale")
+        out[name] = a + b if sign > 0 else a - b
+    return out
 
 
 def fingerprint(payload: dict[str, np.ndarray], dim: int) -> str:

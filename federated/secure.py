@@ -29,15 +29,13 @@ from __future__ import annotations
 import numpy as np
 
 import analytic
-from federated.payload import UploadRejected, packed_length
-
-MASKED_FIELDS = ("gram", "cross", "feature_sum", "count", "class_counts")
+from federated.payload import ADDITIVE_FIELDS, UploadRejected, packed_length
 
 
 def flatten_payload(payload: dict[str, np.ndarray]) -> np.ndarray:
     """The integer fields of a fixed-point upload as one uint64 vector (two's complement of the int64 values)."""
     parts = []
-    for name in MASKED_FIELDS:
+    for name in ADDITIVE_FIELDS:
         value = np.asarray(payload[name])
         if value.dtype != np.int64:
             raise analytic.InputError(f"secure aggregation needs fixed-point (int64) uploads, {name!r} is {value.dtype}")
@@ -55,7 +53,7 @@ def unflatten_payload(vector: np.ndarray, dim: int, class_ids) -> dict[str, np.n
         raise UploadRejected(f"masked vector has {vector.size} words, expected {sum(sizes.values())}")
     values = np.asarray(vector, np.uint64).view(np.int64)
     payload, start = {"class_ids": class_ids}, 0
-    for name in MASKED_FIELDS:
+    for name in ADDITIVE_FIELDS:
         payload[name] = values[start : start + sizes[name]].reshape(shapes[name]).copy()
         start += sizes[name]
     return payload

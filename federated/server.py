@@ -21,7 +21,14 @@ import numpy as np
 
 import analytic
 from federated.aggregation import LocalSolution, combine_partials, push_solution
-from federated.payload import UploadRejected, decode_statistics, fingerprint
+from federated.payload import (
+    UploadRejected,
+    add_payloads,
+    check_payload,
+    decode_statistics,
+    empty_payload,
+    fingerprint,
+)
 
 
 def _admit(clients: dict, senders: dict, client_id: str, digest: str) -> None:
@@ -66,41 +73,51 @@ class Ledger:
 
 @dataclasses.dataclass(frozen=True)
 class StatisticsAggregate:
-    """Server state of the summed-statistics form.
+    """Server state of the summed-statistics form: the running sum of the accepted payloads, still packed.
+
+    Summing packed triangles (d(d+1)/2 numbers per client) and unpacking once at the end halves the server's
+    memory traffic against summing full matrices.
 
     Attributes:
-      statistics: :math:`\\sum_k` of the accepted clients' statistics.
+      total: :math:`\\sum_k` of the accepted payloads (:func:`federated.payload.encode_statistics` layout).
       received: the :class:`Ledger` of accepted clients.
-      class_ids: the agreed class ids every upload must carry, or ``None`` to accept any.
+      dim: feature dimension d.
+      precision: ``"float64"`` or ``"fixed"``.
+      frac_bits: the fixed-point grid (fixed precision).
     """
 
-    statistics: analytic.Statistics
+    total: Mapping[str, np.ndarray]
     received: Ledger
-    class_ids: np.ndarray | None = None
+    dim: int
+    precision: str = "float64"
+    frac_bits: int = 12
 
     @property
     def n_clients(self) -> int:
         """Number of accepted clients."""
         return len(self.received)
 
+    @property
+    def class_ids(self) -> np.ndarray:
+        """The agreed class ids (the columns of every upload)."""
+        return self.total["class_ids"]
 
-def start_aggregate(dim: int, *, precision: str = "float64", frac_bits: int = 12, class_ids=None) -> StatisticsAggregate:
-    """An empty summed-statistics aggregate; with ``class_ids`` every upload must use exactly those columns."""
-    stats = analytic.init_statistics(dim, precision=precision, frac_bits=frac_bits)
-    if class_ids is not None:
-        class_ids = np.asarray(class_ids, np.int64)
-        stats = analytic.with_classes(stats, class_ids)
-    return StatisticsAggregate(stats, Ledger(), class_ids)
+    @property
+    def statistics(self) -> analytic.Statistics:
+        """The aggregate as :class:`analytic.Statistics`: :math:`G = \\sum_k G_k`, :math:`B = \\sum_k B_k`."""
+        return decode_statistics(dict(self.total), self.dim, precision=self.precision, frac_bits=self.frac_bits)
 
 
-def _checked_upload(aggregate: StatisticsAggregate, payload: dict) -> analytic.Statistics:
-    stats = aggregate.statistics
-    upload = decode_statistics(payload, stats.dim, precision=stats.precision, frac_bits=stats.frac_bits)
-    if aggregate.class_ids is not None and not np.array_equal(upload.class_ids, aggregate.class_ids):
-        raise UploadRejected(
-            f"upload has class ids {upload.class_ids.tolist()}, the federation agreed on {aggregate.class_ids.tolist()}"
-        )
-    return upload
+def start_aggregate(dim: int, class_ids, *, precision: str = "float64", frac_bits: int = 12) -> StatisticsAggregate:
+    """An empty summed-statistics aggregate for clients that agreed on ``class_ids``."""
+    total = empty_payload(dim, class_ids, precision=precision)
+    return StatisticsAggregate(MappingProxyType(total), Ledger(), int(dim), precision, frac_bits)
+
+
+def _digest(aggregate: StatisticsAggregate, payload: dict) -> str:
+    """The upload's fingerprint, or ``""`` for an empty upload (which adds nothing and may repeat)."""
+    check_payload(payload, aggregate.dim, precision=aggregate.precision, class_ids=aggregate.class_ids)
+    return fingerprint(payload, aggregate.dim) if int(payload["count"]) > 0 else ""
 
 
 def receive(aggregate: StatisticsAggregate, client_id: str, payload: dict) -> StatisticsAggregate:
@@ -109,10 +126,9 @@ def receive(aggregate: StatisticsAggregate, client_id: str, payload: dict) -> St
     Raises:
       UploadRejected: the reason; ``aggregate`` is unchanged.
     """
-    stats = aggregate.statistics
-    upload = _checked_upload(aggregate, payload)
-    received = aggregate.received.admit(client_id, fingerprint(payload, stats.dim) if upload.count > 0 else "")
-    return dataclasses.replace(aggregate, statistics=analytic.merge(stats, upload), received=received)
+    received = aggregate.received.admit(client_id, _digest(aggregate, payload))
+    total = add_payloads(aggregate.total, payload)
+    return dataclasses.replace(aggregate, total=MappingProxyType(total), received=received)
 
 
 def receive_many(aggregate: StatisticsAggregate, uploads) -> tuple[StatisticsAggregate, dict[str, str]]:
@@ -121,37 +137,40 @@ def receive_many(aggregate: StatisticsAggregate, uploads) -> tuple[StatisticsAgg
     Returns:
       The new aggregate and ``{client_id: reason}`` for every rejected upload.
     """
-    stats = aggregate.statistics
+    total = dict(aggregate.total)
     clients, senders = dict(aggregate.received.clients), dict(aggregate.received.senders)
     rejected = {}
     for client_id, payload in uploads:
         try:
-            upload = _checked_upload(aggregate, payload)
-            _admit(clients, senders, client_id, fingerprint(payload, stats.dim) if upload.count > 0 else "")
+            digest = _digest(aggregate, payload)
+            _admit(clients, senders, client_id, digest)
         except UploadRejected as error:
             rejected[client_id] = str(error)
             continue
-        stats = analytic.merge(stats, upload)
+        total = add_payloads(total, payload)
     received = Ledger(MappingProxyType(clients), MappingProxyType(senders))
-    return dataclasses.replace(aggregate, statistics=stats, received=received), rejected
+    return dataclasses.replace(aggregate, total=MappingProxyType(total), received=received), rejected
 
 
 def remove_client(aggregate: StatisticsAggregate, client_id: str, payload: dict) -> StatisticsAggregate:
     """Client-level unlearning: subtract the upload client ``client_id`` contributed (REFERENCE §1, unlearn client k).
 
-    The result equals the aggregate of the remaining clients (bit-identical in fixed precision).
+    The result equals the aggregate of the remaining clients (bit-identical in fixed precision). A class that no
+    remaining client holds keeps a zero column: :func:`aggregate_head` drops it.
 
     Raises:
       UploadRejected: the client was never aggregated, or ``payload`` is not the upload it sent.
     """
+    received = aggregate.received.release(client_id, _digest(aggregate, payload))
+    total = add_payloads(aggregate.total, payload, sign=-1)
+    check_payload(total, aggregate.dim, precision=aggregate.precision)  # counts and Gram diagonal stay valid
+    return dataclasses.replace(aggregate, total=MappingProxyType(total), received=received)
+
+
+def aggregate_head(aggregate: StatisticsAggregate, ridge: float) -> analytic.Head:
+    """The federated ridge head :math:`(G + \\gamma I)^{-1} B`, over the classes some accepted client holds."""
     stats = aggregate.statistics
-    upload = decode_statistics(payload, stats.dim, precision=stats.precision, frac_bits=stats.frac_bits)
-    received = aggregate.received.release(client_id, fingerprint(payload, stats.dim) if upload.count > 0 else "")
-    remaining = analytic.subtract(stats, upload)
-    if aggregate.class_ids is None and remaining.is_classification:
-        emptied = remaining.class_ids[remaining.class_counts == 0]
-        remaining = analytic.drop_classes(remaining, emptied)
-    return dataclasses.replace(aggregate, statistics=remaining, received=received)
+    return analytic.solve(analytic.drop_classes(stats, stats.class_ids[stats.class_counts == 0]), ridge)
 
 
 # ----------------------------------------------------------------------------------------------------------------
