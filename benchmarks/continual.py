@@ -27,7 +27,8 @@ from benchmarks.common import parser, print_table, write_json
 from continual.datasets import thirty_class_dataset
 
 RIDGE = 1.0
-JOINT_COUNTERPARTS = ("ACIL", "G-ACIL", "AIR", "G-AIR", "AIR (packed32)", "DS-AL", "GKEAL", "AEF-OCL")
+JOINT_COUNTERPARTS = ("ACIL", "G-ACIL", "AIR", "G-AIR", "AIR (packed32)", "G-AIR (packed32)", "DS-AL", "GKEAL",
+                      "AEF-OCL")
 WOODBURY_BATCH = 4096
 
 
@@ -68,10 +69,9 @@ def learners(kind: str, classes, in_dim: int, width: int, sigma: float, quick: b
         "DS-AL": lambda: continual.ds_al(classes, main_expansion=relu, compensation_expansion=tanh, ridge=RIDGE,
                                          compensation_ridge=RIDGE, compensation_ratio=0.6, strict=not generalized),
         "GKEAL": lambda: continual.gkeal(classes, width=width, sigma=sigma, seed=seed, ridge=RIDGE),
-        "AIR": lambda: continual.air(classes, expansion=relu, ridge=RIDGE, strict=not generalized,
-                                     name="G-AIR" if generalized else "AIR"),
-        "AIR (packed32)": lambda: continual.air(classes, expansion=relu, ridge=RIDGE, storage="packed32",
-                                                strict=not generalized),
+        "AIR": lambda: (continual.g_air if generalized else continual.air)(classes, expansion=relu, ridge=RIDGE),
+        "AIR (packed32)": lambda: (continual.g_air if generalized else continual.air)(
+            classes, expansion=relu, ridge=RIDGE, storage="packed32"),
         "AEF-OCL": lambda: continual.aef_ocl(classes, expansion=relu, ridge=RIDGE, seed=seed, pseudo_cap=400),
         "RanPAC": lambda: continual.ranpac(classes, expansion=relu, seed=seed),
         "FT (SGD)": lambda: continual.fine_tuning(classes, epochs=epochs, learning_rate=0.01, seed=seed),
