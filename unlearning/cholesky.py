@@ -25,7 +25,9 @@ after which :math:`U'^\top_{22} U'_{22} = U_{22}^\top U_{22} + \sigma X_2'^\top 
 trailing block. The step is the block form of a (hyperbolic, for σ = −1) orthogonal transformation
 :math:`\begin{pmatrix} U \\ X \end{pmatrix} \to \begin{pmatrix} U' \\ X' \end{pmatrix}`; :math:`X'_2` is
 determined up to a k × k rotation, which leaves :math:`X_2'^\top X'_2` unchanged. Every product is a BLAS-3 call,
-the Python loop runs d / b times, and the cost is about :math:`(2k + 2.5 b)\, d^2` flops.
+the Python loop runs d / b times, and the cost is about :math:`(2k + 2.5 b)\, d^2` flops. The blocks are small, so
+the BLAS runs single-threaded here: a threaded BLAS spends more time synchronizing than computing on them (and
+stalls badly on a loaded machine).
 
 Positive definiteness. A downdate is possible exactly when :math:`A - X^\top X` stays positive definite; block by
 block this is the Cholesky of :math:`I - S`. When it fails the rows were not part of A, and the request is refused
@@ -37,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 from scipy.linalg import blas
+from threadpoolctl import threadpool_limits
 
 import analytic
 
@@ -44,6 +47,7 @@ BLOCK_WIDTH = 32
 _trsm = blas.get_blas_funcs("trsm", dtype=np.float64)
 
 
+@threadpool_limits.wrap(limits=1, user_api="blas")
 def cholesky_update(upper: np.ndarray, rows: np.ndarray, sign: int) -> np.ndarray:
     r"""The upper Cholesky factor of :math:`U^\top U + \sigma X^\top X` (see the module docstring).
 
@@ -60,7 +64,7 @@ def cholesky_update(upper: np.ndarray, rows: np.ndarray, sign: int) -> np.ndarra
     """
     if sign not in (1, -1):
         raise analytic.InputError(f"sign must be +1 or -1, got {sign}")
-    result = np.triu(np.asarray(upper, dtype=np.float64))  # the other triangle may hold garbage (cho_factor)
+    result = np.ascontiguousarray(np.triu(np.asarray(upper, dtype=np.float64)))  # cho_factor: garbage below
     trailing = np.array(rows, dtype=np.float64)
     d = result.shape[0]
     if trailing.ndim != 2 or trailing.shape[1] != d:

@@ -229,8 +229,8 @@ def solve_head(head: UnlearningHead) -> analytic.Head:
 
 
 def forget_samples(
-    head: UnlearningHead, features, targets, *, source: str | None = None
-) -> tuple[UnlearningHead, Receipt]:
+    head: UnlearningHead, features, targets, *, source: str | None = None, receipt: bool = True
+) -> tuple[UnlearningHead, Receipt | None]:
     """Forget samples given their features and targets: :math:`G \\mathrel{-}= X_F^\\top X_F`,
     :math:`B \\mathrel{-}= X_F^\\top Y_F` (REFERENCE §1).
 
@@ -241,6 +241,8 @@ def forget_samples(
       features: (k, d) the samples' features, exactly as learned.
       targets: their class ids or regression targets.
       source: the source they were learned under (required when the head tracks sources).
+      receipt: issue a :class:`Receipt` (hashing the state costs a pass over its bytes); ``False`` returns
+        ``None`` in its place.
 
     Raises:
       analytic.InputError: NaN/Inf, wrong shape or dtype.
@@ -262,15 +264,17 @@ def forget_samples(
     if ledger is not None:
         ledger = ledger_lib.erase(ledger, ledger_lib.fingerprint(features, targets, source_index))
     rows = _solver_rows(head.statistics, features, targets)
-    return _remove(head, removed, rows, "samples", source, ledger, sources)
+    return _remove(head, removed, rows, "samples", source, ledger, sources, receipt)
 
 
-def forget_class(head: UnlearningHead, class_id: int, features=None) -> tuple[UnlearningHead, Receipt]:
+def forget_class(
+    head: UnlearningHead, class_id: int, features=None, *, receipt: bool = True
+) -> tuple[UnlearningHead, Receipt | None]:
     """Forget every sample of class ``class_id`` and drop its output column (REFERENCE §1, §5).
 
     Without ``features`` the class is removed from the stored per-class statistics
     (:math:`G \\mathrel{-}= A_c`, needs ``class_grams=True``): no data is needed. With ``features`` (all of the
-    class's samples, as learned) the rows are subtracted as in :func:`forget_samples`.
+    class's samples, as learned) the rows are subtracted as in :func:`forget_samples`. ``receipt`` as there.
 
     Raises:
       analytic.IntegrityError: the class was never learned, the features are not all of the class's samples, no
@@ -314,11 +318,14 @@ def forget_class(head: UnlearningHead, class_id: int, features=None) -> tuple[Un
         if ledger is not None:
             ledger = ledger_lib.erase(ledger, ledger_lib.fingerprint(features, labels, -1))
         rows = _solver_rows(statistics, features, labels)
-    return _remove(head, removed, rows, "class", None, ledger, sources)
+    return _remove(head, removed, rows, "class", None, ledger, sources, receipt)
 
 
-def forget_source(head: UnlearningHead, source: str) -> tuple[UnlearningHead, Receipt]:
-    """Forget everything a tracked source contributed: :math:`G \\mathrel{-}= G_k`, :math:`B \\mathrel{-}= B_k`.
+def forget_source(
+    head: UnlearningHead, source: str, *, receipt: bool = True
+) -> tuple[UnlearningHead, Receipt | None]:
+    """Forget everything a tracked source contributed: :math:`G \\mathrel{-}= G_k`, :math:`B \\mathrel{-}= B_k`
+    (``receipt`` as in :func:`forget_samples`).
 
     Raises:
       analytic.IntegrityError: the head tracks no sources, or ``source`` holds nothing.
@@ -332,7 +339,7 @@ def forget_source(head: UnlearningHead, source: str) -> tuple[UnlearningHead, Re
     ledger = head.ledger
     if ledger is not None:
         ledger = ledger_lib.erase_where(ledger, ledger.sources == head.source_names.index(source))
-    return _remove(head, removed, None, "source", source, ledger, sources)
+    return _remove(head, removed, None, "source", source, ledger, sources, receipt)
 
 
 def certifies(receipt: Receipt, retrained: analytic.Statistics) -> bool:
@@ -373,7 +380,7 @@ def class_statistics(statistics: analytic.Statistics, class_id: int) -> analytic
 # ------------------------------------------------------------------------------------------------------ internals
 
 
-def _remove(head, removed, rows, request, source, ledger, sources) -> tuple[UnlearningHead, Receipt]:
+def _remove(head, removed, rows, request, source, ledger, sources, receipt) -> tuple[UnlearningHead, Receipt | None]:
     """Subtract ``removed``, drop emptied classes, refuse an empty result, follow with the solver."""
     before = head.statistics
     retained = analytic.subtract(before, removed)
@@ -389,10 +396,12 @@ def _remove(head, removed, rows, request, source, ledger, sources) -> tuple[Unle
         )
     head = dataclasses.replace(head, ledger=ledger, sources=sources)
     updated, route = _follow(head, retained, rows, -1, emptied)
+    if not receipt:
+        return updated, None
     per_class = {}
     if removed.is_classification:
         per_class = {int(c): int(n) for c, n in zip(removed.class_ids, removed.class_counts) if n > 0}
-    receipt = Receipt(
+    return updated, Receipt(
         request=request,
         removed_count=int(removed.count),
         removed_per_class=per_class,
@@ -404,7 +413,6 @@ def _remove(head, removed, rows, request, source, ledger, sources) -> tuple[Unle
         hash_after=analytic.state_hash(retained),
         precision=before.precision,
     )
-    return updated, receipt
 
 
 def _follow(head, statistics, rows, sign, dropped) -> tuple[UnlearningHead, str]:

@@ -140,9 +140,10 @@ def _linear(name, head: analytic.Head, seconds, receipt=None) -> Unlearned:
 @dataclasses.dataclass(frozen=True)
 class ExactUnlearner:
     """Downdate a trained :class:`unlearning.exact.UnlearningHead` (classes from stored statistics when it keeps
-    per-class Grams, else from their features)."""
+    per-class Grams, else from their features), issuing a receipt unless ``receipt=False``."""
 
     original: exact.UnlearningHead
+    receipt: bool = True
     name: str = "exact downdate"
 
     def unlearn(self, task: UnlearningTask) -> Unlearned:
@@ -152,9 +153,9 @@ class ExactUnlearner:
             from_statistics = head.statistics.moments.class_grams is not None
             for class_id in task.forgotten_classes:
                 rows = None if from_statistics else task.train_features[task.train_labels == class_id]
-                head, receipt = exact.forget_class(head, class_id, rows)
+                head, receipt = exact.forget_class(head, class_id, rows, receipt=self.receipt)
         else:
-            head, receipt = exact.forget_samples(head, *task.forget)
+            head, receipt = exact.forget_samples(head, *task.forget, receipt=self.receipt)
         solved = exact.solve_head(head)
         return _linear(self.name, solved, time.perf_counter() - start, receipt)
 

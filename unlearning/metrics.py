@@ -96,4 +96,4 @@ def mean_kl(logits: np.ndarray, reference: np.ndarray) -> float:
     p_ref, p = softmax(reference), softmax(logits)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(p_ref > 0, p_ref * (np.log(p_ref) - np.log(np.maximum(p, 1e-300))), 0.0)
-    return float(np.mean(terms.sum(axis=1)))
+    return max(float(np.mean(terms.sum(axis=1))), 0.0)  # KL ≥ 0; clip rounding below zero
