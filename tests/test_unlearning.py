@@ -270,3 +270,29 @@ def test_refuses_rows_that_were_never_learned_without_a_ledger():
     with pytest.raises(analytic.IntegrityError, match="positive definiteness"):
         unlearning.forget_samples(head, stranger, labels[:1])
     assert_unchanged(head, before)
+
+
+def test_recursive_solver_drops_a_class_emptied_by_a_small_request():
+    features, labels = make_classification(n=600, d=D)
+    labels = labels.copy()
+    labels[[5, 9]] = 20  # a class of two samples, forgotten through the Woodbury route
+    test_features, _ = make_classification(n=200, d=D, seed=1)
+    head = trained_head(features, labels, solver="recursive")
+    forgotten, receipt = unlearning.forget_samples(head, features[[5, 9]], labels[[5, 9]])
+    assert receipt.route == "recursive" and receipt.dropped_classes == (20,)
+    keep = labels != 20
+    assert_matches_retraining(forgotten, features[keep], labels[keep], test_features)
+
+
+def test_tracked_sources_forget_samples_of_a_named_source():
+    features, labels = make_classification(n=300, d=D)
+    test_features, _ = make_classification(n=200, d=D, seed=1)
+    head = unlearning.init_unlearning_head(D, RIDGE, track_sources=True)
+    head = unlearning.learn(head, features[:150], labels[:150], source="a")
+    head = unlearning.learn(head, features[150:], labels[150:], source="b")
+    with pytest.raises(analytic.IntegrityError, match="name the source"):
+        unlearning.forget_samples(head, features[:3], labels[:3])
+    head, _ = unlearning.forget_samples(head, features[:3], labels[:3], source="a")
+    head, receipt = unlearning.forget_source(head, "a")
+    assert receipt.removed_count == 147
+    assert_matches_retraining(head, features[150:], labels[150:], test_features)

@@ -88,3 +88,12 @@ def test_gradient_ascent_raises_the_forget_error_and_grid_keeps_the_best():
     assert len(trials) == 2 and scores["avg_gap"] == min(t["avg_gap"] for t in trials)
     assert trials[1]["UA"] > trials[0]["UA"]  # a larger ascent step forgets more
     assert best.learning_rate in (1e-4, 0.5)
+
+
+def test_gradient_methods_accept_an_mlp_head():
+    task = small_task((1,))
+    original = gradient.fit_softmax_head(task.train_features, task.train_labels, n_classes=4, epochs=2,
+                                         learning_rate=0.05, batch_size=64, hidden=8)
+    for method in ("retrain", "FT"):
+        model = methods.GradientUnlearner(method, original, 0.05, epochs=1, hidden=8, batch_size=64).unlearn(task)
+        assert model.weights is None and model.logits(task.test_features).shape == (200, 4)
