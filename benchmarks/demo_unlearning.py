@@ -36,7 +36,7 @@ def demo_section(data, *, ridge: float = 1.0, class_id: int | None = None) -> di
     """
     x, y = data.train_features, data.train_labels
     forgotten_class = int(np.max(y)) if class_id is None else int(class_id)
-    head = unlearning.init_unlearning_head(x.shape[1], ridge, precision="fixed", class_grams=True)
+    head = unlearning.init_unlearning_head(x.shape[1], ridge, precision="fixed", per_class=True)
     for features, labels in _batches(x, y):
         head = unlearning.learn(head, features, labels)
     head = unlearning.factorized(head)
@@ -48,7 +48,7 @@ def demo_section(data, *, ridge: float = 1.0, class_id: int | None = None) -> di
 
     keep = y != forgotten_class
     retrained = analytic.fit(_batches(x[keep], y[keep]),
-                             analytic.init_statistics(x.shape[1], precision="fixed", class_grams=True))
+                             analytic.init_statistics(x.shape[1], precision="fixed"))
     certified = unlearning.certifies(receipt, retrained)
 
     test_keep = data.test_labels != forgotten_class

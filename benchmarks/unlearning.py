@@ -217,7 +217,7 @@ def main():
         head = unlearning.learn(head, x[i : i + 8192], y[i : i + 8192])
     head = unlearning.factorized(head)
     exact_train_seconds = time.perf_counter() - start
-    class_head = unlearning.init_unlearning_head(x.shape[1], ridge, class_grams=True)  # classes forgotten from
+    class_head = unlearning.init_unlearning_head(x.shape[1], ridge, per_class=True)  # classes forgotten from
     for i in range(0, len(y), 8192):  # stored per-class statistics, without their data
         class_head = unlearning.learn(class_head, x[i : i + 8192], y[i : i + 8192])
     class_head = unlearning.factorized(class_head)

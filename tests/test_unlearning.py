@@ -95,7 +95,7 @@ def test_forget_samples_equals_retraining(solver, k, route):
 def test_forget_class_from_statistics_drops_its_column():
     features, labels = make_classification(n=600, d=D)
     test_features, _ = make_classification(n=200, d=D, seed=1)
-    head = trained_head(features, labels, class_grams=True)
+    head = trained_head(features, labels, per_class=True)
     forgotten, receipt = unlearning.forget_class(head, 7)
     keep = labels != 7
     assert forgotten.statistics.n_outputs == head.statistics.n_outputs - 1
@@ -118,7 +118,7 @@ def test_forget_class_from_its_data():
 def test_forgotten_class_can_be_learned_again():
     features, labels = make_classification(n=600, d=D)
     test_features, _ = make_classification(n=200, d=D, seed=1)
-    head = trained_head(features, labels, class_grams=True)
+    head = trained_head(features, labels, per_class=True)
     forgotten, _ = unlearning.forget_class(head, 11)
     relearned = unlearning.learn(forgotten, features[labels == 11], labels[labels == 11])
     order = np.argsort(labels != 11, kind="stable")  # class 11 last, as relearned
@@ -141,7 +141,7 @@ def test_forget_source_equals_retraining_without_it():
 def test_forget_class_from_statistics_in_every_tracked_source():
     features, labels = make_classification(n=600, d=D)
     test_features, _ = make_classification(n=200, d=D, seed=1)
-    head = unlearning.init_unlearning_head(D, RIDGE, track_sources=True, class_grams=True)
+    head = unlearning.init_unlearning_head(D, RIDGE, track_sources=True, per_class=True)
     parts = np.array_split(np.arange(600), 3)
     for index, part in enumerate(parts):
         head = unlearning.learn(head, features[part], labels[part], source=f"client-{index}")
@@ -191,12 +191,12 @@ def test_thousand_interleaved_requests_stay_exact(solver):
 
 def test_fixed_precision_receipts_certify_retraining():
     features, labels = make_classification(n=600, d=D)
-    fixed = {"precision": "fixed", "class_grams": True}
+    fixed = {"precision": "fixed", "per_class": True}
     head = trained_head(features, labels, **fixed)
     head, by_samples = unlearning.forget_samples(head, features[:5], labels[:5])
     head, by_class = unlearning.forget_class(head, 3)
     keep = np.arange(600) >= 5
-    retained = analytic.init_statistics(D, precision="fixed", class_grams=True)
+    retained = analytic.init_statistics(D, precision="fixed")
     after_samples = analytic.accumulate(retained, features[keep][::-1], labels[keep][::-1])  # any order
     keep &= labels != 3
     after_class = analytic.accumulate(retained, features[keep], labels[keep])
@@ -213,7 +213,7 @@ def test_fixed_precision_receipts_certify_retraining():
 @pytest.fixture
 def guarded():
     features, labels = make_classification(n=300, d=D)
-    return trained_head(features, labels, ledger=True, class_grams=True), features, labels
+    return trained_head(features, labels, ledger=True, per_class=True), features, labels
 
 
 def test_refuses_a_class_never_seen(guarded):

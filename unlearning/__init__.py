@@ -11,7 +11,6 @@ from unlearning.exact import (
     Receipt,
     UnlearningHead,
     certifies,
-    class_statistics,
     factorized,
     forget_class,
     forget_samples,

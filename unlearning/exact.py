@@ -60,7 +60,7 @@ DOWNDATE_FRACTION = 1 / 8  # fold k rows into the factor when k ≤ d/8; refacto
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["statistics", "factor", "recursive", "folded_rows", "ledger", "sources"],
+    data_fields=["statistics", "factor", "recursive", "folded_rows", "ledger", "sources", "class_parts"],
     meta_fields=["ridge", "solver", "source_names"],
 )
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +76,8 @@ class UnlearningHead:
         computed from the statistics.
       ledger: :class:`unlearning.ledger.Ledger` of sample fingerprints, or ``None``.
       sources: ``{source name: Statistics}`` of each tracked source's contribution, or ``None`` if untracked.
+      class_parts: ``{source name ("" when untracked): {class id: Statistics}}``, each class's own statistics
+        (C·d² memory), so a class can be forgotten without its data; ``None`` if not kept.
       ridge: γ.
       solver: ``"cholesky"`` or ``"recursive"``.
       source_names: every source name ever learned, in order (its position is the ledger's source index).
@@ -87,6 +89,7 @@ class UnlearningHead:
     folded_rows: np.ndarray
     ledger: ledger_lib.Ledger | None
     sources: dict | None
+    class_parts: dict | None
     ridge: float
     solver: str = "cholesky"
     source_names: tuple = ()
@@ -136,7 +139,7 @@ def init_unlearning_head(
     solver: str = "cholesky",
     precision: str = "float64",
     n_targets: int | None = None,
-    class_grams: bool = False,
+    per_class: bool = False,
     ledger: bool = False,
     track_sources: bool = False,
     frac_bits: int = 12,
@@ -150,7 +153,9 @@ def init_unlearning_head(
       solver: ``"cholesky"`` (a kept factor, rank-k downdates) or ``"recursive"`` (float64 Woodbury form, for
         streams that need weights after every small request).
       precision, n_targets, frac_bits, shift: as :func:`analytic.init_statistics`.
-      class_grams: keep one Gram per class, so a class can be forgotten from the statistics alone (C·d² memory).
+      per_class: keep each class's statistics, so a class can be forgotten from the statistics alone, without
+        its data (C·d² memory; kept beside the head's statistics so that forgetting a class touches only d²
+        numbers and the class's own part).
       ledger: keep sample fingerprints and refuse to forget samples that were never learned.
       track_sources: keep each source's statistics, so a source can be forgotten; every learn names its source.
     """
@@ -160,8 +165,10 @@ def init_unlearning_head(
     if not ridge > 0:
         raise analytic.InputError(f"ridge must be positive, got {ridge}")
     statistics = analytic.init_statistics(
-        dim, precision=precision, n_targets=n_targets, class_grams=class_grams, shift=shift, frac_bits=frac_bits
+        dim, precision=precision, n_targets=n_targets, shift=shift, frac_bits=frac_bits
     )
+    if per_class and n_targets is not None:
+        raise analytic.InputError("per_class needs a classification head (n_targets=None)")
     return UnlearningHead(
         statistics=statistics,
         factor=None,
@@ -169,6 +176,7 @@ def init_unlearning_head(
         folded_rows=np.int64(0),
         ledger=ledger_lib.empty_ledger() if ledger else None,
         sources={} if track_sources else None,
+        class_parts={} if per_class else None,
         ridge=ridge,
         solver=solver,
     )
@@ -196,11 +204,17 @@ def learn(head: UnlearningHead, features, targets, *, source: str | None = None)
         fingerprints = ledger_lib.fingerprint(features, targets, source_index)
         ledger = ledger_lib.record(ledger, fingerprints, _ledger_labels(head, targets, len(fingerprints)),
                                    source_index)
+    class_parts = head.class_parts
+    if class_parts is not None:
+        parts = dict(class_parts.get(source or "", {}))
+        for class_id, part in _split_by_class(head.statistics, features, targets).items():
+            parts[class_id] = analytic.merge(parts[class_id], part) if class_id in parts else part
+        class_parts = {**class_parts, source or "": parts}
     statistics = analytic.merge(head.statistics, batch)
     names = head.source_names
     if source is not None and source not in names:
         names = names + (source,)
-    head = dataclasses.replace(head, ledger=ledger, sources=sources, source_names=names)
+    head = dataclasses.replace(head, ledger=ledger, sources=sources, class_parts=class_parts, source_names=names)
     updated, _ = _follow(head, statistics, _solver_rows(head.statistics, features, targets), +1, ())
     return updated
 
@@ -263,8 +277,16 @@ def forget_samples(
     ledger = head.ledger
     if ledger is not None:
         ledger = ledger_lib.erase(ledger, ledger_lib.fingerprint(features, targets, source_index))
+    class_parts = head.class_parts
+    if class_parts is not None:
+        parts = dict(class_parts[source or ""])
+        for class_id, part in _split_by_class(head.statistics, features, targets).items():
+            parts[class_id] = analytic.subtract(parts[class_id], part)
+            if int(parts[class_id].count) == 0:
+                del parts[class_id]
+        class_parts = {**class_parts, source or "": parts}
     rows = _solver_rows(head.statistics, features, targets)
-    return _remove(head, removed, rows, "samples", source, ledger, sources, receipt)
+    return _remove(head, removed, rows, "samples", source, ledger, sources, class_parts, receipt)
 
 
 def forget_class(
@@ -272,8 +294,8 @@ def forget_class(
 ) -> tuple[UnlearningHead, Receipt | None]:
     """Forget every sample of class ``class_id`` and drop its output column (REFERENCE §1, §5).
 
-    Without ``features`` the class is removed from the stored per-class statistics
-    (:math:`G \\mathrel{-}= A_c`, needs ``class_grams=True``): no data is needed. With ``features`` (all of the
+    Without ``features`` the class is removed from its stored statistics (:math:`G \\mathrel{-}= A_c`,
+    :math:`A_c = \\sum_{y_i = c} x_i x_i^\\top`, needs ``per_class=True``): no data is needed. With ``features`` (all of the
     class's samples, as learned) the rows are subtracted as in :func:`forget_samples`. ``receipt`` as there.
 
     Raises:
@@ -290,16 +312,22 @@ def forget_class(
             f"class {class_id} was never learned by this head (classes: {statistics.class_ids.tolist()})"
         )
     held = int(statistics.class_counts[position])
-    ledger, sources = head.ledger, head.sources
+    ledger, sources, class_parts = head.ledger, head.sources, head.class_parts
+    if class_parts is not None:
+        holders = [name for name, parts in class_parts.items() if class_id in parts]
+        class_parts = {name: {c: part for c, part in parts.items() if c != class_id}
+                       for name, parts in class_parts.items()}
     if features is None:
-        if statistics.moments.class_grams is None:
+        if class_parts is None:
             raise analytic.IntegrityError(
                 "forgetting a class without its data needs per-class statistics: create the head with "
-                "class_grams=True, or pass the class's features"
+                "per_class=True, or pass the class's features"
             )
-        removed = class_statistics(statistics, class_id)
+        contributions = [head.class_parts[name][class_id] for name in holders]
+        removed = functools.reduce(analytic.merge, contributions)
         if sources is not None:
-            sources = {name: _without_class(part, class_id) for name, part in sources.items()}
+            sources = {**sources, **{name: analytic.drop_classes(analytic.subtract(sources[name], part), [class_id])
+                                     for name, part in zip(holders, contributions)}}
         if ledger is not None:
             ledger = ledger_lib.erase_where(ledger, ledger.labels == class_id)
         rows = None
@@ -318,7 +346,7 @@ def forget_class(
         if ledger is not None:
             ledger = ledger_lib.erase(ledger, ledger_lib.fingerprint(features, labels, -1))
         rows = _solver_rows(statistics, features, labels)
-    return _remove(head, removed, rows, "class", None, ledger, sources, receipt)
+    return _remove(head, removed, rows, "class", None, ledger, sources, class_parts, receipt)
 
 
 def forget_source(
@@ -336,10 +364,13 @@ def forget_source(
         raise analytic.IntegrityError(f"source {source!r} contributed nothing to this head")
     removed = head.sources[source]
     sources = {name: part for name, part in head.sources.items() if name != source}
+    class_parts = head.class_parts
+    if class_parts is not None:
+        class_parts = {name: parts for name, parts in class_parts.items() if name != source}
     ledger = head.ledger
     if ledger is not None:
         ledger = ledger_lib.erase_where(ledger, ledger.sources == head.source_names.index(source))
-    return _remove(head, removed, None, "source", source, ledger, sources, receipt)
+    return _remove(head, removed, None, "source", source, ledger, sources, class_parts, receipt)
 
 
 def certifies(receipt: Receipt, retrained: analytic.Statistics) -> bool:
@@ -348,40 +379,12 @@ def certifies(receipt: Receipt, retrained: analytic.Statistics) -> bool:
     return receipt.hash_after == analytic.state_hash(retrained)
 
 
-def class_statistics(statistics: analytic.Statistics, class_id: int) -> analytic.Statistics:
-    """The statistics of class ``class_id``'s samples alone, read from a state with per-class Grams:
-    :math:`G_c = A_c`, :math:`B_c = ` column c of B, feature sum = column c of B, count :math:`n_c`."""
-    position = int(np.searchsorted(statistics.class_ids, class_id))
-
-    def part(moments: analytic.Moments) -> analytic.Moments:
-        cross = np.zeros_like(moments.cross)
-        cross[:, position] = moments.cross[:, position]
-        class_grams = np.zeros_like(moments.class_grams)
-        class_grams[position] = moments.class_grams[position]
-        return analytic.Moments(
-            gram=moments.class_grams[position].copy(),
-            cross=cross,
-            feature_sum=moments.cross[:, position].copy(),  # Σ_{y=c} x̃ is column c of the cross-moment
-            target_sum=None,
-            class_grams=class_grams,
-        )
-
-    counts = np.zeros_like(statistics.class_counts)
-    counts[position] = statistics.class_counts[position]
-    return dataclasses.replace(
-        statistics,
-        moments=part(statistics.moments),
-        compensation=None if statistics.compensation is None else part(statistics.compensation),
-        count=np.int64(counts[position]),
-        class_counts=counts,
-    )
-
-
 # ------------------------------------------------------------------------------------------------------ internals
 
 
-def _remove(head, removed, rows, request, source, ledger, sources, receipt) -> tuple[UnlearningHead, Receipt | None]:
-    """Subtract ``removed``, drop emptied classes, refuse an empty result, follow with the solver."""
+def _remove(head, removed, rows, request, source, ledger, sources, class_parts, receipt):
+    """Subtract ``removed``, drop emptied classes, refuse an empty result, follow with the solver; returns
+    ``(head, Receipt or None)``."""
     before = head.statistics
     retained = analytic.subtract(before, removed)
     emptied = ()
@@ -394,7 +397,7 @@ def _remove(head, removed, rows, request, source, ledger, sources, receipt) -> t
             f"this request would remove all {int(before.count)} samples and leave an empty head: "
             "start a new head instead"
         )
-    head = dataclasses.replace(head, ledger=ledger, sources=sources)
+    head = dataclasses.replace(head, ledger=ledger, sources=sources, class_parts=class_parts)
     updated, route = _follow(head, retained, rows, -1, emptied)
     if not receipt:
         return updated, None
@@ -451,7 +454,6 @@ def _empty_like(statistics: analytic.Statistics) -> analytic.Statistics:
         statistics.dim,
         precision=statistics.precision,
         n_targets=None if statistics.is_classification else statistics.n_outputs,
-        class_grams=statistics.moments.class_grams is not None,
         shift=statistics.shift,
         frac_bits=statistics.frac_bits if statistics.precision == "fixed" else 12,
     )
@@ -497,11 +499,8 @@ def _ledger_labels(head: UnlearningHead, targets, n: int) -> np.ndarray:
     return np.full(n, -1, np.int64)
 
 
-def _without_class(statistics: analytic.Statistics, class_id: int) -> analytic.Statistics:
-    """A source's statistics without its samples of ``class_id`` (unchanged if it holds none)."""
-    position = np.searchsorted(statistics.class_ids, class_id)
-    if position == statistics.n_outputs or statistics.class_ids[position] != class_id:
-        return statistics
-    if statistics.class_counts[position] == 0:
-        return analytic.drop_classes(statistics, [class_id])
-    return analytic.drop_classes(analytic.subtract(statistics, class_statistics(statistics, class_id)), [class_id])
+def _split_by_class(statistics: analytic.Statistics, features, labels) -> dict:
+    """``{class id: statistics of the batch's samples of that class}`` in the head's configuration."""
+    features, labels = np.asarray(features), np.asarray(labels)
+    return {int(c): _batch_statistics(statistics, features[labels == c], labels[labels == c])
+            for c in np.unique(labels)}

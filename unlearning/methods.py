@@ -140,7 +140,7 @@ def _linear(name, head: analytic.Head, seconds, receipt=None) -> Unlearned:
 @dataclasses.dataclass(frozen=True)
 class ExactUnlearner:
     """Downdate a trained :class:`unlearning.exact.UnlearningHead` (classes from stored statistics when it keeps
-    per-class Grams, else from their features), issuing a receipt unless ``receipt=False``."""
+    per-class statistics, else from their features), issuing a receipt unless ``receipt=False``."""
 
     original: exact.UnlearningHead
     receipt: bool = True
@@ -150,7 +150,7 @@ class ExactUnlearner:
         start = time.perf_counter()
         head, receipt = self.original, None
         if task.forgotten_classes:
-            from_statistics = head.statistics.moments.class_grams is not None
+            from_statistics = head.class_parts is not None
             for class_id in task.forgotten_classes:
                 rows = None if from_statistics else task.train_features[task.train_labels == class_id]
                 head, receipt = exact.forget_class(head, class_id, rows, receipt=self.receipt)
