@@ -20,6 +20,7 @@ Writes ``<out>/unlearning.json`` and ``<out>/unlearning.png``.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -261,6 +262,7 @@ def main():
                "gradient_original_seconds": gradient_train_seconds, "gradient_hidden": args.hidden,
                "learning_rate_grid": list(grid), "mia_samples_per_side": mia_samples,
                "note": "exactness is relative to retraining the head; the backbone never saw these images",
+               "load_average_at_end": os.getloadavg(),
                "scenarios": rows, "speed": timings, "regression": regression_result}
     write_json(args.out, "unlearning", payload)
     plot(rows, f"{args.out}/unlearning.png")

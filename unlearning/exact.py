@@ -323,6 +323,8 @@ def forget_class(
                 "forgetting a class without its data needs per-class statistics: create the head with "
                 "per_class=True, or pass the class's features"
             )
+        if not holders:
+            raise analytic.IntegrityError(f"no stored statistics hold class {class_id}: pass the class's features")
         contributions = [head.class_parts[name][class_id] for name in holders]
         removed = functools.reduce(analytic.merge, contributions)
         if sources is not None:
