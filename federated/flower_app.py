@@ -1,0 +1,246 @@
+"""AFL and FedAvg as a Flower app (Message API): the same protocol as the in-process simulator, on Flower's runtimes.
+
+``server_app`` and ``client_app`` read their settings from the run configuration (``[tool.flwr.app.config]`` of a
+Flower app, or ``flwr run --run-config``); :func:`make_apps` builds apps with settings of their own for
+:func:`flwr.simulation.run_simulation`. Each client finds its samples through ``node_config["partition-id"]`` in a
+federation directory written by :func:`write_federation` (memory-mapped ``.npy`` files, so many virtual clients in
+one process share one copy).
+
+AFL (``method = "afl"``): one round. The server sends ``query.statistics`` to every node in waves of ``wave``
+nodes; each client replies with its payload (:func:`federated.payload.encode_statistics`, packed Gram); the server
+validates and sums each wave with :func:`federated.server.receive_many` and drops it, so memory stays at one wave
+of payloads. It then solves the head and writes ``head.npz`` and ``result.json`` (state hash, bytes, rejected
+uploads, test accuracy) to ``output``.
+
+FedAvg (``method = "fedavg"``): Flower's own :class:`flwr.serverapp.strategy.FedAvg`, clients training the shared
+softmax head with :func:`analytic.gradient.train`; the server evaluates the global head on the test set each round.
+
+Run configuration keys: ``federation`` (directory), ``output`` (directory), ``method``, ``ridge``, ``precision``,
+``num-clients`` (nodes to wait for), ``wave``, ``timeout`` (seconds), and for FedAvg ``rounds``, ``fraction``,
+``local-epochs``, ``learning-rate``, ``batch-size``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+
+import analytic
+from analytic import gradient
+from federated.aggregation import client_statistics
+from federated.payload import encode_statistics, payload_nbytes
+from federated.server import aggregate_head, receive_many, start_aggregate
+
+DEFAULTS = {
+    "method": "afl", "ridge": 1.0, "precision": "float64", "wave": 100, "timeout": 600.0, "rounds": 20,
+    "fraction": 0.1, "local-epochs": 1, "learning-rate": 0.05, "batch-size": 32,
+}
+
+
+def write_federation(directory, features, labels, parts, test_features=None, test_labels=None) -> Path:
+    """Write a federation for the Flower clients: features, labels, and each client's rows (``parts``)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    order = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+    bounds = np.concatenate([[0], np.cumsum([p.size for p in parts])]).astype(np.int64)
+    arrays = {"features": np.asarray(features), "labels": np.asarray(labels, np.int64), "order": order,
+              "bounds": bounds}
+    if test_features is not None:
+        arrays.update(test_features=np.asarray(test_features), test_labels=np.asarray(test_labels, np.int64))
+    for name, value in arrays.items():
+        np.save(directory / f"{name}.npy", value)
+    return directory
+
+
+@functools.lru_cache(maxsize=4)
+def _federation(directory: str) -> dict[str, np.ndarray]:
+    return {path.stem: np.load(path, mmap_mode="r") for path in Path(directory).glob("*.npy")}
+
+
+def _client_rows(directory: str, partition: int) -> tuple[np.ndarray, np.ndarray]:
+    data = _federation(directory)
+    rows = np.sort(data["order"][data["bounds"][partition] : data["bounds"][partition + 1]])
+    return np.asarray(data["features"][rows]), np.asarray(data["labels"][rows])
+
+
+def _settings(defaults: dict, context: Context) -> dict:
+    return {**DEFAULTS, **defaults, **dict(context.run_config)}
+
+
+def _partition(context: Context) -> int:
+    return int(context.node_config["partition-id"])
+
+
+def _to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in arrays.items()})
+
+
+def _from_record(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {name: array.numpy() for name, array in record.items()}
+
+
+def _params_to_record(params) -> ArrayRecord:
+    return _to_record({f"{i}.{name}": np.asarray(v) for i, layer in enumerate(params) for name, v in layer.items()})
+
+
+def _params_from_record(record: ArrayRecord) -> tuple[dict, ...]:
+    arrays = _from_record(record)
+    layers = sorted({int(key.split(".")[0]) for key in arrays})
+    return tuple({name: arrays[f"{i}.{name}"] for name in ("weights", "bias")} for i in layers)
+
+
+# ---------------------------------------------------------------------------------------------------- clients
+
+
+def _statistics_reply(defaults: dict, message: Message, context: Context) -> Message:
+    settings = _settings(defaults, context)
+    partition = _partition(context)
+    features, labels = _client_rows(settings["federation"], partition)
+    class_ids = np.asarray(message.content["config"]["class-ids"], np.int64)
+    stats = client_statistics(features, labels, features.shape[1], precision=settings["precision"])
+    content = RecordDict({
+        "statistics": _to_record(encode_statistics(stats, class_ids)),
+        "config": ConfigRecord({"client-id": f"client-{partition}"}),
+    })
+    return Message(content, reply_to=message)
+
+
+def _train_reply(defaults: dict, message: Message, context: Context) -> Message:
+    settings = _settings(defaults, context)
+    features, labels = _client_rows(settings["federation"], _partition(context))
+    params = _params_from_record(message.content["arrays"])
+    if labels.size:
+        optimizer = gradient.make_optimizer(float(settings["learning-rate"]), momentum=0.0, weight_decay=0.0)
+        params, _ = gradient.train(
+            params, gradient.classification_loss, {"features": features.astype(np.float32), "labels": labels},
+            optimizer=optimizer, epochs=int(settings["local-epochs"]), batch_size=int(settings["batch-size"]),
+            seed=_partition(context),
+        )
+    content = RecordDict({"arrays": _params_to_record(params), "metrics": MetricRecord({"num-examples": labels.size})})
+    return Message(content, reply_to=message)
+
+
+# ----------------------------------------------------------------------------------------------------- server
+
+
+def _wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= expected or time.monotonic() > deadline:
+            return nodes
+        time.sleep(0.5)
+
+
+def _run_afl(grid: Grid, settings: dict) -> dict:
+    federation = _federation(settings["federation"])
+    dim = federation["features"].shape[1]
+    class_ids = np.unique(federation["labels"])
+    started = time.perf_counter()
+    nodes = _wait_for_nodes(grid, int(settings["num-clients"]), float(settings["timeout"]))
+    aggregate = start_aggregate(dim, class_ids, precision=settings["precision"])
+    rejected, bytes_up, failures = {}, 0, 0
+    config = ConfigRecord({"class-ids": class_ids.tolist()})
+    wave = int(settings["wave"])
+    for start in range(0, len(nodes), wave):
+        messages = [
+            Message(RecordDict({"config": config}), dst_node_id=node, message_type="query.statistics", group_id="1")
+            for node in nodes[start : start + wave]
+        ]
+        uploads = []
+        for reply in grid.send_and_receive(messages, timeout=float(settings["timeout"])):
+            if reply.has_error():
+                failures += 1
+                continue
+            payload = _from_record(reply.content["statistics"])
+            if payload.get("count", np.zeros(0)).shape == (1,):  # Flower's Array carries 0-d arrays as shape (1,)
+                payload["count"] = payload["count"].reshape(())
+            bytes_up += payload_nbytes(payload)
+            uploads.append((str(reply.content["config"]["client-id"]), payload))
+        aggregate, wave_rejected = receive_many(aggregate, uploads)
+        rejected.update(wave_rejected)
+    head = aggregate_head(aggregate, float(settings["ridge"]))
+    seconds = time.perf_counter() - started
+    output = Path(settings["output"])
+    output.mkdir(parents=True, exist_ok=True)
+    analytic.save(output / "head.npz", head)
+    result = {
+        "method": "afl", "nodes": len(nodes), "n_clients": aggregate.n_clients, "failures": failures,
+        "rejected": rejected, "bytes_up": bytes_up, "seconds": seconds,
+        "state_hash": analytic.state_hash(aggregate.statistics), "clients": sorted(aggregate.received.clients),
+    }
+    if "test_features" in federation:
+        predicted = analytic.predict_labels(head, np.asarray(federation["test_features"]))
+        result["accuracy"] = float(np.mean(predicted == federation["test_labels"]))
+    return result
+
+
+def _run_fedavg(grid: Grid, settings: dict) -> dict:
+    federation = _federation(settings["federation"])
+    test_features = np.asarray(federation["test_features"], np.float32)
+    test_labels = np.asarray(federation["test_labels"])
+    n_classes = int(np.max(federation["labels"])) + 1
+    params = gradient.init_head(federation["features"].shape[1], n_classes, seed=0)
+    expected = int(settings["num-clients"])
+    _wait_for_nodes(grid, expected, float(settings["timeout"]))
+    accuracy: list[float] = []
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        value = gradient.accuracy(_params_from_record(arrays), test_features, test_labels)
+        if server_round > 0:
+            accuracy.append(value)
+        return MetricRecord({"accuracy": value})
+
+    strategy = FedAvg(fraction_train=float(settings["fraction"]), fraction_evaluate=0.0,
+                      min_available_nodes=expected, min_train_nodes=1)
+    started = time.perf_counter()
+    result = strategy.start(grid=grid, initial_arrays=_params_to_record(params), num_rounds=int(settings["rounds"]),
+                            timeout=float(settings["timeout"]), evaluate_fn=evaluate)
+    seconds = time.perf_counter() - started
+    output = Path(settings["output"])
+    output.mkdir(parents=True, exist_ok=True)
+    np.savez(output / "fedavg_params.npz", **_from_record(result.arrays))
+    return {"method": "fedavg", "accuracy_per_round": accuracy, "seconds": seconds}
+
+
+def _server_main(defaults: dict, grid: Grid, context: Context) -> None:
+    settings = _settings(defaults, context)
+    result = _run_afl(grid, settings) if settings["method"] == "afl" else _run_fedavg(grid, settings)
+    output = Path(settings["output"])
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "result.json").write_text(json.dumps(result, indent=2))
+
+
+def make_apps(settings: dict | None = None) -> tuple[ServerApp, ClientApp]:
+    """A ServerApp and a ClientApp whose settings default to ``settings`` (the run configuration overrides them)."""
+    defaults = dict(settings or {})
+    server, client = ServerApp(), ClientApp()
+    server.main()(functools.partial(_server_main, defaults))
+    client.query("statistics")(functools.partial(_statistics_reply, defaults))
+    client.train()(functools.partial(_train_reply, defaults))
+    return server, client
+
+
+_APPS = make_apps()
+server_app = _APPS[0]  # for [tool.flwr.app.components]: settings come from the run configuration
+client_app = _APPS[1]
+
+
+def run_flower_simulation(settings: dict, n_clients: int, *, num_cpus: int = 2) -> dict:
+    """Run the app in Flower's simulation engine (Ray) with ``n_clients`` virtual SuperNodes; returns result.json."""
+    from flwr.simulation import run_simulation
+
+    settings = {**settings, "num-clients": n_clients}
+    server, client = make_apps(settings)
+    backend = {"init_args": {"num_cpus": num_cpus, "include_dashboard": False},
+               "client_resources": {"num_cpus": 1, "num_gpus": 0.0}}
+    run_simulation(server_app=server, client_app=client, num_supernodes=n_clients, backend_config=backend)
+    return json.loads((Path(settings["output"]) / "result.json").read_text())
