@@ -23,6 +23,7 @@ from analytic.ridge import (
     class_means,
     cross_matrix,
     factorize,
+    factorize_matrix,
     gram_matrix,
     predict,
     predict_labels,

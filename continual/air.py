@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-import scipy.linalg
 
 import analytic
 from continual.learner import Learner, embed, make_learner
@@ -109,12 +108,8 @@ def weighted_head(statistics: analytic.Statistics, packed_grams: np.ndarray | No
         packed = weights @ packed_grams.astype(np.float64)
         gram[upper] = packed
         gram.T[upper] = packed
-    gram[np.diag_indices(dim)] += ridge
-    try:
-        factor = scipy.linalg.cho_factor(gram, lower=False, check_finite=False)
-    except np.linalg.LinAlgError as error:
-        raise analytic.IntegrityError(f"the weighted Gram + γI is not positive definite (γ = {ridge:g})") from error
-    solution = scipy.linalg.cho_solve(factor, analytic.cross_matrix(statistics) * weights, check_finite=False)
+    factorization = analytic.factorize_matrix(gram, ridge)
+    solution = factorization.solve(analytic.cross_matrix(statistics) * weights)
     return analytic.Head(weights=solution, class_ids=statistics.class_ids, ridge=float(ridge))
 
 
