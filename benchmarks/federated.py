@@ -1,0 +1,267 @@
+"""Analytic federated learning (AFL) against centralized ridge and FedAvg / FedProx / SCAFFOLD, on frozen features.
+
+    python -m benchmarks.federated [--quick] [--out results] [--flower-clients N] [--flower-dim D]
+
+Fashion-MNIST (or the digits fallback) through an ImageNet-pretrained MobileNetV2 (1,280-d pooled features):
+
+1. AFL in the in-process simulator for 10, 100 and 1,000 clients under IID, Dirichlet α = 1, 0.1, 0.01 and
+   pathological shards: accuracy, relative weight error against centralized ridge on the pooled data, bytes per
+   client and in total, wall time; the paper's pairwise law against the summed form; the fixed-point state hash
+   across partitions.
+2. FedAvg / FedProx (and SCAFFOLD in the full mode) on the same features, 100 clients, 10% sampled per round, up to
+   200 rounds: the accuracy-per-round curve, and the rounds, bytes and wall time each needs to reach AFL's accuracy
+   (or its best), with the ratios to AFL's one round.
+3. The same AFL round (and FedAvg) on Flower's simulation engine with many virtual clients, checked against the
+   in-process simulator (identical fixed-point state hash).
+
+Writes ``<out>/federated.json`` and plots ``federated_afl_flat.png`` (AFL accuracy against clients and α) and
+``federated_curves.png`` (gradient accuracy per round against AFL's one round).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import analytic
+import federated
+from benchmarks.common import frozen_features, parser, print_table, pyplot, write_json
+from federated.baselines import run_federated_gradient
+from federated.simulation import simulate_afl
+
+RIDGE = 1.0
+PARTITIONS = {"iid": ("iid", 1.0), "α=1": ("dirichlet", 1.0), "α=0.1": ("dirichlet", 0.1),
+              "α=0.01": ("dirichlet", 0.01), "shards": ("shards", 1.0)}
+
+
+def relative_error(actual, expected) -> float:
+    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
+
+
+def split(name: str, labels, n_clients: int, seed: int = 0):
+    kind, alpha = PARTITIONS[name]
+    return federated.make_partition(kind, labels, n_clients, alpha=alpha, seed=seed)
+
+
+def afl_grid(data, client_counts, partitions, centralized, progress: bool) -> list[dict]:
+    """AFL for every (clients, partition): accuracy, exactness against centralized ridge, bytes, time."""
+    rows = []
+    for n_clients in client_counts:
+        for name in partitions:
+            parts = split(name, data.train_labels, n_clients)
+            _, head, report = simulate_afl(
+                data.train_features, data.train_labels, parts, ridge=RIDGE, test_features=data.test_features,
+                test_labels=data.test_labels, progress=progress, description=f"AFL {n_clients} clients, {name}",
+            )
+            rows.append({
+                "clients": n_clients, "partition": name, "accuracy": report.accuracy,
+                "relative_error": relative_error(head.weights, centralized.weights),
+                "empty_clients": int(sum(p.size == 0 for p in parts)),
+                "clients_below_d": int(sum(0 < p.size < data.train_features.shape[1] for p in parts)),
+                "bytes_per_client": report.bytes_per_client, "bytes_up": report.bytes_up,
+                "bytes_down": report.bytes_down, "seconds": report.seconds,
+            })
+    return rows
+
+
+def paper_form_check(data, n_clients: int, dim: int) -> dict:
+    """The pairwise absolute-aggregation law (with the regularization intermediary) against the summed form, on the
+    first ``dim`` features (each pairwise step costs a few d³ factorizations and products)."""
+    class_ids = np.unique(data.train_labels)
+    parts = split("α=0.1", data.train_labels, n_clients)
+    features = data.train_features[:, :dim]
+    started = time.perf_counter()
+    stats = [federated.client_statistics(features[p], data.train_labels[p], dim) for p in parts]
+    paper = federated.aggregate_solutions(federated.local_solution(s, RIDGE, class_ids) for s in stats)
+    head = federated.remove_regularization(paper, RIDGE)
+    seconds = time.perf_counter() - started
+    summed = analytic.solve(analytic.with_classes(federated.aggregate_statistics(stats), class_ids), RIDGE)
+    return {"clients": n_clients, "partition": "α=0.1", "dim": dim,
+            "relative_difference": relative_error(head.weights, summed.weights), "seconds": seconds}
+
+
+def fixed_hashes(data, n_clients: int, partitions, progress: bool) -> dict:
+    """Fixed-point (bit-exact) aggregates of every partition, and whether their hashes are all equal."""
+    hashes = {}
+    for name in partitions:
+        aggregate, _, _ = simulate_afl(data.train_features, data.train_labels, split(name, data.train_labels,
+                                       n_clients), ridge=RIDGE, precision="fixed", progress=progress,
+                                       description=f"fixed-point {name}")
+        hashes[name] = analytic.state_hash(aggregate.statistics)
+    centralized = analytic.accumulate(analytic.init_statistics(data.train_features.shape[1], precision="fixed"),
+                                      data.train_features, data.train_labels)
+    return {"clients": n_clients, "hashes": hashes, "centralized": analytic.state_hash(centralized),
+            "identical": len(set(hashes.values()) | {analytic.state_hash(centralized)}) == 1}
+
+
+def gradient_runs(data, afl_rows, n_clients: int, partitions, methods, rounds: int, progress: bool) -> list[dict]:
+    """Each gradient method on each partition; rounds, bytes and time to AFL's accuracy (ratios to AFL)."""
+    runs = []
+    for name in partitions:
+        afl = next(r for r in afl_rows if r["clients"] == n_clients and r["partition"] == name)
+        parts = split(name, data.train_labels, n_clients)
+        for method in methods:
+            record = run_federated_gradient(
+                data.train_features, data.train_labels, parts, data.test_features, data.test_labels, method=method,
+                rounds=rounds, local_epochs=1, client_fraction=0.1, learning_rate=0.05, batch_size=32,
+                mu=0.01, progress=progress,
+            )
+            reached = record.first_round_reaching(afl["accuracy"])
+            at = (reached or int(np.argmax(record.accuracy)) + 1) - 1  # index of the reported round
+            runs.append({
+                "method": method, "partition": name, "clients": n_clients, "afl_accuracy": afl["accuracy"],
+                "best_accuracy": max(record.accuracy), "final_accuracy": record.accuracy[-1],
+                "rounds_run": len(record.accuracy), "reached_afl": reached is not None,
+                "rounds_to_afl_or_best": at + 1, "bytes_to_afl_or_best": record.bytes_up[at] + record.bytes_down[at],
+                "seconds_to_afl_or_best": record.seconds[at],
+                "rounds_ratio": (at + 1) / 1, "bytes_ratio": (record.bytes_up[at] + record.bytes_down[at])
+                / (afl["bytes_up"] + afl["bytes_down"]), "time_ratio": record.seconds[at] / afl["seconds"],
+                "accuracy_per_round": record.accuracy,
+            })
+    return runs
+
+
+def flower_runs(data, n_clients: int, dim: int, fedavg_clients: int, fedavg_rounds: int) -> dict:
+    """AFL on Flower's simulation engine with ``n_clients`` virtual clients (first ``dim`` features), checked against
+    the in-process simulator; FedAvg through Flower for comparison (``fedavg_rounds`` = 0 skips it)."""
+    return {"dim": dim, "afl": flower_afl(data, n_clients, dim),
+            "fedavg": flower_fedavg(data, fedavg_clients, dim, fedavg_rounds) if fedavg_rounds else None}
+
+
+def flower_afl(data, n_clients: int, dim: int) -> dict:
+    """One AFL round on Flower's simulation engine, checked against the in-process simulator (fixed-point hash)."""
+    from federated.flower_app import run_flower_simulation, write_federation
+
+    features, test_features = data.train_features[:, :dim], data.test_features[:, :dim]
+    parts = split("α=0.1", data.train_labels, n_clients)
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        write_federation(root / "federation", features, data.train_labels, parts, test_features, data.test_labels)
+        settings = {"federation": str(root / "federation"), "output": str(root / "afl"), "precision": "fixed",
+                    "ridge": RIDGE, "wave": 100, "timeout": 1800.0}
+        started = time.perf_counter()
+        afl = run_flower_simulation(settings, n_clients)
+        seconds = time.perf_counter() - started
+    aggregate, _, report = simulate_afl(features, data.train_labels, parts, ridge=RIDGE, precision="fixed",
+                                        test_features=test_features, test_labels=data.test_labels, progress=False)
+    return {"clients": n_clients, "accuracy": afl["accuracy"], "bytes_up": afl["bytes_up"],
+            "seconds_total": seconds, "seconds_server": afl["seconds"], "failures": afl["failures"],
+            "rejected": len(afl["rejected"]),
+            "matches_in_process": afl["state_hash"] == analytic.state_hash(aggregate.statistics),
+            "in_process_accuracy": report.accuracy, "in_process_seconds": report.seconds}
+
+
+def flower_fedavg(data, n_clients: int, dim: int, rounds: int) -> dict:
+    """FedAvg through Flower's own strategy, 10% of the clients per round."""
+    from federated.flower_app import run_flower_simulation, write_federation
+
+    parts = split("α=0.1", data.train_labels, n_clients)
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        write_federation(root / "federation", data.train_features[:, :dim], data.train_labels, parts,
+                         data.test_features[:, :dim], data.test_labels)
+        started = time.perf_counter()
+        result = run_flower_simulation({"federation": str(root / "federation"), "output": str(root / "fedavg"),
+                                        "method": "fedavg", "rounds": rounds, "fraction": 0.1, "timeout": 1800.0},
+                                       n_clients)
+    return {"clients": n_clients, "rounds": rounds, "accuracy_per_round": result["accuracy_per_round"],
+            "seconds_total": time.perf_counter() - started}
+
+
+def plot(out: Path, afl_rows, runs, centralized_accuracy) -> list[str]:
+    plt = pyplot()
+    written = []
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name in dict.fromkeys(r["partition"] for r in afl_rows):
+        rows = [r for r in afl_rows if r["partition"] == name]
+        axis.plot([r["clients"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=f"AFL {name}")
+    axis.axhline(centralized_accuracy, color="black", linestyle="--", label="centralized ridge")
+    axis.set(xscale="log", xlabel="clients", ylabel="test accuracy", title="AFL accuracy does not move with the split")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(out / "federated_afl_flat.png", dpi=120)
+    written.append(str(out / "federated_afl_flat.png"))
+    if runs:
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for run in runs:
+            axis.plot(np.arange(1, len(run["accuracy_per_round"]) + 1), run["accuracy_per_round"],
+                      label=f"{run['method']} {run['partition']}")
+        for name in sorted({r["partition"] for r in runs}):
+            afl = next(r["afl_accuracy"] for r in runs if r["partition"] == name)
+            axis.axhline(afl, linestyle=":", color="gray")
+        axis.set(xlabel="round", ylabel="test accuracy", title="gradient FL per round (dotted: AFL, one round)")
+        axis.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(out / "federated_curves.png", dpi=120)
+        written.append(str(out / "federated_curves.png"))
+    return written
+
+
+def main():
+    options = parser(__doc__.splitlines()[0])
+    options.add_argument("--flower-clients", type=int, default=None, help="virtual clients in the Flower run")
+    options.add_argument("--flower-dim", type=int, default=256, help="feature dims sent through Flower")
+    args = options.parse_args()
+    quick = args.quick
+    data = frozen_features(subset=2_000 if quick else None)
+    if quick:  # small n and d: the first 256 feature dimensions
+        data = data._replace(train_features=data.train_features[:, :256], test_features=data.test_features[:, :256])
+    dim = data.train_features.shape[1]
+    print(f"\n{data.dataset}: {len(data.train_labels):,} train / {len(data.test_labels):,} test, {dim}-d features "
+          f"from {data.backbone}; ridge γ = {RIDGE}")
+    started = time.perf_counter()
+    centralized_stats = analytic.accumulate(analytic.init_statistics(dim), data.train_features, data.train_labels)
+    centralized = analytic.solve(centralized_stats, RIDGE)
+    centralized_accuracy = float(np.mean(analytic.predict_labels(centralized, data.test_features) == data.test_labels))
+    centralized_seconds = time.perf_counter() - started
+
+    client_counts = (20, 100) if quick else (10, 100, 1000)
+    partitions = ("iid", "α=0.1", "shards") if quick else tuple(PARTITIONS)
+    afl_rows = afl_grid(data, client_counts, partitions, centralized, progress=not quick)
+    paper = paper_form_check(data, 5 if quick else 10, 128 if quick else dim)
+    hashes = fixed_hashes(data, 20 if quick else 100, ("iid", "α=0.01") if quick else ("iid", "α=0.01", "shards"),
+                          progress=not quick)
+    gradient_clients = 20 if quick else 100
+    gradient_partitions = ("iid", "α=0.1") if quick else ("iid", "α=0.1", "shards")
+    runs = gradient_runs(data, afl_rows, gradient_clients, gradient_partitions, ("fedavg", "fedprox"),
+                         rounds=8 if quick else 200, progress=not quick)
+    if not quick:
+        runs += gradient_runs(data, afl_rows, gradient_clients, ("α=0.1",), ("scaffold",), rounds=200, progress=True)
+    flower = flower_runs(data, args.flower_clients or (40 if quick else 1000), min(args.flower_dim, dim),
+                         fedavg_clients=100, fedavg_rounds=0 if quick else 20)
+
+    print_table(f"Centralized ridge: accuracy {centralized_accuracy:.4f} in {centralized_seconds:.2f} s; AFL, one round",
+                afl_rows, ["clients", "partition", "accuracy", "relative_error", "empty_clients", "clients_below_d",
+                           "bytes_per_client", "bytes_up", "seconds"])
+    print(f"\npaper-form law (pairwise + intermediary) vs summed form, {paper['clients']} clients, d = {paper['dim']}: "
+          f"relative difference {paper['relative_difference']:.2e} ({paper['seconds']:.1f} s)")
+    print(f"fixed-point state hash identical across partitions and centralized ({hashes['clients']} clients): "
+          f"{hashes['identical']}")
+    print_table(f"Gradient FL, {runs[0]['clients']} clients, 10% per round (to AFL's accuracy, or their best)", runs,
+                ["method", "partition", "afl_accuracy", "best_accuracy", "reached_afl", "rounds_to_afl_or_best",
+                 "rounds_ratio", "bytes_ratio", "time_ratio"])
+    print(f"\nFlower simulation engine, {flower['afl']['clients']} virtual clients (d = {flower['dim']}): AFL accuracy "
+          f"{flower['afl']['accuracy']:.4f} in {flower['afl']['seconds_total']:.1f} s (in-process "
+          f"{flower['afl']['in_process_seconds']:.1f} s), identical to the in-process aggregate: "
+          f"{flower['afl']['matches_in_process']}")
+    if flower["fedavg"]:
+        print(f"FedAvg on Flower, {flower['fedavg']['clients']} clients, after {flower['fedavg']['rounds']} rounds: "
+              f"{flower['fedavg']['accuracy_per_round'][-1]:.4f} ({flower['fedavg']['seconds_total']:.1f} s)")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = plot(out, afl_rows, runs, centralized_accuracy)
+    write_json(args.out, "federated", {
+        "mode": "quick" if quick else "full", "dataset": data.dataset, "backbone": data.backbone,
+        "train_samples": len(data.train_labels), "test_samples": len(data.test_labels), "dim": dim, "ridge": RIDGE,
+        "centralized": {"accuracy": centralized_accuracy, "seconds": centralized_seconds},
+        "afl": afl_rows, "paper_form": paper, "fixed_point": hashes, "gradient": runs, "flower": flower,
+        "plots": plots,
+    })
+
+
+if __name__ == "__main__":
+    main()
