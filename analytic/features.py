@@ -132,7 +132,7 @@ def _check_images(images: np.ndarray, preprocess: Preprocess) -> None:
     """Raise a clear error when ``images`` cannot go through ``preprocess``."""
     if images.ndim not in (2, 3, 4) or len(images) == 0:
         raise InputError(f"expected a non-empty (n, h, w, c), (n, h, w) or (n, features) array, got {images.shape}")
-    if not (np.issubdtype(images.dtype, np.number) or images.dtype == np.bool_):
+    if not np.issubdtype(images.dtype, np.number):
         raise InputError(f"images must be numeric, got dtype {images.dtype}")
     if images.ndim == 2 and preprocess.is_spatial:
         raise InputError(f"(n, features) input {images.shape} cannot be resized or turned into RGB")
