@@ -203,7 +203,8 @@ def plot(out: Path, afl_rows, runs, centralized_accuracy) -> list[str]:
 def main():
     options = parser(__doc__.splitlines()[0])
     options.add_argument("--flower-clients", type=int, default=None, help="virtual clients in the Flower run")
-    options.add_argument("--flower-dim", type=int, default=256, help="feature dims sent through Flower")
+    options.add_argument("--flower-dim", type=int, default=None,
+                         help="feature dimensions sent through Flower (default: all; 256 in --quick)")
     args = options.parse_args()
     quick = args.quick
     data = frozen_features(subset=2_000 if quick else None)
@@ -230,8 +231,8 @@ def main():
                          rounds=8 if quick else 200, progress=not quick)
     if not quick:
         runs += gradient_runs(data, afl_rows, gradient_clients, ("α=0.1",), ("scaffold",), rounds=200, progress=True)
-    flower = flower_runs(data, args.flower_clients or (40 if quick else 1000), min(args.flower_dim, dim),
-                         fedavg_clients=100, fedavg_rounds=0 if quick else 20)
+    flower = flower_runs(data, args.flower_clients or (40 if quick else 1000), min(args.flower_dim or dim, dim),
+                         fedavg_clients=100, fedavg_rounds=0 if quick else 10)
 
     print_table(f"Centralized ridge: accuracy {centralized_accuracy:.4f} in {centralized_seconds:.2f} s; AFL, one round",
                 afl_rows, ["clients", "partition", "accuracy", "relative_error", "empty_clients", "clients_below_d",
