@@ -57,14 +57,15 @@ def cholesky_update(upper: np.ndarray, rows: np.ndarray, sign: int) -> np.ndarra
       sign: +1 to add the rows (update), −1 to remove them (downdate).
 
     Returns:
-      A new (d, d) upper-triangular float64 factor.
+      A new (d, d) upper-triangular float64 factor, C-ordered (so its transpose is a Fortran-ordered lower factor
+      that LAPACK reads without a copy).
 
     Raises:
       analytic.IntegrityError: a downdate would make the matrix lose positive definiteness.
     """
     if sign not in (1, -1):
         raise analytic.InputError(f"sign must be +1 or -1, got {sign}")
-    result = np.ascontiguousarray(np.triu(np.asarray(upper, dtype=np.float64)))  # cho_factor: garbage below
+    result = np.array(upper, dtype=np.float64, order="C")  # below the diagonal: ignored, zeroed block by block
     trailing = np.array(rows, dtype=np.float64)
     d = result.shape[0]
     if trailing.ndim != 2 or trailing.shape[1] != d:
@@ -72,7 +73,8 @@ def cholesky_update(upper: np.ndarray, rows: np.ndarray, sign: int) -> np.ndarra
     for start in range(0, d, BLOCK_WIDTH):
         stop = min(start + BLOCK_WIDTH, d)
         width = stop - start
-        leading = result[start:stop, start:stop]
+        result[stop:, start:stop] = 0.0  # cho_factor leaves garbage below the diagonal
+        leading = np.triu(result[start:stop, start:stop])
         projected = scipy.linalg.solve_triangular(  # P = X₁ U₁₁⁻¹, i.e. U₁₁ᵀ Pᵀ = X₁ᵀ
             leading, trailing[:, :width].T, trans="T", lower=False, check_finite=False
         ).T
@@ -85,7 +87,7 @@ def cholesky_update(upper: np.ndarray, rows: np.ndarray, sign: int) -> np.ndarra
             ) from error
         if not np.isfinite(v).all():
             raise analytic.IntegrityError("the factor or the rows contain NaN or Inf")
-        result[start:stop, start:stop] = np.triu(v @ leading)  # U'₁₁ = V U₁₁
+        result[start:stop, start:stop] = np.triu(v @ leading)  # U'₁₁ = V U₁₁ (upper times upper)
         if stop == d:
             break
         upper_right = result[start:stop, stop:]  # U₁₂

@@ -232,7 +232,10 @@ def solve_head(head: UnlearningHead) -> analytic.Head:
     """The weights :math:`W = (G + \\gamma I)^{-1} B` as an :class:`analytic.Head`, from the kept solver state."""
     if head.solver == "cholesky" and head.factor is not None:
         cross = analytic.cross_matrix(head.statistics)
-        weights = scipy.linalg.cho_solve((head.factor, False), cross, check_finite=False)
+        factor = head.factor
+        # a C-ordered upper factor U is the Fortran-ordered lower factor Uᵀ: hand LAPACK that, without a copy
+        factor_and_side = (factor.T, True) if factor.flags.c_contiguous else (factor, False)
+        weights = scipy.linalg.cho_solve(factor_and_side, cross, check_finite=False)
         return analytic.Head(weights=weights, class_ids=head.statistics.class_ids, ridge=head.ridge)
     if head.solver == "recursive" and head.recursive is not None:
         return head.recursive.head
