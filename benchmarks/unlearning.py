@@ -46,14 +46,14 @@ def choose_ridge(features, labels) -> float:
     return max(factor_scores, key=factor_scores.get)
 
 
-def tasks(data, n_classes, class_count, seed=0):
-    """Class-wise forgetting of ``class_count`` seeded classes (one task each), random forgetting of 1% and 10%."""
+def tasks(data, n_classes, class_count, shares=(0.01, 0.10), seed=0):
+    """Class-wise forgetting of ``class_count`` seeded classes (one task each), random forgetting of ``shares``."""
     rng = np.random.default_rng(seed)
     x, y, xt, yt = data.train_features, data.train_labels, data.test_features, data.test_labels
     out = []
     for c in sorted(rng.choice(n_classes, class_count, replace=False).tolist()):
         out.append((f"class {c}", methods.UnlearningTask(x, y, y == c, xt, yt, (c,), n_classes)))
-    for share in (0.01, 0.10):
+    for share in shares:
         mask = np.zeros(len(y), bool)
         mask[rng.choice(len(y), int(share * len(y)), replace=False)] = True
         out.append((f"random {share:.0%}", methods.UnlearningTask(x, y, mask, xt, yt, (), n_classes)))
@@ -232,7 +232,7 @@ def main():
     mia_samples = 300 if quick else 2_000
 
     rows = []
-    for name, task in tasks(data, n_classes, 1 if quick else 2):
+    for name, task in tasks(data, n_classes, 1 if quick else 2, (0.10,) if quick else (0.01, 0.10)):
         print(f"scenario {name}: forgetting {int(task.forget_mask.sum()):,} samples", flush=True)
         rows += scenario_rows(name, task, class_head if task.forgotten_classes else head, original, ridge, epochs, method_names, grid, args.hidden,
                               mia_samples)
