@@ -188,9 +188,12 @@ def regression(quick: bool):
 def plot(rows, path):
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(8, 5))
-    for method in dict.fromkeys(r["method"] for r in rows):
+    colors = plt.get_cmap("tab20").colors
+    for index, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
         picked = [r for r in rows if r["method"] == method]
-        axis.scatter([r["seconds"] for r in picked], [r["avg_gap"] for r in picked], label=method, s=30)
+        marker = "*" if picked[0]["family"] == "exact" else "o"
+        axis.scatter([r["seconds"] for r in picked], [r["avg_gap"] for r in picked], label=method, s=60,
+                     color=colors[index % len(colors)], marker=marker)
     axis.set_xscale("log")
     axis.set_xlabel("wall time of the unlearning call (s)")
     axis.set_ylabel("Avg. Gap to its family's retrained model (points)")
