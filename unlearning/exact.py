@@ -258,7 +258,7 @@ def forget_samples(
       features: (k, d) the samples' features, exactly as learned.
       targets: their class ids or regression targets.
       source: the source they were learned under (required when the head tracks sources).
-      receipt: issue a :class:`Receipt` (hashing the state costs a pass over its bytes); ``False`` returns
+      receipt: return a :class:`Receipt` (hashing the state costs a pass over its bytes); ``False`` returns
         ``None`` in its place.
 
     Raises:

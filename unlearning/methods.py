@@ -140,7 +140,7 @@ def _linear(name, head: analytic.Head, seconds, receipt=None) -> Unlearned:
 @dataclasses.dataclass(frozen=True)
 class ExactUnlearner:
     """Downdate a trained :class:`unlearning.exact.UnlearningHead` (classes from stored statistics when it keeps
-    per-class statistics, else from their features), issuing a receipt unless ``receipt=False``."""
+    per-class statistics, else from their features), with a receipt unless ``receipt=False``."""
 
     original: exact.UnlearningHead
     receipt: bool = True
