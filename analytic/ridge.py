@@ -46,7 +46,11 @@ class Head:
 
 @dataclasses.dataclass(frozen=True)
 class Factorization:
-    """Upper Cholesky factor U of :math:`G + \\gamma I` for one state and one ridge."""
+    """Upper Cholesky factor U of :math:`G + \\gamma I` for one state and one ridge.
+
+    ``upper`` is LAPACK's output as it comes (Fortran-ordered): only its upper triangle is U; the strictly lower
+    triangle holds leftovers of the input. Use ``np.triu(upper)`` for U itself.
+    """
 
     upper: np.ndarray
     ridge: float
