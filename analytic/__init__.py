@@ -33,6 +33,8 @@ from analytic.statistics import (
     Moments,
     Statistics,
     accumulate,
+    check_features,
+    check_labels,
     drop_classes,
     fit,
     init_statistics,

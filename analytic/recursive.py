@@ -106,9 +106,7 @@ def recursive_from_statistics(stats: Statistics, ridge: float) -> RecursiveHead:
 
 
 def _woodbury_step(head: RecursiveHead, features, targets, sign: int) -> RecursiveHead:
-    x = check_features(features, head.inverse.shape[0]).astype(np.float64, copy=False)
-    if not np.isfinite(x).all():
-        raise InputError("features contain NaN or Inf")
+    x = check_features(features, head.inverse.shape[0], finite=True).astype(np.float64, copy=False)
     weights, class_ids, class_counts = head.weights, head.class_ids, head.class_counts
     if head.class_ids is not None:
         labels = check_labels(targets, x.shape[0])

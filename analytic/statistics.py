@@ -187,32 +187,16 @@ def accumulate(stats: Statistics, features, targets) -> Statistics:
     Raises:
       InputError: naming the problem (NaN/Inf, shape, dtype, labels); ``stats`` is unchanged.
     """
-    x = check_features(features, stats.dim)
-    if stats.is_classification:
-        labels = check_labels(targets, x.shape[0])
-        stats = with_classes(stats, np.union1d(stats.class_ids, labels))
-        y_index = np.searchsorted(stats.class_ids, labels)
-        y = None
-    else:
-        y = check_targets(targets, x.shape[0], stats.n_outputs)
-        y_index = None
-    if stats.precision == "float32" and stats.shift is None:
-        stats = dataclasses.replace(stats, shift=x.mean(axis=0, dtype=np.float64).astype(np.float32))
-    batch = _batch_moments(stats, x, y, y_index)
-    moments, compensation = _add_moments(stats, batch, +1)
-    count = stats.count + np.int64(x.shape[0])
-    class_counts = None
-    if stats.is_classification:
-        class_counts = stats.class_counts + np.bincount(y_index, minlength=stats.n_outputs).astype(np.int64)
-    return dataclasses.replace(
-        stats, moments=moments, compensation=compensation, count=count, class_counts=class_counts
-    )
+    accumulator = _Accumulator(stats)
+    accumulator.add_batch(features, targets)
+    return accumulator.result()
 
 
 def fit(batches: Iterable, stats: Statistics, *, progress: bool = False, total: int | None = None) -> Statistics:
     """Accumulate a stream of ``(features, targets)`` batches into ``stats``.
 
-    Peak memory is O(d² + batch·d) whatever the number of samples: each batch is folded in and dropped.
+    Peak memory is O(d² + batch·d) whatever the number of samples: the state is copied once and each batch is
+    folded into the copy in place, then dropped.
 
     Args:
       batches: iterable of ``(features, targets)`` pairs (see :func:`accumulate`).
@@ -220,9 +204,10 @@ def fit(batches: Iterable, stats: Statistics, *, progress: bool = False, total: 
       progress: show a progress bar.
       total: number of batches, for the progress bar.
     """
+    accumulator = _Accumulator(stats)
     for features, targets in track(batches, total=total, disable=not progress, description="accumulating"):
-        stats = accumulate(stats, features, targets)
-    return stats
+        accumulator.add_batch(features, targets)
+    return accumulator.result()
 
 
 def merge(a: Statistics, b: Statistics) -> Statistics:
@@ -351,11 +336,14 @@ def state_hash(stats: Statistics) -> str:
 # Validation.
 
 
-def check_features(features, dim: int) -> np.ndarray:
+def check_features(features, dim: int | None = None, *, finite: bool = False) -> np.ndarray:
     """Features as a host (n, d) floating array; raises :class:`InputError` naming what is wrong.
 
-    NaN/Inf are detected later from the batch Gram's diagonal (a NaN or Inf in any row makes it non-finite),
-    which costs O(d) instead of a pass over the batch.
+    Args:
+      features: NumPy or JAX array.
+      dim: the expected d, or ``None`` for any.
+      finite: also check for NaN/Inf here. :func:`accumulate` leaves it off and detects them from the batch Gram's
+        diagonal instead (a NaN or Inf in any row makes it non-finite), which costs O(d), not a pass over the batch.
     """
     x = np.asarray(features)
     if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -364,8 +352,10 @@ def check_features(features, dim: int) -> np.ndarray:
         raise InputError(f"features must be a 2-D array (n, d), got shape {x.shape}")
     if x.shape[0] == 0:
         raise InputError("empty batch: features have 0 rows")
-    if x.shape[1] != dim:
+    if dim is not None and x.shape[1] != dim:
         raise InputError(f"features have dimension {x.shape[1]}, the head expects {dim}")
+    if finite and not np.isfinite(x).all():
+        raise InputError(_non_finite_message(x))
     return x
 
 
@@ -449,50 +439,181 @@ def _check_gram_diagonal(result: Statistics, before: Statistics) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Batch moments and their addition.
+# Accumulation, in place on a private copy.
 
 
-def _gram(rows: np.ndarray) -> np.ndarray:
-    """rowsᵀ rows; NumPy recognises the transposed product and calls BLAS syrk, then mirrors the triangle."""
-    return rows.T @ rows
+def _gram_into(buffer: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """rowsᵀ rows written into a reused (d, d) ``buffer`` (NumPy's transposed-product path, BLAS syrk)."""
+    return np.matmul(rows.T, rows, out=buffer)
 
 
-def _batch_moments(stats: Statistics, x: np.ndarray, y: np.ndarray | None, y_index: np.ndarray | None) -> Moments:
-    """Moments of one batch in the state's dtype; validates finiteness and the fixed-point range."""
-    if stats.precision == "fixed":
-        return _fixed_batch_moments(stats, x, y, y_index)
-    dtype = _COMPUTE_DTYPES[stats.precision]
-    centred = x.astype(dtype, copy=False)
-    if stats.shift is not None:
-        centred = centred - stats.shift
-    targets = one_hot(y_index, stats.n_outputs, dtype) if y is None else y.astype(dtype, copy=False)
-    with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported just below
-        moments = _float_moments(centred, targets, y_index, stats)
-    if not np.isfinite(np.diagonal(moments.gram)).all():
-        raise InputError(_non_finite_message(x))
-    return moments
+def _kahan_add_(total: np.ndarray, residual: np.ndarray, increment: np.ndarray) -> None:
+    """In-place Kahan step ``total += increment`` (true sum ``total - residual``); ``increment`` is consumed."""
+    increment -= residual  # y = increment - c
+    residual[...] = total  # keep the old total
+    total += increment  # t = total + y
+    np.subtract(total, residual, out=residual)
+    residual -= increment  # c = (t - total) - y
 
 
-def _float_moments(rows, targets, y_index, stats: Statistics) -> Moments:
-    # One GEMM against [Y, 1] gives the cross-moment and the feature sum without another pass over the rows.
+def _largest_magnitude(array: np.ndarray) -> int:
+    return int(max(array.max(initial=0), -array.min(initial=0)))
+
+
+def _checked_int_add_(total: np.ndarray, increment: np.ndarray, sign: int) -> None:
+    """``total += sign · increment`` for int64 arrays, refusing sums that could overflow."""
+    if _largest_magnitude(total) + _largest_magnitude(increment) >= _INT_HEADROOM:
+        raise IntegrityError("fixed-point statistics would overflow int64: lower frac_bits or rescale the features")
+    (np.add if sign > 0 else np.subtract)(total, increment, out=total)
+
+
+class _Accumulator:
+    """A private, mutable copy of a state that batches and other states are added into in place.
+
+    :func:`accumulate`, :func:`fit`, :func:`merge` and :func:`subtract` stay pure: each copies the state once here
+    and adds in place, each batch's Gram going through one reused (d, d) buffer, so a stream of batches allocates
+    no d×d array per batch.
+    """
+
+    def __init__(self, stats: Statistics):
+        def copy(tree):
+            return None if tree is None else jax.tree.map(np.array, tree)
+
+        self.state = dataclasses.replace(stats, moments=copy(stats.moments), compensation=copy(stats.compensation))
+        self._scratch: dict[str, np.ndarray] = {}
+
+    def result(self) -> Statistics:
+        state, self.state = self.state, None
+        return state
+
+    def _buffer(self, name: str, dtype, rows: int | None = None) -> np.ndarray:
+        """A scratch array reused across batches: (d, d), or (at least ``rows``, d) for batch rows."""
+        shape = (self.state.dim, self.state.dim) if rows is None else (rows, self.state.dim)
+        kept = self._scratch.get(name)
+        if kept is None or kept.shape[0] < shape[0]:
+            self._scratch[name] = kept = np.zeros(shape, dtype)
+        return kept[: shape[0]]
+
+    def _centred(self, x: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        """x − s in the shift's dtype, written into a reused row buffer (no new batch-sized array per batch)."""
+        return np.subtract(x, shift, out=self._buffer("centred", shift.dtype, x.shape[0]), casting="same_kind")
+
+    def add_batch(self, features, targets) -> None:
+        """Fold one batch in: :math:`G \\mathrel{+}= X^\\top X`, :math:`B \\mathrel{+}= X^\\top Y`."""
+        state = self.state
+        x = check_features(features, state.dim)
+        if state.is_classification:
+            labels = check_labels(targets, x.shape[0])
+            present = np.unique(labels)
+            if not np.isin(present, state.class_ids).all():
+                state = self.state = with_classes(state, np.union1d(state.class_ids, present))
+            y_index = np.searchsorted(state.class_ids, labels)
+        else:
+            y = check_targets(targets, x.shape[0], state.n_outputs)
+            y_index = None
+        if state.precision == "float32" and state.shift is None:
+            state = self.state = dataclasses.replace(
+                state, shift=x.mean(axis=0, dtype=np.float64).astype(np.float32)
+            )
+        if state.precision == "fixed":
+            self._add_fixed_rows(x, y_index, None if y_index is not None else y)
+        else:
+            dtype = _COMPUTE_DTYPES[state.precision]
+            rows = x.astype(dtype, copy=False) if state.shift is None else self._centred(x, state.shift)
+            targets_matrix = one_hot(y_index, state.n_outputs, dtype) if y_index is not None else y.astype(dtype)
+            with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported just below
+                self._add_float_rows(rows, targets_matrix, y_index)
+            if not np.isfinite(np.diagonal(self.state.moments.gram)).all():
+                raise InputError(_non_finite_message(x))
+        counts = None if y_index is None else np.bincount(y_index, minlength=self.state.n_outputs)
+        self._add_counts(np.int64(x.shape[0]), counts, +1)
+
+    def _add_float_rows(self, rows, targets_matrix, y_index) -> None:
+        moments = self.state.moments
+        grams = [("gram", None, rows)]
+        if moments.class_grams is not None:
+            grams += [("class_grams", c, rows[y_index == c]) for c in np.unique(y_index)]
+        for name, position, gram_rows in grams:
+            self._add_array(name, _gram_into(self._buffer("batch", rows.dtype), gram_rows), +1, position)
+        for name, value in _small_moments(rows, targets_matrix, y_index is None).items():
+            self._add_array(name, value, +1)
+
+    def _add_fixed_rows(self, x, y_index, y) -> None:
+        """Exact integer moments: float64 syrk/GEMM over row chunks small enough that no partial sum reaches 2^53."""
+        state = self.state
+        q = quantize(x, state.frac_bits)
+        q_max = np.abs(q).max()
+        if not np.isfinite(q_max):
+            raise InputError(_non_finite_message(x))
+        targets = one_hot(y_index, state.n_outputs, np.float64) if y is None else quantize(y, state.frac_bits)
+        t_max = max(np.abs(targets).max(), 1.0)
+        for name, largest in (("features", q_max), ("targets", t_max)):
+            if largest >= _FIXED_VALUE_LIMIT:
+                raise InputError(
+                    f"{name} reach {np.ldexp(largest, -state.frac_bits):.6g}, outside the fixed-point range "
+                    f"|value| < 2^{26 - state.frac_bits} at frac_bits={state.frac_bits}: rescale them or lower frac_bits"
+                )
+        chunk = max(1, int(_EXACT_FLOAT_LIMIT // max(q_max * q_max, q_max * t_max, 1.0)))
+        exact, integer = self._buffer("exact", np.float64), self._buffer("integer", np.int64)
+        for start in range(0, q.shape[0], chunk):
+            part = slice(start, start + chunk)
+            rows, part_index = q[part], None if y_index is None else y_index[part]
+            grams = [("gram", None, rows)]
+            if state.moments.class_grams is not None:
+                grams += [("class_grams", c, rows[part_index == c]) for c in np.unique(part_index)]
+            for name, position, gram_rows in grams:
+                np.copyto(integer, _gram_into(exact, gram_rows), casting="unsafe")  # exact: integers below 2^53
+                self._add_array(name, integer, +1, position)
+            for name, value in _small_moments(rows, targets[part], y is not None).items():
+                self._add_array(name, value.astype(np.int64), +1)
+
+    def _add_array(self, name: str, increment: np.ndarray, sign: int, position: int | None = None) -> None:
+        """``moments.<name>[position] += sign · increment`` in the state's arithmetic; ``increment`` may be consumed.
+
+        float64 adds in place, float32 takes an in-place Kahan step, fixed adds int64 with an overflow check.
+        """
+
+        def target(moments):
+            array = getattr(moments, name)
+            return array if position is None else array[position]
+
+        total = target(self.state.moments)
+        if self.state.precision == "fixed":
+            _checked_int_add_(total, increment, sign)
+        elif self.state.compensation is not None:
+            if sign < 0:
+                np.negative(increment, out=increment)
+            _kahan_add_(total, target(self.state.compensation), increment)
+        else:
+            (np.add if sign > 0 else np.subtract)(total, increment, out=total)
+
+    def add_state(self, other: Statistics, sign: int) -> None:
+        """``± other`` (same classes, same configuration): merging and subtracting states."""
+        value = other.moments
+        if other.compensation is not None:  # other's compensated value, as new arrays
+            value = jax.tree.map(np.subtract, other.moments, other.compensation)
+        for name, increment in value._asdict().items():
+            if increment is not None:
+                self._add_array(name, np.array(increment), sign)
+        self._add_counts(other.count, other.class_counts, sign)
+
+    def _add_counts(self, count, class_counts, sign: int) -> None:
+        state = self.state
+        self.state = dataclasses.replace(
+            state,
+            count=np.int64(state.count + sign * count),
+            class_counts=None if class_counts is None else state.class_counts + sign * class_counts.astype(np.int64),
+        )
+
+
+def _small_moments(rows: np.ndarray, targets: np.ndarray, regression: bool) -> dict[str, np.ndarray]:
+    """Cross-moment, feature sum (and target sum) of a batch; one GEMM against [Y, 1] gives the first two."""
     with_ones = np.concatenate([targets, np.ones((rows.shape[0], 1), targets.dtype)], axis=1)
-    cross_and_sum = rows.T @ with_ones
-    return Moments(
-        gram=_gram(rows),
-        cross=np.ascontiguousarray(cross_and_sum[:, :-1]),
-        feature_sum=cross_and_sum[:, -1].copy(),
-        target_sum=None if stats.is_classification else targets.sum(axis=0),
-        class_grams=_class_grams(rows, y_index, stats),
-    )
-
-
-def _class_grams(rows, y_index, stats: Statistics):
-    if stats.moments.class_grams is None:
-        return None
-    grams = np.zeros((stats.n_outputs, stats.dim, stats.dim), rows.dtype)
-    for c in np.unique(y_index):
-        grams[c] = _gram(rows[y_index == c])
-    return grams
+    sum_and_cross = with_ones.T @ rows  # (m + 1, d): faster than rowsᵀ [Y, 1] with C-ordered rows
+    small = {"cross": np.ascontiguousarray(sum_and_cross[:-1].T), "feature_sum": sum_and_cross[-1].copy()}
+    if regression:
+        small["target_sum"] = targets.sum(axis=0)
+    return small
 
 
 def one_hot(index: np.ndarray, m: int, dtype) -> np.ndarray:
@@ -506,76 +627,11 @@ def quantize(values: np.ndarray, frac_bits: int) -> np.ndarray:
     return np.rint(np.ldexp(np.asarray(values, dtype=np.float64), frac_bits))
 
 
-def _fixed_batch_moments(stats: Statistics, x, y, y_index) -> Moments:
-    """Exact integer moments: float64 syrk/GEMM over row chunks small enough that no partial sum reaches 2^53."""
-    q = quantize(x, stats.frac_bits)
-    q_max = np.abs(q).max()
-    if not np.isfinite(q_max):
-        raise InputError(_non_finite_message(x))
-    targets = one_hot(y_index, stats.n_outputs, np.float64) if y is None else quantize(y, stats.frac_bits)
-    t_max = max(np.abs(targets).max(), 1.0)
-    for name, largest in (("features", q_max), ("targets", t_max)):
-        if largest >= _FIXED_VALUE_LIMIT:
-            raise InputError(
-                f"{name} reach {np.ldexp(largest, -stats.frac_bits):.6g}, outside the fixed-point range "
-                f"|value| < 2^{26 - stats.frac_bits} at frac_bits={stats.frac_bits}: rescale them or lower frac_bits"
-            )
-    worst_product = max(q_max * q_max, q_max * t_max, 1.0)
-    chunk = max(1, int(_EXACT_FLOAT_LIMIT // worst_product))
-    total = None
-    for start in range(0, q.shape[0], chunk):
-        part = slice(start, start + chunk)
-        moments = _float_moments(q[part], targets[part], None if y_index is None else y_index[part], stats)
-        moments = jax.tree.map(lambda v: v.astype(np.int64), moments)
-        total = moments if total is None else jax.tree.map(_checked_int_add, total, moments)
-    return total
-
-
-def _checked_int_add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if int(np.abs(a).max(initial=0)) + int(np.abs(b).max(initial=0)) >= _INT_HEADROOM:
-        raise IntegrityError("fixed-point statistics would overflow int64: lower frac_bits or rescale the features")
-    return a + b
-
-
-def _kahan_add(total, residual, increment):
-    """Kahan-compensated ``total + increment``; the true sum is ``total - residual``. Returns (total, residual)."""
-    corrected = increment - residual
-    new_total = total + corrected
-    return new_total, (new_total - total) - corrected
-
-
-def _add_moments(stats: Statistics, increment: Moments, sign: int):
-    """``stats.moments + sign · increment`` in the state's arithmetic; returns (moments, compensation)."""
-    if stats.precision == "fixed":
-        step = increment if sign > 0 else jax.tree.map(np.negative, increment)
-        return jax.tree.map(_checked_int_add, stats.moments, step), None
-    if stats.precision == "float64":
-        op = np.add if sign > 0 else np.subtract
-        return jax.tree.map(op, stats.moments, increment), None
-    step = increment if sign > 0 else jax.tree.map(np.negative, increment)
-    pairs = jax.tree.map(_kahan_add, stats.moments, stats.compensation, step)
-    is_pair = lambda v: isinstance(v, tuple) and not isinstance(v, Moments)  # noqa: E731
-    moments = jax.tree.map(lambda p: p[0], pairs, is_leaf=is_pair)
-    compensation = jax.tree.map(lambda p: p[1], pairs, is_leaf=is_pair)
-    return moments, compensation
-
-
 def _combine(a: Statistics, b: Statistics, sign: int) -> Statistics:
     """``a ± b`` for aligned, compatible states."""
-    shift = b.shift if a.count == 0 else a.shift  # an empty state adopts the other's shift
-    increment = b.moments
-    if b.compensation is not None:
-        increment = jax.tree.map(np.subtract, b.moments, b.compensation)  # b's compensated value
-    moments, compensation = _add_moments(a, increment, sign)
-    class_counts = None if a.class_counts is None else a.class_counts + sign * b.class_counts
-    return dataclasses.replace(
-        a,
-        moments=moments,
-        compensation=compensation,
-        count=np.int64(a.count + sign * b.count),
-        class_counts=class_counts,
-        shift=shift,
-    )
+    accumulator = _Accumulator(dataclasses.replace(a, shift=b.shift if a.count == 0 else a.shift))
+    accumulator.add_state(b, sign)  # an empty state adopts the other's shift
+    return accumulator.result()
 
 
 def _select_classes(stats: Statistics, keep: np.ndarray, class_ids: np.ndarray) -> Statistics:

@@ -21,7 +21,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import numpy as np
 
-from analytic import InputError, IntegrityError, expand
+from analytic import InputError, IntegrityError, check_features, expand
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["model", "learned_classes", "phase"], meta_fields=[])
@@ -107,18 +107,9 @@ def make_learner(
 def check_phase_features(features) -> np.ndarray:
     """Host (n, d) floating features with n ≥ 1, all finite; raises :class:`~analytic.InputError` otherwise."""
     x = np.asarray(features)
-    if not np.issubdtype(x.dtype, np.floating):
-        raise InputError(f"features must be a floating-point array, got dtype {x.dtype}")
-    if x.ndim != 2:
-        raise InputError(f"features must be a 2-D array (n, d), got shape {x.shape}")
-    if x.shape[0] == 0:
+    if x.ndim == 2 and x.shape[0] == 0:
         raise InputError("empty phase: the features have no rows")
-    finite = np.isfinite(x).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        kind = "NaN" if np.isnan(x[bad[0]]).any() else "Inf"
-        raise InputError(f"features contain {kind} (first in row {int(bad[0])}, {bad.size} bad rows)")
-    return x
+    return check_features(x, finite=True)
 
 
 def check_phase_labels(labels, n: int, declared: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Shared test data: reproducible features with a realistic spread of scales."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -32,3 +33,10 @@ def ridge_oracle(features, targets, ridge):
 @pytest.fixture
 def data():
     return make_classification()
+
+
+@pytest.fixture
+def strict_jax():
+    """Strict dtype promotion and no implicit rank promotion: accidental float64 leaks or broadcasts fail loudly."""
+    with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
+        yield

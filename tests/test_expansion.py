@@ -21,13 +21,7 @@ from analytic.expansion import (
     init_gaussian_kernel,
 )
 
-pytestmark = pytest.mark.filterwarnings("error")
-
-
-@pytest.fixture(autouse=True)
-def strict_jax():
-    with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
-        yield
+pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.usefixtures("strict_jax")]
 
 
 def _features(n, dim, seed=0, offset=2.0):

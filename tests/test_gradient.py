@@ -20,13 +20,7 @@ from analytic.gradient import (
     train,
 )
 
-pytestmark = pytest.mark.filterwarnings("error")
-
-
-@pytest.fixture(autouse=True)
-def strict_jax():
-    with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
-        yield
+pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.usefixtures("strict_jax")]
 
 
 def _blobs(n_per_class, dim, n_classes, *, seed, spread=0.5):
