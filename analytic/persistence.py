@@ -2,7 +2,7 @@
 
 A file holds every array of the state verbatim (so a round trip is bit-exact) plus a small JSON record:
 the format name, the format version, the tree of dataclasses / named tuples that rebuilds the object, and a
-sha256 of the arrays. Loading refuses, with :class:`~analytic.errors.FileFormatError`, a file that is not a zip
+sha256 of the tree and the arrays. Loading refuses, with :class:`~analytic.errors.FileFormatError`, a file that is not a zip
 archive, is truncated or altered (the digest or a zip CRC fails), or was written with another format version.
 No pickle is ever read.
 """
@@ -81,8 +81,9 @@ def _decode(node, arrays, kinds):
     return kinds[node["kind"]](**fields)
 
 
-def _digest(arrays: dict[str, np.ndarray]) -> str:
-    digest = hashlib.sha256()
+def _digest(tree, arrays: dict[str, np.ndarray]) -> str:
+    """sha256 of the object tree (configuration included) and of every array."""
+    digest = hashlib.sha256(json.dumps(tree, sort_keys=True).encode())
     for key in sorted(arrays):
         array = np.ascontiguousarray(arrays[key])
         digest.update(f"{key}|{array.dtype.str}|{array.shape}|".encode())
@@ -94,7 +95,7 @@ def save(path: str | os.PathLike, state) -> None:
     """Write ``state`` (statistics, head, recursive head or expansion layer) to ``path`` (.npz, bit-exact)."""
     arrays: dict[str, np.ndarray] = {}
     tree = _encode(state, arrays, _persistable_kinds())
-    metadata = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "root": tree, "sha256": _digest(arrays)}
+    metadata = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "root": tree, "sha256": _digest(tree, arrays)}
     encoded = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
     with open(path, "wb") as handle:
         np.savez(handle, **arrays, **{_METADATA_KEY: encoded})
@@ -121,6 +122,9 @@ def load(path: str | os.PathLike):
         raise FileFormatError(
             f"{path} uses file format version {metadata.get('version')}; this library reads version {FORMAT_VERSION}"
         )
-    if metadata.get("sha256") != _digest(arrays):
-        raise FileFormatError(f"{path} is corrupted: its arrays do not match the recorded sha256")
-    return _decode(metadata["root"], arrays, _persistable_kinds())
+    if "root" not in metadata or metadata.get("sha256") != _digest(metadata["root"], arrays):
+        raise FileFormatError(f"{path} is corrupted: its contents do not match the recorded sha256")
+    try:
+        return _decode(metadata["root"], arrays, _persistable_kinds())
+    except (KeyError, TypeError, ValueError) as error:
+        raise FileFormatError(f"{path} holds an object this library cannot rebuild: {error}") from error

@@ -2,7 +2,7 @@ r"""The recursive (RLS) form of the ridge head, for streams that need a predicti
 
 State :math:`R = (G + \gamma I)^{-1}` and :math:`W = R B`, started at :math:`R_0 = I/\gamma`, :math:`W_0 = 0`.
 A batch :math:`(X_k, Y_k)` is learned (σ = +1) or forgotten (σ = −1) with one batched Woodbury step
-(ACIL eqs. 9–10, REFERENCE §2):
+(ACIL eqs. 9–10, README: the math in brief):
 
 .. math::
     S = I + \sigma X_k R X_k^\top, \qquad P = R X_k^\top S^{-1} \;(= R' X_k^\top),
@@ -11,7 +11,7 @@ A batch :math:`(X_k, Y_k)` is learned (σ = +1) or forgotten (σ = −1) with on
 
 Forgetting needs :math:`S = I - X_k R X_k^\top` positive definite, i.e. the batch was part of the data; otherwise the
 request is refused. Always float64: in float32 the running inverse is unusable at the ridges the papers use
-(REFERENCE §6). Equal to the statistics form up to rounding; :func:`recursive_from_statistics` re-synchronizes.
+(README: precision). Equal to the statistics form up to rounding; :func:`recursive_from_statistics` re-synchronizes.
 """
 
 from __future__ import annotations

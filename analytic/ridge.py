@@ -3,7 +3,7 @@ r"""Solving the ridge head from its statistics: one Cholesky factorization serve
 .. math::
     G + \gamma I = U^\top U \quad (\text{Cholesky}), \qquad W = U^{-1} U^{-\top} B
 
-(REFERENCE §1–2): the factorization costs :math:`d^3/3`, each solve :math:`O(d^2 m)` for all m columns at once.
+(README: the math in brief): the factorization costs :math:`d^3/3`, each solve :math:`O(d^2 m)` for all m columns at once.
 The statistics keep moments around a fixed shift :math:`s` (:math:`\tilde x = x - s`); the raw moments are rebuilt
 exactly as
 
@@ -140,12 +140,12 @@ def factorize_matrix(matrix: np.ndarray, ridge: float) -> Factorization:
 
 
 def factorize(stats: Statistics, ridge: float) -> Factorization:
-    """Cholesky factorization of :math:`G + \\gamma I` (REFERENCE §2), reusable for every column and query."""
+    """Cholesky factorization of :math:`G + \\gamma I` (README: the math in brief), reusable for every column and query."""
     return factorize_matrix(gram_matrix(stats), ridge)
 
 
 def solve(stats: Statistics, ridge: float, factorization: Factorization | None = None) -> Head:
-    r"""Ridge weights :math:`W = (G + \gamma I)^{-1} B` (REFERENCE §1).
+    r"""Ridge weights :math:`W = (G + \gamma I)^{-1} B` (README: the math in brief).
 
     Args:
       stats: the statistics.

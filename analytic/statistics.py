@@ -1,6 +1,6 @@
 r"""Sufficient statistics of a ridge head: the state every other part of the library adds, subtracts and re-weights.
 
-The ridge head (REFERENCE §1)
+The ridge head (README: the math in brief)
 
 .. math::
     W^\star = \arg\min_W \|Y - XW\|^2 + \gamma \|W\|^2 = (G + \gamma I)^{-1} B,
@@ -16,12 +16,12 @@ Three precisions share one code path:
     float64 accumulation with the host BLAS (``syrk``); solved weights match a float64 direct solve to ~1e-13.
     It needs no global JAX flag: the statistics are NumPy arrays on the host.
 ``"float32"``
-    float32 products around a fixed mean shift :math:`s` (REFERENCE §6), accumulated with Kahan
+    float32 products around a fixed mean shift :math:`s` (README: precision), accumulated with Kahan
     compensation; half the memory traffic of float64, error reported in the README.
 ``"fixed"``
     bit-exact: features are quantized to the grid :math:`2^{-f}` (``frac_bits`` = f), every product and partial sum
     is an integer below :math:`2^{53}`, so the float64 GEMM is exact in any summation order and the int64 totals
-    are the same for any order or partition of the same multiset of samples (REFERENCE §6).
+    are the same for any order or partition of the same multiset of samples (README: precision).
 
 Per-class Grams are opt-in (``class_grams=True``): they cost ``C·d²`` numbers, e.g. 100 classes at d = 8192 in float64
 is 51 GiB, at d = 2048 it is 3.2 GiB.
@@ -176,7 +176,7 @@ def init_statistics(
 
 
 def accumulate(stats: Statistics, features, targets) -> Statistics:
-    r"""Learn one batch: :math:`G \mathrel{+}= X^\top X`, :math:`B \mathrel{+}= X^\top Y` (REFERENCE §1).
+    r"""Learn one batch: :math:`G \mathrel{+}= X^\top X`, :math:`B \mathrel{+}= X^\top Y` (README: the math in brief).
 
     Args:
       stats: the state to add to (unchanged; a new state is returned).
@@ -211,7 +211,7 @@ def fit(batches: Iterable, stats: Statistics, *, progress: bool = False, total: 
 
 
 def merge(a: Statistics, b: Statistics) -> Statistics:
-    """Sum of two states: the state of the pooled samples (federated aggregation, REFERENCE §1, §3 AFL).
+    """Sum of two states: the state of the pooled samples (federated aggregation, README: the math in brief).
 
     Classes are united (sorted ids), so merging is commutative and associative; in fixed precision the result is
     bit-identical for any order and grouping.
@@ -224,7 +224,7 @@ def merge(a: Statistics, b: Statistics) -> Statistics:
 
 
 def subtract(a: Statistics, b: Statistics) -> Statistics:
-    """``a`` minus ``b``: the state of ``a``'s samples without ``b``'s (unlearning samples or a client, §1).
+    """``a`` minus ``b``: the state of ``a``'s samples without ``b``'s (unlearning samples or a client).
 
     Raises:
       IntegrityError: ``b`` holds a class ``a`` never learned, more samples than ``a`` (overall or for a class),
@@ -235,6 +235,10 @@ def subtract(a: Statistics, b: Statistics) -> Statistics:
         unknown = np.setdiff1d(b.class_ids[b.class_counts > 0], a.class_ids)
         if unknown.size:
             raise IntegrityError(f"cannot subtract classes {unknown.tolist()}: they were never learned")
+        dropped_by_a = np.setdiff1d(b.class_ids, a.class_ids)  # empty columns of b that a no longer has
+        if dropped_by_a.size:
+            b = _select_classes(b, np.flatnonzero(np.isin(b.class_ids, a.class_ids)), np.intersect1d(
+                b.class_ids, a.class_ids))
         b = with_classes(b, a.class_ids)
     if b.count > a.count:
         raise IntegrityError(
@@ -258,7 +262,7 @@ def drop_classes(stats: Statistics, class_ids) -> Statistics:
     """Remove the output columns of classes that hold no samples any more (after subtracting all their rows).
 
     A forgotten class must leave the output space: a zero column still scores 0 and can win the argmax
-    (REFERENCE §5, the class-removal trap).
+    (the field's evaluation conventions, the class-removal trap).
 
     Raises:
       IntegrityError: a class is unknown or still holds samples.

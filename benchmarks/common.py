@@ -90,7 +90,7 @@ class FrozenFeatures(NamedTuple):
 def load_images(*, subset: int | None = None, seed: int = 0):
     """Fashion-MNIST when it can be had (Debian package, $FASHION_MNIST_DIR or the official download), otherwise
     scikit-learn's digits, saying so. ``subset`` keeps a seeded, class-stratified share of the training set."""
-    from analytic.data import DatasetNotFoundError, load_digits, load_fashion_mnist
+    from analytic.data import DatasetNotFoundError, load_digits, load_fashion_mnist, stratified_split
 
     try:
         data = load_fashion_mnist(download=True)
@@ -98,9 +98,9 @@ def load_images(*, subset: int | None = None, seed: int = 0):
         print(f"Fashion-MNIST is not available ({type(error).__name__}); falling back to scikit-learn digits.")
         data = load_digits()
     if subset is not None and subset < len(data.train_labels):
-        rng = np.random.default_rng(seed)
-        keep = np.sort(rng.permutation(len(data.train_labels))[:subset])
-        test_keep = np.sort(rng.permutation(len(data.test_labels))[: max(subset // 6, 1)])
+        _, keep = stratified_split(data.train_labels, subset / len(data.train_labels), seed)
+        _, test_keep = stratified_split(data.test_labels, min(subset / 6 / len(data.test_labels), 0.5), seed)
+        keep, test_keep = np.sort(keep), np.sort(test_keep)
         data = data._replace(train_images=data.train_images[keep], train_labels=data.train_labels[keep],
                              test_images=data.test_images[test_keep], test_labels=data.test_labels[test_keep])
     return data

@@ -85,7 +85,7 @@ def streamed_peak_memory(sizes: list[int], d: int, batch: int) -> list[dict]:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         rows.append({"n": n, "d": d, "batch": batch, "peak_mib": peak / 2**20, "seconds": seconds,
-                     "bound_mib": (3 * d * d + 2 * batch * d) * 8 / 2**20})
+                     "state_mib": d * d * 8 / 2**20})
     return rows
 
 
@@ -187,7 +187,7 @@ def main():
     print_table("Ridge solve (float64 Cholesky, all columns)", solves,
                 ["d", "factorize_seconds", "solve_all_columns_seconds", "total_seconds"])
     memory = streamed_peak_memory(sizes["memory_n"], sizes["memory_d"], 1000)
-    print_table("Peak memory of a streamed fit (tracemalloc)", memory, ["n", "d", "batch", "peak_mib", "bound_mib"])
+    print_table("Peak memory of a streamed fit (tracemalloc)", memory, ["n", "d", "batch", "peak_mib", "state_mib"])
     errors = precision_errors(sizes["precision_n"], sizes["precision_d"])
     print_table("Weight error against a float64 direct solve", errors, ["mode", "n", "d", "condition_number",
                                                                         "relative_error"])

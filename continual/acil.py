@@ -1,6 +1,6 @@
 r"""ACIL, G-ACIL and GKEAL: a ridge head on a fixed expansion, learned phase by phase from additive statistics.
 
-Each phase adds its samples to the statistics and re-solves (REFERENCE §1, §3):
+Each phase adds its samples to the statistics and re-solves (README: the math in brief):
 
 .. math::
     G \mathrel{+}= X_k^\top X_k, \qquad B \mathrel{+}= X_k^\top Y_k \;(\text{new classes add zero columns}), \qquad
@@ -71,7 +71,7 @@ def acil(classes, *, expansion=None, ridge: float = 0.1, strict: bool = True, pr
 
 
 def g_acil(classes, *, expansion=None, ridge: float = 0.1, precision: str = "float64") -> Learner:
-    """G-ACIL: the ACIL update on generalized streams where classes reappear and phases blur (REFERENCE §3)."""
+    """G-ACIL: the ACIL update on generalized streams where classes reappear and phases blur (the G-ACIL paper)."""
     return acil(classes, expansion=expansion, ridge=ridge, strict=False, precision=precision, name="G-ACIL")
 
 

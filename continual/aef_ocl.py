@@ -1,4 +1,4 @@
-r"""AEF-OCL: analytic exemplar-free online continual learning with a pseudo-feature generator (REFERENCE §3).
+r"""AEF-OCL: analytic exemplar-free online continual learning with a pseudo-feature generator (the AEF-OCL paper).
 
 A ridge head on the (expanded) features learns every real batch exactly (:mod:`continual.acil`). Against class
 imbalance, each class c also keeps running backbone-space moments :math:`\sum z` and :math:`\sum z^2` (float64),

@@ -1,4 +1,4 @@
-r"""AIR and G-AIR: the analytic imbalance rectifier, a class-balanced weighted ridge head (REFERENCE §3).
+r"""AIR and G-AIR: the analytic imbalance rectifier, a class-balanced weighted ridge head (the AIR paper).
 
 .. math::
     \min_W \sum_i \pi_{y_i} \|y_i - x_i W\|^2 + \gamma \|W\|^2

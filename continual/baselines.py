@@ -1,4 +1,4 @@
-r"""The baselines analytic continual learners are judged against (REFERENCE §4), on the same learner interface.
+r"""The baselines analytic continual learners are judged against (the usual continual-learning baselines), on the same learner interface.
 
 * :func:`fine_tuning` — a softmax head trained with SGD on each phase in turn (catastrophic forgetting);
 * :func:`joint_sgd` — the same head retrained from scratch on every sample seen so far (stores them: upper bound);

@@ -1,4 +1,4 @@
-r"""DS-AL: a dual-stream analytic learner (REFERENCE §3).
+r"""DS-AL: a dual-stream analytic learner (the DS-AL paper).
 
 One shared random projection P feeds two expansions: the main stream :math:`X_M = \mathrm{ReLU}(zP)` is exactly ACIL
 (:mod:`continual.acil`), and the compensation stream :math:`X_C = \tanh(zP)` fits the main stream's residual with its

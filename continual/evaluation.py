@@ -1,4 +1,4 @@
-r"""Running a learner through a scenario, and the continual-learning metrics of REFERENCE §5.
+r"""Running a learner through a scenario, and the field's continual-learning metrics.
 
 After phase t the learner is scored on the test rows of the classes first seen in each phase j, giving the T×T
 accuracy matrix :math:`a_{t,j}` (NaN for j > t), and on all classes seen by t (:math:`A_t`). Then

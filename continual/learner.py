@@ -6,7 +6,7 @@ A :class:`Learner` is a NamedTuple of pure functions over a :class:`ContinualSta
 * ``learn(state, features, labels) -> state`` — one phase (or one online batch);
 * ``predict(state, features) -> labels``.
 
-:func:`make_learner` wraps a method's own update with the checks of REFERENCE §5 / the bad-input contract: an empty
+:func:`make_learner` wraps a method's own update with the bad-input checks: an empty
 phase, NaN/Inf features, labels outside the declared class set and, in strict class-incremental learning, a class
 already finished in an earlier phase are refused with a clear error before anything is computed, so the state a
 caller holds is never changed (every function is pure).

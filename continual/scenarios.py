@@ -2,7 +2,7 @@ r"""Continual-learning scenarios: which training rows arrive in which phase.
 
 A :class:`Scenario` is a list of index arrays into a labelled training set, built from the labels alone, so any
 dataset the core loads (or any feature matrix) can be streamed. Settings follow the field's conventions
-(REFERENCE §5):
+(the field's evaluation conventions):
 
 * :func:`class_incremental` — B{base}-Inc{k}: a seeded class order, ``base`` classes in phase 0 and ``k`` new classes
   in each later phase; every class lives in exactly one phase (strict class-incremental learning, CIL).

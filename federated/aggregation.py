@@ -1,8 +1,8 @@
-r"""Analytic federated learning (AFL, REFERENCE §3): one round, the same head as centralized ridge for any split.
+r"""Analytic federated learning (AFL): one round, the same head as centralized ridge for any split.
 
 Two equivalent server laws are provided.
 
-*Summed-statistics form* (REFERENCE §1): clients send :math:`G_k = X_k^\top X_k`, :math:`B_k = X_k^\top Y_k`; the
+*Summed-statistics form* (README: the math in brief): clients send :math:`G_k = X_k^\top X_k`, :math:`B_k = X_k^\top Y_k`; the
 server adds them, :math:`G = \sum_k G_k`, :math:`B = \sum_k B_k`, and solves :math:`W = (G + \gamma I)^{-1} B` —
 :func:`aggregate_statistics`, then :func:`analytic.solve`.
 

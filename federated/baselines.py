@@ -2,7 +2,7 @@ r"""Gradient-based federated baselines on the shared softmax head (:mod:`analyti
 
 Each round the server samples a share of the clients, sends them the global parameters :math:`\theta`, each trains
 ``local_epochs`` of minibatch SGD with :func:`analytic.gradient.train` on its own samples, and the server averages
-the results weighted by the clients' sample counts (REFERENCE §4):
+the results weighted by the clients' sample counts (the usual federated settings):
 
 * FedAvg: local loss :math:`\mathrm{CE}(\theta)`, :math:`\theta \leftarrow \sum_k \frac{n_k}{n_S} \theta_k`.
 * FedProx: local loss :math:`\mathrm{CE}(\theta) + \frac{\mu}{2}\|\theta - \theta_{\text{global}}\|^2`.

@@ -1,8 +1,8 @@
-r"""Splitting a labelled dataset across clients: the federated partitions of REFERENCE §5.
+r"""Splitting a labelled dataset across clients: the federated partitions the field evaluates on.
 
 Every partitioner returns a list of ``n_clients`` sorted int64 index arrays that together cover every sample
 exactly once, fixed by ``seed``. Clients with fewer samples than feature dimensions, and empty clients, are normal
-outcomes of skewed splits, not errors: the analytic aggregate does not depend on the split (REFERENCE §3, AFL).
+outcomes of skewed splits, not errors: the analytic aggregate does not depend on the split (the AFL paper).
 
 * :func:`iid_partition` — a random permutation cut into equal parts.
 * :func:`dirichlet_partition` — label skew: for each class, the share of each client is drawn from

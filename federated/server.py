@@ -5,7 +5,7 @@ non-symmetric Gram, negative Gram diagonal, NaN/Inf) or a duplicate (the same cl
 non-empty upload replayed under another id) raises :class:`~federated.payload.UploadRejected` naming the reason,
 and the aggregate passed in is unchanged.
 
-Client-level unlearning (REFERENCE §1): :math:`G \mathrel{-}= G_k`, :math:`B \mathrel{-}= B_k` with
+Client-level unlearning (README: the math in brief): :math:`G \mathrel{-}= G_k`, :math:`B \mathrel{-}= B_k` with
 :func:`analytic.subtract`; the server keeps a fingerprint of each accepted upload (O(d·m), not the d² Gram) and
 accepts a removal only for the upload it received.
 """
@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 import numpy as np
+import scipy.linalg
 
 import analytic
 from federated.aggregation import LocalSolution, combine_partials, push_solution
@@ -143,17 +144,18 @@ def receive_many(aggregate: StatisticsAggregate, uploads) -> tuple[StatisticsAgg
     for client_id, payload in uploads:
         try:
             digest = _digest(aggregate, payload)
+            new_total = add_payloads(total, payload)  # may refuse an overflow: before the client is admitted
             _admit(clients, senders, client_id, digest)
         except UploadRejected as error:
             rejected[client_id] = str(error)
             continue
-        total = add_payloads(total, payload)
+        total = new_total
     received = Ledger(MappingProxyType(clients), MappingProxyType(senders))
     return dataclasses.replace(aggregate, total=MappingProxyType(total), received=received), rejected
 
 
 def remove_client(aggregate: StatisticsAggregate, client_id: str, payload: dict) -> StatisticsAggregate:
-    """Client-level unlearning: subtract the upload client ``client_id`` contributed (REFERENCE §1, unlearn client k).
+    """Client-level unlearning: subtract the upload client ``client_id`` contributed (README: the math in brief).
 
     The result equals the aggregate of the remaining clients (bit-identical in fixed precision). A class that no
     remaining client holds keeps a zero column: :func:`aggregate_head` drops it.
@@ -230,6 +232,10 @@ def check_solution(aggregate: SolutionAggregate, solution: LocalSolution) -> Non
         raise UploadRejected(
             f"the Gram matrix has a negative diagonal entry ({first}, {first}) once γI is removed: not a sum of squares"
         )
+    try:
+        scipy.linalg.cholesky(regularized, check_finite=False)
+    except np.linalg.LinAlgError:
+        raise UploadRejected("the regularized Gram X_kᵀX_k + γI is not positive definite: not a client's statistics")
 
 
 def _solution_fingerprint(solution: LocalSolution) -> str:

@@ -128,3 +128,25 @@ def test_inconsistent_counts_are_rejected(aggregate, clients):
 def test_a_valid_upload_after_rejections_is_accepted(aggregate, clients):
     accepted = federated.receive(aggregate, "client-2", federated.encode_statistics(clients[2], CLASSES))
     assert accepted.n_clients == 3 and int(accepted.statistics.count) == 300
+
+
+def test_indefinite_regularized_gram_is_rejected(solution_aggregate, clients):
+    solution = federated.local_solution(clients[1], RIDGE, CLASSES)
+    scale = np.sqrt(np.outer(np.diagonal(solution.regularized_gram), np.diagonal(solution.regularized_gram)))
+    solution.regularized_gram[0, 1] = solution.regularized_gram[1, 0] = 2.0 * scale[0, 1]  # |correlation| > 1
+    solution_rejected(solution_aggregate, "client-1", solution, "not positive definite")
+
+
+def test_an_overflowing_fixed_point_upload_is_rejected_in_a_round():
+    x, y = make_classification(n=60, d=D, classes=CLASSES, seed=6)
+    exact = analytic.accumulate(analytic.init_statistics(D, precision="fixed"), x, y)
+    server = federated.start_aggregate(D, class_ids=CLASSES, precision="fixed")
+    server = federated.receive(server, "client-0", federated.encode_statistics(exact, CLASSES))
+    huge = federated.encode_statistics(exact, CLASSES)
+    huge["gram"] = huge["gram"].copy()
+    huge["gram"][federated.payload.diagonal_positions(D)] = 2**62
+    other = analytic.accumulate(analytic.init_statistics(D, precision="fixed"), x[:30], y[:30])
+    good = federated.encode_statistics(other, CLASSES)
+    after, rejections = federated.receive_many(server, [("client-1", huge), ("client-2", good)])
+    assert list(rejections) == ["client-1"] and "overflow" in rejections["client-1"]
+    assert set(after.received.clients) == {"client-0", "client-2"}

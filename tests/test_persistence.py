@@ -125,3 +125,19 @@ def test_foreign_npz_is_refused(tmp_path):
 def test_missing_file_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError):
         analytic.load(tmp_path / "absent.npz")
+
+
+def test_edited_configuration_fails_the_digest(saved):
+    def edit_precision(npy):
+        header_end = npy.index(b"\n") + 1
+        metadata = json.loads(npy[header_end:].decode())
+        metadata["root"]["fields"]["precision"]["value"] = "float32"
+        from io import BytesIO
+
+        out = BytesIO()
+        np.save(out, np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8))
+        return out.getvalue()
+
+    rewrite_member(saved, "__metadata__.npy", edit_precision)
+    with pytest.raises(FileFormatError, match="sha256"):
+        analytic.load(saved)

@@ -296,3 +296,31 @@ def test_tracked_sources_forget_samples_of_a_named_source():
     head, receipt = unlearning.forget_source(head, "a")
     assert receipt.removed_count == 147
     assert_matches_retraining(head, features[150:], labels[150:], test_features)
+
+
+def test_float32_head_with_per_class_statistics_learns_in_batches_and_forgets_a_class():
+    features, labels = make_classification(n=600, d=D)
+    head = unlearning.init_unlearning_head(D, RIDGE, precision="float32", per_class=True)
+    for part in np.array_split(np.arange(600), 3):
+        head = unlearning.learn(head, features[part], labels[part])
+    forgotten, receipt = unlearning.forget_class(head, 3)
+    keep = labels != 3
+    weights, class_ids = retrained(features[keep].astype(np.float32), labels[keep])
+    solved = unlearning.solve_head(forgotten)
+    np.testing.assert_array_equal(solved.class_ids, class_ids)
+    assert receipt.removed_count == int((~keep).sum())
+    assert relative_error(solved.weights, weights) <= 1e-4  # float32 statistics
+
+
+def test_source_can_be_forgotten_after_one_of_its_classes_was_emptied():
+    features, labels = make_classification(n=600, d=D)
+    test_features, _ = make_classification(n=200, d=D, seed=1)
+    in_a = (labels == 11) | (np.arange(600) < 100)  # source A holds every sample of class 11
+    head = unlearning.init_unlearning_head(D, RIDGE, track_sources=True)
+    head = unlearning.learn(head, features[in_a], labels[in_a], source="A")
+    head = unlearning.learn(head, features[~in_a], labels[~in_a], source="B")
+    class_11 = np.flatnonzero(in_a & (labels == 11))
+    head, _ = unlearning.forget_samples(head, features[class_11], labels[class_11], source="A")
+    forgotten, receipt = unlearning.forget_source(head, "A")
+    assert receipt.source == "A"
+    assert_matches_retraining(forgotten, features[~in_a], labels[~in_a], test_features)

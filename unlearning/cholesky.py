@@ -5,7 +5,7 @@ Given :math:`A = U^\top U` (U upper triangular) and k rows :math:`X` (k, d), fin
 .. math::
     U'^\top U' = U^\top U + \sigma X^\top X, \qquad \sigma = +1 \text{ (learn) or } -1 \text{ (forget)},
 
-in :math:`O(k d^2)` operations instead of the :math:`d^3/3` of refactoring (REFERENCE §2, §6). This is the
+in :math:`O(k d^2)` operations instead of the :math:`d^3/3` of refactoring (README: the math in brief and precision). This is the
 "downdate" route of :mod:`unlearning.exact`: :math:`A = G + \gamma I` and :math:`X` the rows being forgotten.
 
 Block step. Split the columns into a leading block of width b and the rest,

@@ -1,7 +1,7 @@
 r"""Exact unlearning on the additive statistics of a ridge head: the result *is* the head retrained without the data.
 
 The ridge head depends on its data only through :math:`G = \sum x x^\top`, :math:`B = \sum x y^\top` and the counts
-(REFERENCE §1), so forgetting is subtraction:
+(README: the math in brief), so forgetting is subtraction:
 
 .. math::
     \text{samples } F:\; G \mathrel{-}= X_F^\top X_F,\; B \mathrel{-}= X_F^\top Y_F; \qquad
@@ -10,8 +10,8 @@ The ridge head depends on its data only through :math:`G = \sum x x^\top`, :math
 
 and :math:`W = (G + \gamma I)^{-1} B` of the result equals retraining on the retained data (to rounding in float64,
 bit for bit in ``precision="fixed"``, where the state hash after forgetting equals the hash of a state retrained
-from scratch, REFERENCE §6). A class left with no samples leaves the output space (its column is dropped; a zero
-column would still score 0 and could win the argmax, REFERENCE §5); learning it again later adds it back.
+from scratch, README: precision). A class left with no samples leaves the output space (its column is dropped; a zero
+column would still score 0 and could win the argmax, the field's evaluation conventions); learning it again later adds it back.
 
 Routes. The statistics are always updated exactly; what differs is how the solver that turns them into weights
 follows them. :func:`forget_samples` / :func:`learn` on k rows of dimension d choose the cheapest exact route:
@@ -21,7 +21,7 @@ follows them. :func:`forget_samples` / :func:`learn` on k rows of dimension d ch
     :math:`O(k d^2)` instead of :math:`d^3/3`; refused if the downdate would lose positive definiteness.
 ``"recursive"`` (``solver="recursive"``, :math:`k \le d/8`)
     one float64 Woodbury step on :math:`R = (G + \gamma I)^{-1}` and W (ACIL eqs. 9–10 with the sign flipped,
-    REFERENCE §2): a prediction after every small request of a learn/forget stream without any triangular solve.
+    README: the math in brief): a prediction after every small request of a learn/forget stream without any triangular solve.
 ``"refactor"`` / ``"resync"`` (everything else)
     subtract, then factorize :math:`G + \gamma I` afresh (:math:`d^3/3`), or recompute R and W from the statistics:
     used for large k, for class and source requests from stored statistics (no rows to fold in), when no factor is
@@ -37,7 +37,7 @@ diagonals; the downdate refuses a loss of positive definiteness; an optional led
 refused. Each completed request returns a :class:`Receipt`.
 
 Exactness is relative to retraining the *head*: it equals full retraining only if the backbone never saw the
-forgotten data (REFERENCE §5).
+forgotten data (the field's evaluation conventions).
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def init_unlearning_head(
 
 
 def learn(head: UnlearningHead, features, targets, *, source: str | None = None) -> UnlearningHead:
-    """Learn a batch: :math:`G \\mathrel{+}= X^\\top X`, :math:`B \\mathrel{+}= X^\\top Y` (REFERENCE §1).
+    """Learn a batch: :math:`G \\mathrel{+}= X^\\top X`, :math:`B \\mathrel{+}= X^\\top Y` (README: the math in brief).
 
     Args:
       head: the head (unchanged; a new one is returned).
@@ -207,7 +207,7 @@ def learn(head: UnlearningHead, features, targets, *, source: str | None = None)
     class_parts = head.class_parts
     if class_parts is not None:
         parts = dict(class_parts.get(source or "", {}))
-        for class_id, part in _split_by_class(head.statistics, features, targets).items():
+        for class_id, part in _split_by_class(batch, features, targets).items():  # around the batch's shift
             parts[class_id] = analytic.merge(parts[class_id], part) if class_id in parts else part
         class_parts = {**class_parts, source or "": parts}
     statistics = analytic.merge(head.statistics, batch)
@@ -249,7 +249,7 @@ def forget_samples(
     head: UnlearningHead, features, targets, *, source: str | None = None, receipt: bool = True
 ) -> tuple[UnlearningHead, Receipt | None]:
     """Forget samples given their features and targets: :math:`G \\mathrel{-}= X_F^\\top X_F`,
-    :math:`B \\mathrel{-}= X_F^\\top Y_F` (REFERENCE §1).
+    :math:`B \\mathrel{-}= X_F^\\top Y_F` (README: the math in brief).
 
     Classes left with no samples leave the output space.
 
@@ -295,7 +295,7 @@ def forget_samples(
 def forget_class(
     head: UnlearningHead, class_id: int, features=None, *, receipt: bool = True
 ) -> tuple[UnlearningHead, Receipt | None]:
-    """Forget every sample of class ``class_id`` and drop its output column (REFERENCE §1, §5).
+    """Forget every sample of class ``class_id`` and drop its output column (README: the math in brief; a zero column could still win the argmax).
 
     Without ``features`` the class is removed from its stored statistics (:math:`G \\mathrel{-}= A_c`,
     :math:`A_c = \\sum_{y_i = c} x_i x_i^\\top`, needs ``per_class=True``): no data is needed. With ``features`` (all of the

@@ -8,7 +8,7 @@ Exact methods (closed form, :mod:`unlearning.exact`): :class:`ExactUnlearner` (d
 :class:`ClosedFormRetrain` (solve the ridge head from scratch on the retained features — the reference it must
 equal).
 
-Gradient methods (the conventional route, REFERENCE §4) run on the same features with the one optax-trained head
+Gradient methods (the conventional route, with the usual settings of the unlearning literature) run on the same features with the one optax-trained head
 of :mod:`analytic.gradient` (SGD, momentum 0.9, weight decay 5e-4, batch 256), starting from an "original" head
 trained on all the data. :class:`GradientUnlearner` implements
 
@@ -28,7 +28,7 @@ trained on all the data. :class:`GradientUnlearner` implements
                         relu(forget margin)
 ======================  ==========================================================================================
 
-Epoch counts follow the usual settings (REFERENCE §4); :func:`best_of_grid` keeps the learning rate of a grid with
+Epoch counts follow the usual settings of the unlearning literature; :func:`best_of_grid` keeps the learning rate of a grid with
 the smallest Avg. Gap to the retrained model. Methods whose term changes between epochs (ℓ1-sparse's α_t, SCRUB's
 alternation) call the trainer once per epoch, which restarts the momentum buffer at each epoch.
 """
@@ -349,7 +349,7 @@ class GradientUnlearner:
 
 
 def evaluate(model: Unlearned, task: UnlearningTask, *, mia_samples: int | None = None, seed: int = 0) -> dict:
-    """UA, RA, TA and MIA-efficacy (percent) of ``model`` on ``task`` (REFERENCE §5)."""
+    """UA, RA, TA and MIA-efficacy (percent) of ``model`` on ``task`` (the field's evaluation conventions)."""
     (retain_x, retain_y), (forget_x, forget_y) = task.retain, task.forget
     test_x, test_y = task.evaluation_test
     retain_logits, forget_logits, test_logits = model.logits(retain_x), model.logits(forget_x), model.logits(test_x)
@@ -382,7 +382,7 @@ def compare_outputs(model: Unlearned, reference: Unlearned, task: UnlearningTask
 def best_of_grid(make: Callable[[float], Unlearner], learning_rates, task: UnlearningTask, reference: dict,
                  **evaluate_options) -> tuple[Unlearned, dict, list[dict]]:
     """Run ``make(lr).unlearn(task)`` for each learning rate; keep the one with the smallest Avg. Gap to the
-    ``reference`` metrics (REFERENCE §4). Returns (best model, its metrics, every trial's metrics)."""
+    ``reference`` metrics (the usual settings of the unlearning literature). Returns (best model, its metrics, every trial's metrics)."""
     trials = []
     for learning_rate in learning_rates:
         model = make(learning_rate).unlearn(task)

@@ -1,4 +1,4 @@
-r"""The unlearning metrics of the field (REFERENCE §5), and output-level agreement with the retrained model.
+r"""The unlearning metrics of the field (the field's evaluation conventions), and output-level agreement with the retrained model.
 
 Classification metrics, all in percent:
 
@@ -45,7 +45,7 @@ def true_class_confidence(logits: np.ndarray, labels: np.ndarray, class_ids: np.
 
 def mia_efficacy(retain_confidence, test_confidence, forget_confidence, *, max_samples: int | None = None,
                  seed: int = 0) -> float:
-    """Share (percent) of forget samples an SVC on true-class confidence calls non-members (REFERENCE §5).
+    """Share (percent) of forget samples an SVC on true-class confidence calls non-members (the field's evaluation conventions).
 
     Members are retained samples, as many as the non-members (test samples); ``max_samples`` caps both sides (a
     seeded subset) to bound the SVC's quadratic fitting time.
