@@ -593,12 +593,12 @@ class _Accumulator:
 
     def add_state(self, other: Statistics, sign: int) -> None:
         """``± other`` (same classes, same configuration): merging and subtracting states."""
-        value = other.moments
-        if other.compensation is not None:  # other's compensated value, as new arrays
+        value = other.moments  # float64 and fixed adds leave the increment alone
+        if other.compensation is not None:  # other's compensated value, as new arrays the Kahan step may consume
             value = jax.tree.map(np.subtract, other.moments, other.compensation)
         for name, increment in value._asdict().items():
             if increment is not None:
-                self._add_array(name, np.array(increment), sign)
+                self._add_array(name, increment, sign)
         self._add_counts(other.count, other.class_counts, sign)
 
     def _add_counts(self, count, class_counts, sign: int) -> None:
