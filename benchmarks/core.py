@@ -105,19 +105,18 @@ def precision_errors(n: int, d: int) -> list[dict]:
     exact64, exact32 = oracle(features), oracle(f32)
     quantized = np.ldexp(analytic.quantize(features, 12), -12)
     batch = 1024
+    fixed = analytic.fit(batches(features, labels, batch), analytic.init_statistics(d, precision="fixed"))
     rows = []
-    for name, x, init, reference in (
-        ("float64", features, analytic.init_statistics(d), exact64),
-        ("float32 (shift + Kahan)", f32, analytic.init_statistics(d, precision="float32"), exact32),
-        ("float32 without shift", f32, analytic.init_statistics(d, precision="float32", shift=np.zeros(d)), exact32),
-        ("fixed, frac_bits=12 (vs its grid)", features, analytic.init_statistics(d, precision="fixed"),
-         oracle(quantized)),
+    for name, stats, reference in (
+        ("float64", analytic.fit(batches(features, labels, batch), analytic.init_statistics(d)), exact64),
+        ("float32 (shift + Kahan)", analytic.fit(batches(f32, labels, batch), analytic.init_statistics(
+            d, precision="float32")), exact32),
+        ("float32 without shift", analytic.fit(batches(f32, labels, batch), analytic.init_statistics(
+            d, precision="float32", shift=np.zeros(d))), exact32),
+        ("fixed, frac_bits=12 (vs its grid)", fixed, oracle(quantized)),
+        ("fixed, frac_bits=12 (vs raw features)", fixed, exact64),
     ):
-        stats = analytic.fit(batches(x, labels, batch), init)
         rows.append({"mode": name, "relative_error": error(analytic.solve(stats, RIDGE).weights, reference)})
-    rows.append({"mode": "fixed, frac_bits=12 (vs raw features)", "relative_error": error(
-        analytic.solve(analytic.fit(batches(features, labels, batch), analytic.init_statistics(
-            d, precision="fixed")), RIDGE).weights, exact64)})
     recursive = analytic.init_recursive(d, RIDGE)
     for x, y in batches(features, labels, batch):
         recursive = analytic.recursive_learn(recursive, x, y)

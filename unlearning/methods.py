@@ -181,8 +181,7 @@ class ClosedFormRetrain:
 # ---------------------------------------------------------------------------------------------------- gradient
 
 
-def _ce(params, batch):
-    return gradient.cross_entropy(gradient.head_logits(params, batch["features"]), batch["labels"])
+_ce = gradient.classification_loss
 
 
 def _ascent(params, forget):
