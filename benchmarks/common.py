@@ -106,6 +106,15 @@ def load_images(*, subset: int | None = None, seed: int = 0):
     return data
 
 
+def extraction_path() -> str:
+    """``"torch"`` when torch is installed (XLA on CPU is slow on depthwise convolutions), otherwise ``"flax"``."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return "flax"
+    return "torch"
+
+
 def frozen_features(*, subset: int | None = None, backbone: str = "mobilenetv2_100", image_side: int = 64,
                     cache_dir: str = ".cache/features") -> FrozenFeatures:
     """Pooled features of the default data under an ImageNet-pretrained backbone, cached on disk.
@@ -118,12 +127,7 @@ def frozen_features(*, subset: int | None = None, backbone: str = "mobilenetv2_1
 
     data = load_images(subset=subset)
     model = create_backbone(backbone, weights="pretrained")
-    try:
-        import torch  # noqa: F401
-
-        path = "torch"
-    except ImportError:
-        path = "flax"
+    path = extraction_path()
     preprocess = Preprocess.for_backbone(model, size=image_side)
     extract = lambda images: extract_features(  # noqa: E731
         model, images, path=path, preprocess=preprocess, cache_dir=cache_dir, batch_size=256

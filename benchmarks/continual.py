@@ -23,7 +23,7 @@ import numpy as np
 
 import analytic
 import continual
-from benchmarks.common import parser, print_table, write_json
+from benchmarks.common import extraction_path, parser, print_table, write_json
 from continual.datasets import thirty_class_dataset
 
 RIDGE = 1.0
@@ -41,13 +41,11 @@ def load_features(quick: bool):
     preprocess = Preprocess.for_backbone(model, size=64)
 
     def features(images):
-        return extract_features(model, images, path="torch", preprocess=preprocess, cache_dir=".cache/features",
-                                batch_size=256, progress=False)
+        return extract_features(model, images, path=extraction_path(), preprocess=preprocess,
+                                cache_dir=".cache/features", batch_size=256, progress=False)
 
     per_class, test_per_class = (40, 20) if quick else (600, 150)
-    dataset = thirty_class_dataset(per_class=per_class, test_per_class=test_per_class,
-                                                      features=features)
-    return dataset
+    return thirty_class_dataset(per_class=per_class, test_per_class=test_per_class, features=features)
 
 
 def kernel_width(features: np.ndarray, seed: int = 0) -> float:
