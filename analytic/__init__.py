@@ -8,6 +8,7 @@ backbones and weight import), ``analytic.features`` (cached feature extraction),
 
 from analytic.errors import FileFormatError, InputError, IntegrityError
 from analytic.expansion import expand, init_buffer, init_gaussian_kernel
+from analytic.packing import pack_upper, packed_length, unpack_upper
 from analytic.persistence import load, save
 from analytic.recursive import (
     RecursiveHead,

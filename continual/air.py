@@ -98,16 +98,10 @@ def g_air(classes, *, expansion=None, ridge: float = 0.1, storage: str = "full")
 def weighted_head(statistics: analytic.Statistics, packed_grams: np.ndarray | None, ridge: float) -> analytic.Head:
     """:math:`W = (\\sum_c \\pi_c A_c + \\gamma I)^{-1} B\\,\\mathrm{diag}(\\pi)` in float64 (one Cholesky)."""
     weights = balancing_weights(statistics.class_counts)
-    dim = statistics.dim
-    gram = np.zeros((dim, dim))
     if packed_grams is None:
-        for position, weight in enumerate(weights):
-            gram += weight * analytic.class_gram(statistics, position)
+        gram = sum(weight * analytic.class_gram(statistics, position) for position, weight in enumerate(weights))
     else:
-        upper = np.triu_indices(dim)
-        packed = weights @ packed_grams.astype(np.float64)
-        gram[upper] = packed
-        gram.T[upper] = packed
+        gram = analytic.unpack_upper(weights @ packed_grams.astype(np.float64), statistics.dim)
     factorization = analytic.factorize_matrix(gram, ridge)
     solution = factorization.solve(analytic.cross_matrix(statistics) * weights)
     return analytic.Head(weights=solution, class_ids=statistics.class_ids, ridge=float(ridge))
@@ -123,9 +117,8 @@ def _add_packed_grams(packed: np.ndarray, before: np.ndarray, class_ids: np.ndar
     """Widen to the new class list and add each class's packed :math:`X_c^\\top X_c` (float64 product, float32 sum)."""
     widened = np.zeros((class_ids.size, packed.shape[1]), np.float32)
     widened[np.searchsorted(class_ids, before)] = packed
-    upper = np.triu_indices(x.shape[1])
     rows = np.asarray(x, np.float64)
     for c in np.unique(labels):
         members = rows[labels == c]
-        widened[np.searchsorted(class_ids, c)] += (members.T @ members)[upper].astype(np.float32)
+        widened[np.searchsorted(class_ids, c)] += analytic.pack_upper(members.T @ members).astype(np.float32)
     return widened

@@ -31,10 +31,8 @@ from federated.payload import (
     check_payload,
     decode_statistics,
     encode_statistics,
-    pack_upper,
     payload_nbytes,
     statistics_nbytes,
-    unpack_upper,
 )
 from federated.server import (
     Ledger,

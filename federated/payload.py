@@ -20,6 +20,7 @@ import hashlib
 import numpy as np
 
 import analytic
+from analytic.packing import pack_upper, packed_length, unpack_upper
 
 FIELDS = ("gram", "cross", "feature_sum", "count", "class_ids", "class_counts")
 ADDITIVE_FIELDS = ("gram", "cross", "feature_sum", "count", "class_counts")  # class_ids are agreed, not summed
@@ -32,35 +33,10 @@ class UploadRejected(analytic.IntegrityError):
 
 
 @functools.lru_cache(maxsize=8)
-def _upper_mask(dim: int) -> np.ndarray:
-    """Boolean (d, d) mask of the upper triangle; boolean indexing walks it in row-major order."""
-    return np.triu(np.ones((dim, dim), bool))
-
-
-@functools.lru_cache(maxsize=8)
 def diagonal_positions(dim: int) -> np.ndarray:
     """Positions of the diagonal entries :math:`(i, i)` in a row-major packed upper triangle."""
     i = np.arange(dim, dtype=np.int64)
     return i * dim - i * (i - 1) // 2
-
-
-def packed_length(dim: int) -> int:
-    """Number of entries :math:`d(d+1)/2` of a packed upper triangle."""
-    return dim * (dim + 1) // 2
-
-
-def pack_upper(matrix: np.ndarray) -> np.ndarray:
-    """Row-major upper triangle (diagonal included) of a (d, d) matrix as a 1-D array."""
-    return matrix[_upper_mask(matrix.shape[0])]
-
-
-def unpack_upper(packed: np.ndarray, dim: int) -> np.ndarray:
-    """The full symmetric (d, d) matrix whose packed upper triangle is ``packed`` (the Statistics layout)."""
-    mask = _upper_mask(dim)
-    matrix = np.empty((dim, dim), packed.dtype)
-    matrix.T[mask] = packed  # the lower triangle, by symmetry
-    matrix[mask] = packed
-    return matrix
 
 
 def payload_nbytes(payload: dict[str, np.ndarray]) -> int:

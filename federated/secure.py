@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 import analytic
-from federated.payload import ADDITIVE_FIELDS, UploadRejected, packed_length
+from federated.payload import ADDITIVE_FIELDS, UploadRejected
 
 
 def flatten_payload(payload: dict[str, np.ndarray]) -> np.ndarray:
@@ -47,8 +47,9 @@ def unflatten_payload(vector: np.ndarray, dim: int, class_ids) -> dict[str, np.n
     """Inverse of :func:`flatten_payload` for dimension d and the agreed class ids."""
     class_ids = np.asarray(class_ids, np.int64)
     m = class_ids.size
-    sizes = {"gram": packed_length(dim), "cross": dim * m, "feature_sum": dim, "count": 1, "class_counts": m}
-    shapes = {"gram": (packed_length(dim),), "cross": (dim, m), "feature_sum": (dim,), "count": (), "class_counts": (m,)}
+    sizes = {"gram": analytic.packed_length(dim), "cross": dim * m, "feature_sum": dim, "count": 1, "class_counts": m}
+    shapes = {"gram": (analytic.packed_length(dim),), "cross": (dim, m), "feature_sum": (dim,), "count": (),
+              "class_counts": (m,)}
     if vector.shape != (sum(sizes.values()),):
         raise UploadRejected(f"masked vector has {vector.size} words, expected {sum(sizes.values())}")
     values = np.asarray(vector, np.uint64).view(np.int64)
