@@ -239,6 +239,9 @@ def check_solution(aggregate: SolutionAggregate, solution: LocalSolution) -> Non
 
 
 def _solution_fingerprint(solution: LocalSolution) -> str:
+    """The message's fingerprint, or ``""`` for an empty client (which adds nothing and may repeat)."""
+    if not np.any(solution.weights):
+        return ""
     digest = hashlib.sha256(np.ascontiguousarray(solution.weights).tobytes())
     digest.update(np.ascontiguousarray(np.diagonal(solution.regularized_gram)).tobytes())
     return digest.hexdigest()
@@ -258,7 +261,7 @@ def receive_solutions(
     for client_id, solution in uploads:
         try:
             check_solution(aggregate, solution)
-            _admit(clients, senders, client_id, _solution_fingerprint(solution) if np.any(solution.weights) else "")
+            _admit(clients, senders, client_id, _solution_fingerprint(solution))
         except UploadRejected as error:
             rejected[client_id] = str(error)
             continue
@@ -274,6 +277,5 @@ def receive_solution(aggregate: SolutionAggregate, client_id: str, solution: Loc
       UploadRejected: the reason; ``aggregate`` is unchanged.
     """
     check_solution(aggregate, solution)
-    digest = _solution_fingerprint(solution) if np.any(solution.weights) else ""
-    received = aggregate.received.admit(client_id, digest)
+    received = aggregate.received.admit(client_id, _solution_fingerprint(solution))
     return dataclasses.replace(aggregate, partials=push_solution(aggregate.partials, solution), received=received)
