@@ -59,6 +59,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_until_listening(port: int, process: subprocess.Popen, log: Path) -> None:
+    """Block until ``process`` accepts connections on ``port``; fail with its log if it dies or takes too long."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        assert process.poll() is None, f"the SuperLink exited early:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"the SuperLink did not listen in time:\n{log.read_text()}"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return
+        except OSError:
+            time.sleep(0.2)
+
+
 APP_TOML = """[build-system]
 requires = ["setuptools"]
 build-backend = "setuptools.build_meta"
@@ -102,6 +115,7 @@ def deployment(tmp_path_factory):
     try:
         start("superlink", "flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(link),
               "--disable-runtime-dependency-installation")
+        wait_until_listening(link, processes[0], root / "superlink.log")
         for k in range(3):
             start(f"supernode-{k}", "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link}",
                   "--host", "127.0.0.1", "--port", str(free_port()),
