@@ -44,6 +44,7 @@ class Head:
     ridge: float
 
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["upper"], meta_fields=["ridge"])
 @dataclasses.dataclass(frozen=True)
 class Factorization:
     """Upper Cholesky factor U of :math:`G + \\gamma I` for one state and one ridge.

@@ -13,8 +13,8 @@ retrained on the retained features, the gradient methods to the SGD head retrain
 to retraining the *head*: the backbone was pretrained on ImageNet and never saw these images.
 
 Also measured: speed of class forgetting from stored statistics against closed-form and gradient retraining, and of
-forgetting k samples by a rank-k Cholesky downdate against subtracting and refactoring; and a regression head
-(scikit-learn's diabetes data) forgetting exactly beside gradient unlearning of the same linear head.
+forgetting k samples through the low-rank correction of the kept factor against subtracting and refactoring; and a
+regression head (scikit-learn's diabetes data) forgetting exactly beside gradient unlearning of the same linear head.
 Writes ``<out>/unlearning.json`` and ``<out>/unlearning.png``.
 """
 
@@ -253,7 +253,7 @@ def main():
          "ratio": timings["class_speedup_vs_closed_form"]},
         {"route": f"gradient retrain ({epochs} epochs)", "seconds": timings["gradient_retrain_seconds"],
          "ratio": timings["class_speedup_vs_gradient"]}], ["route", "seconds", "ratio"])
-    print_table("Forgetting k samples: rank-k Cholesky downdate vs subtract and refactor", timings["samples"],
+    print_table("Forgetting k samples: low-rank correction of the kept factor vs subtract and refactor", timings["samples"],
                 ["k", "route", "downdate_seconds", "refactor_seconds", "speedup", "weight_error_vs_refactor"])
     regression_result = regression(quick)
     print_table(f"Regression head ({regression_result['data']}), forgetting {regression_result['forgotten']} "

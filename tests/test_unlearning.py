@@ -1,8 +1,8 @@
 """Exact unlearning against retraining from scratch (float64 direct solve), plus integrity and receipts."""
 
+import jax
 import numpy as np
 import pytest
-import scipy.linalg
 from conftest import make_classification, one_hot_columns, relative_error, ridge_oracle
 
 import analytic
@@ -34,7 +34,7 @@ def assert_matches_retraining(head, features, labels, test_features, tolerance=1
 
 def snapshot(head):
     """Everything a refused request must leave untouched."""
-    arrays = [head.factor, head.folded_rows]
+    arrays = [*jax.tree_util.tree_leaves(head.factor), head.folded_rows]
     if head.ledger is not None:
         arrays += [head.ledger.fingerprints, head.ledger.counts]
     return analytic.state_hash(head.statistics), [None if a is None else np.array(a) for a in arrays]
@@ -47,32 +47,41 @@ def assert_unchanged(head, before):
         np.testing.assert_array_equal(now, then)
 
 
-# --------------------------------------------------------------------------------------- the rank-k downdate
+# ------------------------------------------------------------------------------ the low-rank correction of the factor
 
 
-@pytest.mark.parametrize("k", [1, 5, 40, 150])
-@pytest.mark.parametrize("sign", [1, -1])
-def test_cholesky_update_matches_refactoring(k, sign):
-    rng = np.random.default_rng(k)
-    d = 70  # three column blocks
-    rows = rng.normal(size=(200, d)) + 1.5
+@pytest.mark.parametrize("steps", [[(5, -1)], [(40, -1)], [(3, 1)], [(7, -1), (4, 1), (9, -1)]])
+def test_corrected_factor_solves_like_refactoring(steps):
+    rng = np.random.default_rng(len(steps))
+    d = 70
+    rows = rng.normal(size=(300, d)) + 1.5
     matrix = rows.T @ rows + 0.1 * np.eye(d)
-    changed = rows[:k] if sign < 0 else rng.normal(size=(k, d))
-    expected = scipy.linalg.cholesky(matrix + sign * changed.T @ changed)
-    upper = scipy.linalg.cholesky(matrix)
-    kept = upper.copy()
-    result = unlearning.cholesky_update(upper, changed, sign)
-    np.testing.assert_array_equal(upper, kept)
-    np.testing.assert_array_equal(np.tril(result, -1), 0)
-    assert relative_error(result, expected) <= 1e-12
+    factor = unlearning.corrected_factor(analytic.factorize_matrix(rows.T @ rows, 0.1))
+    start, changed = 0, matrix.copy()
+    for k, sign in steps:
+        folded = rows[start : start + k] if sign < 0 else rng.normal(size=(k, d))
+        start += k
+        kept = [np.array(leaf) for leaf in jax.tree_util.tree_leaves(factor)]
+        updated = unlearning.fold_rows(factor, folded, sign)
+        for leaf, copy in zip(jax.tree_util.tree_leaves(factor), kept):
+            np.testing.assert_array_equal(leaf, copy)
+        factor, changed = updated, changed + sign * folded.T @ folded
+    rhs = rng.normal(size=(d, 4))
+    assert relative_error(unlearning.solve_corrected(factor, rhs), np.linalg.solve(changed, rhs)) <= 1e-12
 
 
-def test_cholesky_downdate_refuses_to_lose_positive_definiteness():
+def test_corrected_factor_refuses_to_lose_positive_definiteness():
     rng = np.random.default_rng(1)
     rows = rng.normal(size=(50, 10))
-    upper = scipy.linalg.cholesky(rows.T @ rows + 0.1 * np.eye(10))
+    factor = unlearning.corrected_factor(analytic.factorize_matrix(rows.T @ rows, 0.1))
     with pytest.raises(analytic.IntegrityError, match="positive definiteness"):
-        unlearning.cholesky_update(upper, 10 * rng.normal(size=(3, 10)), -1)
+        unlearning.fold_rows(factor, 10 * rng.normal(size=(3, 10)), -1)
+    dominant = rows.copy()
+    dominant[0] *= 100  # a row that carries most of G: removing it once is fine, twice is impossible
+    factor = unlearning.corrected_factor(analytic.factorize_matrix(dominant.T @ dominant, 0.1))
+    once = unlearning.fold_rows(factor, dominant[:1], -1)
+    with pytest.raises(analytic.IntegrityError, match="positive definiteness"):
+        unlearning.fold_rows(once, dominant[:1], -1)
 
 
 # -------------------------------------------------------------------------------------------- exact against retrain

@@ -1,12 +1,12 @@
 """Exact unlearning on analytic heads, and the gradient-based unlearning methods it is compared against.
 
 ``unlearning.exact`` forgets samples, classes and sources by subtracting sufficient statistics (the result equals
-retraining the head without them); ``unlearning.cholesky`` is the rank-k factor downdate it uses for small
-requests; ``unlearning.ledger`` keeps sample fingerprints; ``unlearning.metrics`` holds the field's metrics;
-``unlearning.methods`` puts exact and gradient methods behind one interface.
+retraining the head without them); ``unlearning.factor`` is the kept Cholesky factor with the low-rank (Woodbury)
+correction it uses for small requests; ``unlearning.ledger`` keeps sample fingerprints; ``unlearning.metrics`` holds
+the field's metrics; ``unlearning.methods`` puts exact and gradient methods behind one interface.
 """
 
-from unlearning.cholesky import cholesky_update
+from unlearning.factor import CorrectedFactor, corrected_factor, fold_rows, solve_corrected
 from unlearning.exact import (
     Receipt,
     UnlearningHead,

@@ -16,17 +16,18 @@ column would still score 0 and could win the argmax, the field's evaluation conv
 Routes. The statistics are always updated exactly; what differs is how the solver that turns them into weights
 follows them. :func:`forget_samples` / :func:`learn` on k rows of dimension d choose the cheapest exact route:
 
-``"downdate"`` / ``"update"`` (``solver="cholesky"``, factor present, :math:`k \le d/8`)
-    rank-k update of the kept Cholesky factor of :math:`G + \gamma I` (:mod:`unlearning.cholesky`),
-    :math:`O(k d^2)` instead of :math:`d^3/3`; refused if the downdate would lose positive definiteness.
+``"downdate"`` / ``"update"`` (``solver="cholesky"``, factor present, at most d/8 rows folded in)
+    rank-k correction of the kept Cholesky factor of :math:`G + \gamma I` through a capacitance matrix
+    (Woodbury, :mod:`unlearning.factor`): :math:`O(k d^2)` per request and :math:`O(d^2 C + m d C)` per solve
+    instead of :math:`d^3/3`; refused if the downdate would lose positive definiteness.
 ``"recursive"`` (``solver="recursive"``, :math:`k \le d/8`)
     one float64 Woodbury step on :math:`R = (G + \gamma I)^{-1}` and W (ACIL eqs. 9–10 with the sign flipped,
     README: the math in brief): a prediction after every small request of a learn/forget stream without any triangular solve.
 ``"refactor"`` / ``"resync"`` (everything else)
     subtract, then factorize :math:`G + \gamma I` afresh (:math:`d^3/3`), or recompute R and W from the statistics:
     used for large k, for class and source requests from stored statistics (no rows to fold in), when no factor is
-    kept yet, and once the rows folded into the factor since its last factorization would exceed d — which bounds
-    the rounding drift of a long stream as well as its cost.
+    kept yet, and once the rows folded in since the last factorization would exceed d/8 (factor) or d (recursive
+    form) — which bounds the rounding drift of a long stream as well as its cost.
 ``"deferred"``
     learning while no factor is kept: the factor is made on first use.
 
@@ -48,14 +49,13 @@ import json
 
 import jax
 import numpy as np
-import scipy.linalg
 
 import analytic
 from unlearning import ledger as ledger_lib
-from unlearning.cholesky import cholesky_update
+from unlearning.factor import CorrectedFactor, corrected_factor, fold_rows, solve_corrected
 
 SOLVERS = ("cholesky", "recursive")
-DOWNDATE_FRACTION = 1 / 8  # fold k rows into the factor when k ≤ d/8; refactor above
+FOLD_FRACTION = 1 / 8  # the factor takes up to d/8 rows as a low-rank correction; refactor above
 
 
 @functools.partial(
@@ -69,8 +69,8 @@ class UnlearningHead:
 
     Attributes:
       statistics: the additive :class:`analytic.Statistics` (G, B, counts) of every sample currently learned.
-      factor: upper Cholesky factor of :math:`G + \\gamma I` kept in step with ``statistics`` (``solver=
-        "cholesky"``), or ``None`` until first needed.
+      factor: :class:`unlearning.factor.CorrectedFactor` of :math:`G + \\gamma I` kept in step with
+        ``statistics`` (``solver="cholesky"``), or ``None`` until first needed.
       recursive: the :class:`analytic.RecursiveHead` kept in step (``solver="recursive"``), or ``None``.
       folded_rows: () int64, rows folded into ``factor`` / ``recursive`` by rank-k steps since it was last
         computed from the statistics.
@@ -84,7 +84,7 @@ class UnlearningHead:
     """
 
     statistics: analytic.Statistics
-    factor: np.ndarray | None
+    factor: CorrectedFactor | None
     recursive: analytic.RecursiveHead | None
     folded_rows: np.ndarray
     ledger: ledger_lib.Ledger | None
@@ -150,7 +150,7 @@ def init_unlearning_head(
     Args:
       dim: feature dimension d.
       ridge: γ > 0.
-      solver: ``"cholesky"`` (a kept factor, rank-k downdates) or ``"recursive"`` (float64 Woodbury form, for
+      solver: ``"cholesky"`` (a kept factor with low-rank corrections) or ``"recursive"`` (float64 Woodbury form, for
         streams that need weights after every small request).
       precision, n_targets, frac_bits, shift: as :func:`analytic.init_statistics`.
       per_class: keep each class's statistics, so a class can be forgotten from the statistics alone, without
@@ -222,8 +222,8 @@ def learn(head: UnlearningHead, features, targets, *, source: str | None = None)
 def factorized(head: UnlearningHead) -> UnlearningHead:
     """The head with its solver state (Cholesky factor or recursive form) computed from the statistics."""
     if head.solver == "cholesky":
-        upper = analytic.factorize(head.statistics, head.ridge).upper
-        return dataclasses.replace(head, factor=upper, recursive=None, folded_rows=np.int64(0))
+        factor = corrected_factor(analytic.factorize(head.statistics, head.ridge))
+        return dataclasses.replace(head, factor=factor, recursive=None, folded_rows=np.int64(0))
     recursive = analytic.recursive_from_statistics(head.statistics, head.ridge)
     return dataclasses.replace(head, factor=None, recursive=recursive, folded_rows=np.int64(0))
 
@@ -231,11 +231,7 @@ def factorized(head: UnlearningHead) -> UnlearningHead:
 def solve_head(head: UnlearningHead) -> analytic.Head:
     """The weights :math:`W = (G + \\gamma I)^{-1} B` as an :class:`analytic.Head`, from the kept solver state."""
     if head.solver == "cholesky" and head.factor is not None:
-        cross = analytic.cross_matrix(head.statistics)
-        factor = head.factor
-        # a C-ordered upper factor U is the Fortran-ordered lower factor Uᵀ: hand LAPACK that, without a copy
-        factor_and_side = (factor.T, True) if factor.flags.c_contiguous else (factor, False)
-        weights = scipy.linalg.cho_solve(factor_and_side, cross, check_finite=False)
+        weights = solve_corrected(head.factor, analytic.cross_matrix(head.statistics))
         return analytic.Head(weights=weights, class_ids=head.statistics.class_ids, ridge=head.ridge)
     if head.solver == "recursive" and head.recursive is not None:
         return head.recursive.head
@@ -428,12 +424,13 @@ def _follow(head, statistics, rows, sign, dropped) -> tuple[UnlearningHead, str]
     kept = head.factor if head.solver == "cholesky" else head.recursive
     k = 0 if rows is None else rows[0].shape[0]
     folded = int(head.folded_rows) + k
-    small = rows is not None and k <= DOWNDATE_FRACTION * statistics.dim and folded <= statistics.dim
+    limit = FOLD_FRACTION * statistics.dim if head.solver == "cholesky" else statistics.dim
+    small = rows is not None and k <= FOLD_FRACTION * statistics.dim and folded <= limit
     replace = functools.partial(dataclasses.replace, head, statistics=statistics)
     if kept is None and sign > 0:
         return replace(), "deferred"
     if kept is not None and small and head.solver == "cholesky":
-        factor = cholesky_update(head.factor, rows[0], sign)
+        factor = fold_rows(head.factor, rows[0], sign)
         return replace(factor=factor, folded_rows=np.int64(folded)), "update" if sign > 0 else "downdate"
     if kept is not None and small:
         step = analytic.recursive_learn if sign > 0 else analytic.recursive_forget
