@@ -10,7 +10,8 @@ the real statistics *plus* a temporary set of pseudo-features,
     \#\{\tilde z \text{ of class } c\} = \min\big(\max_j n_j - n_c,\ \text{cap}\big),
 
 pushed through φ; they are never added to the kept statistics, so the next real batch starts from the real data only.
-Draws are seeded by ``(seed, phase)``.
+Draws are seeded by ``(seed, number of real samples seen)``: the head after a phase depends on the data seen so far,
+not on how it was cut into phases, so trained on the same rows in one phase it draws the same pseudo-features.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def aef_ocl(classes, *, expansion=None, ridge: float = 0.1, seed: int = 0, pseud
         np.add.at(sums, positions, z)
         np.add.at(squares, positions, z * z)
         balanced = statistics
-        pseudo_z, pseudo_labels = pseudo_features(statistics, sums, squares, declared, seed, phase, pseudo_cap)
+        pseudo_z, pseudo_labels = pseudo_features(statistics, sums, squares, declared, seed, pseudo_cap)
         if pseudo_labels.size:
             balanced = analytic.accumulate(statistics, embed(expansion, pseudo_z.astype(z.dtype)), pseudo_labels)
         return GeneratorModel(expansion=expansion, statistics=statistics, feature_sums=sums, square_sums=squares,
@@ -80,13 +81,14 @@ def aef_ocl(classes, *, expansion=None, ridge: float = 0.1, seed: int = 0, pseud
 
 
 def pseudo_features(statistics: analytic.Statistics, sums: np.ndarray, squares: np.ndarray, declared: np.ndarray,
-                    seed: int, phase: int, cap: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Draw each seen class's deficit :math:`\\max_j n_j - n_c` (capped) from :math:`N(\\mu_c, \\mathrm{diag}\\,\\sigma_c^2)`."""
+                    seed: int, cap: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Draw each seen class's deficit :math:`\\max_j n_j - n_c` (capped) from
+    :math:`N(\\mu_c, \\mathrm{diag}\\,\\sigma_c^2)`, seeded by ``(seed, samples seen)``."""
     counts = statistics.class_counts
     deficits = counts.max() - counts
     if cap is not None:
         deficits = np.minimum(deficits, cap)
-    rng = np.random.default_rng((seed, phase))
+    rng = np.random.default_rng((seed, int(statistics.count)))
     draws, labels = [], []
     for class_id, count, deficit in zip(statistics.class_ids, counts, deficits):
         if deficit == 0:

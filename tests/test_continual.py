@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+from conftest import one_hot_columns, relative_error, ridge_oracle
 
 import analytic
 import continual
 from continual.aef_ocl import pseudo_features
 from continual.ds_al import stream_scores
-from tests.conftest import one_hot_columns, relative_error, ridge_oracle
 
 RIDGE = 0.1
 
@@ -187,12 +187,21 @@ def test_aef_ocl_keeps_real_statistics_and_solves_with_temporary_pseudo_features
         np.testing.assert_allclose(model.feature_sums[c], features[labels == c].sum(axis=0), rtol=1e-12)
         np.testing.assert_allclose(model.square_sums[c], (features[labels == c] ** 2).sum(axis=0), rtol=1e-12)
     pseudo_x, pseudo_y = pseudo_features(model.statistics, model.feature_sums, model.square_sums, np.arange(8),
-                                         13, 2, None)
+                                         13, None)
     counts = np.bincount(np.concatenate([labels, pseudo_y]))
     assert np.all(counts[np.unique(labels)] == counts.max())  # balanced
     both_x, both_y = np.concatenate([features, pseudo_x]), np.concatenate([labels, pseudo_y])
     oracle = ridge_oracle(both_x, one_hot_columns(both_y, np.unique(labels)), RIDGE)
     assert relative_error(model.head.weights, oracle) <= 1e-10
+
+
+def test_aef_ocl_after_phases_equals_aef_ocl_trained_on_the_same_rows_at_once():
+    # the pseudo-feature draw depends on the data seen, not on the phase cut: the joint counterpart matches
+    phases = imbalanced_phases(4, seed=16, reappear=True)
+    learner = continual.aef_ocl(np.arange(8), ridge=RIDGE, seed=17)
+    incremental = learn_all(learner, phases)
+    at_once = learn_all(learner, [joint(phases)])
+    assert relative_error(incremental.model.head.weights, at_once.model.head.weights) <= 1e-10
 
 
 def test_ranpac_head_is_the_joint_ridge_with_the_chosen_ridge():
