@@ -43,6 +43,7 @@ from analytic.errors import InputError, IntegrityError
 
 PRECISIONS = ("float64", "float32", "fixed")
 _STATE_DTYPES = {"float64": np.float64, "float32": np.float32, "fixed": np.int64}
+SHIFT_ROWS = 1024  # rows of the first batch whose mean becomes the float32 shift
 _COMPUTE_DTYPES = {"float64": np.float64, "float32": np.float32, "fixed": np.float64}
 _EXACT_FLOAT_LIMIT = 2**53  # every integer below this is exact in float64
 _INT_HEADROOM = 2**62  # int64 sums are refused above this magnitude
@@ -135,7 +136,8 @@ def init_statistics(
       n_targets: ``None`` for classification with integer class ids (classes are added as they appear);
         an int m for real-valued regression with m outputs.
       class_grams: also keep one Gram per class (C·d² memory), needed by class re-weighting (AIR).
-      shift: fixed mean shift s of shape (d,). In float32 precision, ``None`` takes the mean of the first batch;
+      shift: fixed mean shift s of shape (d,). In float32 precision, ``None`` takes the mean of the first batch's
+        first ``SHIFT_ROWS`` rows (near the data's mean is all the shift needs to be);
         pass the same shift to every state that will be merged. Not allowed in fixed precision.
       frac_bits: fractional bits f of the fixed-point grid 2^-f (fixed precision only).
     """
@@ -490,17 +492,32 @@ class _Accumulator:
         state, self.state = self.state, None
         return state
 
-    def _buffer(self, name: str, dtype, rows: int | None = None) -> np.ndarray:
-        """A scratch array reused across batches: (d, d), or (at least ``rows``, d) for batch rows."""
-        shape = (self.state.dim, self.state.dim) if rows is None else (rows, self.state.dim)
+    def _buffer(self, name: str, dtype, shape: tuple[int, int] | None = None) -> np.ndarray:
+        """A scratch array reused across batches: (d, d) by default, or ``shape`` (its first ``shape[0]`` rows of a
+        kept array at least that tall and exactly that wide)."""
+        shape = (self.state.dim, self.state.dim) if shape is None else shape
         kept = self._scratch.get(name)
-        if kept is None or kept.shape[0] < shape[0]:
+        if kept is None or kept.shape[0] < shape[0] or kept.shape[1] != shape[1]:
             self._scratch[name] = kept = np.zeros(shape, dtype)
         return kept[: shape[0]]
 
-    def _centred(self, x: np.ndarray, shift: np.ndarray) -> np.ndarray:
-        """x − s in the shift's dtype, written into a reused row buffer (no new batch-sized array per batch)."""
-        return np.subtract(x, shift, out=self._buffer("centred", shift.dtype, x.shape[0]), casting="same_kind")
+    def _augmented(self, x: np.ndarray, y_index, y, dtype) -> np.ndarray:
+        r""":math:`[\tilde X,\; Y,\; 1]` in ``dtype``, written into a reused (n, d + m + 1) buffer (no new
+        batch-sized array per batch); :math:`\tilde X = X - s` when the state has a shift."""
+        state = self.state
+        d, m = state.dim, state.n_outputs
+        augmented = self._buffer("augmented", dtype, (x.shape[0], d + m + 1))
+        if state.shift is None:
+            np.copyto(augmented[:, :d], x, casting="same_kind")
+        else:
+            np.subtract(x, state.shift, out=augmented[:, :d], casting="same_kind")
+        if y_index is None:
+            augmented[:, d : d + m] = y
+        else:
+            augmented[:, d : d + m] = 0
+            augmented[np.arange(x.shape[0]), d + y_index] = 1
+        augmented[:, -1] = 1
+        return augmented
 
     def add_batch(self, features, targets) -> None:
         """Fold one batch in: :math:`G \\mathrel{+}= X^\\top X`, :math:`B \\mathrel{+}= X^\\top Y`."""
@@ -517,30 +534,40 @@ class _Accumulator:
             y_index = None
         if state.precision == "float32" and state.shift is None:
             state = self.state = dataclasses.replace(
-                state, shift=x.mean(axis=0, dtype=np.float64).astype(np.float32)
+                state, shift=x[:SHIFT_ROWS].mean(axis=0, dtype=np.float64).astype(np.float32)
             )
         if state.precision == "fixed":
             self._add_fixed_rows(x, y_index, None if y_index is not None else y)
         else:
-            dtype = _COMPUTE_DTYPES[state.precision]
-            rows = x.astype(dtype, copy=False) if state.shift is None else self._centred(x, state.shift)
-            targets_matrix = one_hot(y_index, state.n_outputs, dtype) if y_index is not None else y.astype(dtype)
+            augmented = self._augmented(x, y_index, None if y_index is not None else y,
+                                        _COMPUTE_DTYPES[state.precision])
             with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported just below
-                self._add_float_rows(rows, targets_matrix, y_index)
+                self._add_float_rows(augmented, y_index)
             if not np.isfinite(np.diagonal(self.state.moments.gram)).all():
                 raise InputError(_non_finite_message(x))
         counts = None if y_index is None else np.bincount(y_index, minlength=self.state.n_outputs)
         self._add_counts(np.int64(x.shape[0]), counts, +1)
 
-    def _add_float_rows(self, rows, targets_matrix, y_index) -> None:
-        moments = self.state.moments
-        grams = [("gram", None, rows)]
-        if moments.class_grams is not None:
-            grams += [("class_grams", c, rows[y_index == c]) for c in np.unique(y_index)]
-        for name, position, gram_rows in grams:
-            self._add_array(name, _gram_into(self._buffer("batch", rows.dtype), gram_rows), +1, position)
-        for name, value in _small_moments(rows, targets_matrix, y_index is None).items():
-            self._add_array(name, value, +1)
+    def _add_float_rows(self, augmented, y_index) -> None:
+        r"""Every moment from one syrk of the augmented rows :math:`A = [\tilde X, Y, 1]`:
+
+        .. math::
+            A^\top A = \begin{pmatrix} \tilde X^\top \tilde X & \tilde X^\top Y & \tilde X^\top 1 \\
+            \cdot & Y^\top Y & Y^\top 1 \\ \cdot & \cdot & n \end{pmatrix},
+
+        so the Gram, cross-moment, feature sum and target sum cost one pass over the batch (m + 1 extra columns).
+        """
+        d, m = self.state.dim, self.state.n_outputs
+        product = _gram_into(self._buffer("product", augmented.dtype, (d + m + 1, d + m + 1)), augmented)
+        self._add_array("gram", product[:d, :d], +1)
+        self._add_array("cross", product[:d, d : d + m], +1)
+        self._add_array("feature_sum", product[:d, -1], +1)
+        if y_index is None:
+            self._add_array("target_sum", product[d : d + m, -1], +1)
+        elif self.state.moments.class_grams is not None:
+            rows = augmented[:, :d]
+            for c in np.unique(y_index):
+                self._add_array("class_grams", _gram_into(self._buffer("batch", rows.dtype), rows[y_index == c]), +1, c)
 
     def _add_fixed_rows(self, x, y_index, y) -> None:
         """Exact integer moments: float64 syrk/GEMM over row chunks small enough that no partial sum reaches 2^53."""
