@@ -27,6 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from analytic.errors import InputError
+from analytic.statistics import check_features, check_labels
+
 __all__ = [
     "accuracy",
     "classification_loss",
@@ -291,17 +294,10 @@ def train(
 
 
 def _validated_labelled(features, labels, n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    features, labels = np.asarray(features), np.asarray(labels)
-    if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating):
-        raise ValueError(f"features must be a 2-D floating array, got shape {features.shape} {features.dtype}")
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be a 1-D integer array, got shape {labels.shape} {labels.dtype}")
-    if len(labels) != len(features):
-        raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
-    if n_classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(f"labels must lie in 0..{n_classes - 1}, got range {labels.min()}..{labels.max()}")
-    if not np.isfinite(features).all():
-        raise ValueError("features contain NaN or Inf")
+    features = check_features(features, finite=True)
+    labels = check_labels(labels, features.shape[0])
+    if n_classes is not None and labels.max() >= n_classes:
+        raise InputError(f"labels must lie in 0..{n_classes - 1}, got range {labels.min()}..{labels.max()}")
     return features, labels
 
 

@@ -43,6 +43,7 @@ from analytic.errors import InputError, IntegrityError
 
 PRECISIONS = ("float64", "float32", "fixed")
 _STATE_DTYPES = {"float64": np.float64, "float32": np.float32, "fixed": np.int64}
+CHUNK_ROWS = 16384  # float batches are folded in row chunks of at most this many: scratch stays O(chunk · d)
 SHIFT_ROWS = 1024  # rows of the first batch whose mean becomes the float32 shift
 _COMPUTE_DTYPES = {"float64": np.float64, "float32": np.float32, "fixed": np.float64}
 _EXACT_FLOAT_LIMIT = 2**53  # every integer below this is exact in float64
@@ -539,10 +540,13 @@ class _Accumulator:
         if state.precision == "fixed":
             self._add_fixed_rows(x, y_index, None if y_index is not None else y)
         else:
-            augmented = self._augmented(x, y_index, None if y_index is not None else y,
-                                        _COMPUTE_DTYPES[state.precision])
-            with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported just below
-                self._add_float_rows(augmented, y_index)
+            for start in range(0, x.shape[0], CHUNK_ROWS):  # bounded scratch memory for any batch size
+                part = slice(start, start + CHUNK_ROWS)
+                index = None if y_index is None else y_index[part]
+                augmented = self._augmented(x[part], index, None if y_index is not None else y[part],
+                                            _COMPUTE_DTYPES[state.precision])
+                with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported just below
+                    self._add_float_rows(augmented, index)
             if not np.isfinite(np.diagonal(self.state.moments.gram)).all():
                 raise InputError(_non_finite_message(x))
         counts = None if y_index is None else np.bincount(y_index, minlength=self.state.n_outputs)

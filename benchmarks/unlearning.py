@@ -244,7 +244,7 @@ def main():
     print_table("Unlearning on frozen features (Avg. Gap and agreement against each family's retrained model)",
                 rows, columns)
 
-    timings = speed(data, class_head, head, ridge, epochs, args.hidden, 1 if quick else 3)
+    timings = speed(data, class_head, head, ridge, epochs, args.hidden, 1 if quick else 5)
     print_table(f"Class forgetting at n = {timings['n']:,}, d = {timings['d']}", [
         {"route": "exact: forget class from stored statistics", "seconds": timings["class_from_statistics_seconds"]},
         {"route": "  the same, with its receipt (3 state hashes)",

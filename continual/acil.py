@@ -37,10 +37,10 @@ class RidgeModel(NamedTuple):
     head: analytic.Head
 
 
-def ridge_update(model: RidgeModel, expansion, features: np.ndarray, labels: np.ndarray, *, ridge: float,
+def ridge_update(model: RidgeModel, expansion, x: np.ndarray, labels: np.ndarray, *, ridge: float,
                  precision: str) -> RidgeModel:
-    """Add one phase to the statistics and re-solve (``model=None`` starts from empty statistics)."""
-    x = embed(expansion, features)
+    """Add one phase's expanded features ``x = embed(expansion, features)`` to the statistics and re-solve
+    (``model=None`` starts from empty statistics)."""
     statistics = analytic.init_statistics(x.shape[1], precision=precision) if model is None else model.statistics
     statistics = analytic.accumulate(statistics, x, labels)
     return RidgeModel(expansion=expansion, statistics=statistics, head=analytic.solve(statistics, ridge))
@@ -65,7 +65,7 @@ def acil(classes, *, expansion=None, ridge: float = 0.1, strict: bool = True, pr
     """
 
     def update(model, features, labels, learned_classes, phase):
-        return ridge_update(model, expansion, features, labels, ridge=ridge, precision=precision)
+        return ridge_update(model, expansion, embed(expansion, features), labels, ridge=ridge, precision=precision)
 
     return make_learner(name, classes, strict=strict, update=update, predict=ridge_predict)
 
@@ -88,6 +88,6 @@ def gkeal(classes, *, width: int, sigma: float = 10.0, seed: int = 0, ridge: flo
             if model is None
             else model.expansion
         )
-        return ridge_update(model, expansion, features, labels, ridge=ridge, precision="float64")
+        return ridge_update(model, expansion, embed(expansion, features), labels, ridge=ridge, precision="float64")
 
     return make_learner("GKEAL", classes, strict=strict, update=update, predict=ridge_predict)

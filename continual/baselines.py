@@ -97,7 +97,8 @@ def joint_ridge(classes, *, expansion=None, ridge: float = 0.1) -> Learner:
             features = np.concatenate([model.features, features])
             labels = np.concatenate([model.labels, labels])
         return StoredRidgeModel(features, labels,
-                                ridge_update(None, expansion, features, labels, ridge=ridge, precision="float64"))
+                                ridge_update(None, expansion, embed(expansion, features), labels, ridge=ridge,
+                                             precision="float64"))
 
     def predict(model, features):
         return ridge_predict(model.ridge_model, features)

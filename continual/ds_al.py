@@ -64,9 +64,9 @@ def ds_al(classes, *, main_expansion, compensation_expansion, ridge: float = 0.1
     declared = np.unique(np.asarray(classes, np.int64))
 
     def update(model, features, labels, learned_classes, phase):
-        main = ridge_update(None if model is None else model.main, main_expansion, features, labels,
-                            ridge=ridge, precision="float64")
         x_main = embed(main_expansion, features)
+        main = ridge_update(None if model is None else model.main, main_expansion, x_main, labels,
+                            ridge=ridge, precision="float64")
         x_compensation = embed(compensation_expansion, features)
         columns = np.searchsorted(declared, main.head.class_ids)
         residual = np.zeros((labels.size, declared.size))

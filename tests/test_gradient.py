@@ -291,7 +291,7 @@ def test_input_validation():
         fit_softmax_head(
             np.ones((4, 3), np.float32), np.asarray([0, 1, 2, 1]), n_classes=2, epochs=1, learning_rate=0.1
         )
-    with pytest.raises(ValueError, match="NaN or Inf"):
+    with pytest.raises(ValueError, match="features contain NaN"):
         fit_softmax_head(
             np.full((2, 3), np.nan, np.float32), np.asarray([0, 1]), n_classes=2, epochs=1, learning_rate=0.1
         )

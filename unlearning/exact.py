@@ -150,8 +150,8 @@ def init_unlearning_head(
     Args:
       dim: feature dimension d.
       ridge: γ > 0.
-      solver: ``"cholesky"`` (a kept factor with low-rank corrections) or ``"recursive"`` (float64 Woodbury form, for
-        streams that need weights after every small request).
+      solver: ``"cholesky"`` (a kept factor with low-rank corrections) or ``"recursive"`` (float64 Woodbury
+        form, for streams that need weights after every small request).
       precision, n_targets, frac_bits, shift: as :func:`analytic.init_statistics`.
       per_class: keep each class's statistics, so a class can be forgotten from the statistics alone, without
         its data (C·d² memory; kept beside the head's statistics so that forgetting a class touches only d²
