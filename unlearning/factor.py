@@ -7,14 +7,15 @@ The factor :math:`A_0 = U^\top U` of :math:`G + \gamma I` was computed at some p
     A = A_0 + V^\top \Sigma V, \qquad \Sigma = \mathrm{diag}(\sigma).
 
 Rather than changing U (a rank-k Cholesky downdate is a sequential, d-step recurrence), the correction is kept
-beside it with :math:`Z = A_0^{-1} V^\top` (d, m) and the m × m capacitance matrix :math:`K = \Sigma + V Z`
-(:math:`\Sigma^{-1} = \Sigma`). By the Woodbury identity (README: the math in brief)
+beside it, whitened by the factor, :math:`Z = U^{-\top} V^\top` (d, m), with the m × m capacitance matrix
+:math:`K = \Sigma + V A_0^{-1} V^\top = \Sigma + Z^\top Z` (:math:`\Sigma^{-1} = \Sigma`). By the Woodbury identity
+(README: the math in brief)
 
 .. math::
-    A^{-1} R = T - Z K^{-1} (V T), \qquad T = A_0^{-1} R,
+    A^{-1} R = U^{-1} \big(S - Z K^{-1} Z^\top S\big), \qquad S = U^{-\top} R,
 
-so a request of k rows costs two triangular solves with k right-hand sides, :math:`O(k d^2)` (BLAS-3), and a solve
-for the weights costs :math:`O(d^2 C + m d C + m^3)`, against :math:`d^3/3` to refactor. :mod:`unlearning.exact`
+so a request of k rows costs one triangular solve with k right-hand sides, :math:`k d^2` (BLAS-3), and a solve for
+the weights costs :math:`O(d^2 C + m d C + m^3)`, against :math:`d^3/3` to refactor. :mod:`unlearning.exact`
 refactors once m would exceed d/8, which bounds both the cost of a solve and the rounding drift of a long stream.
 
 Positive definiteness. With :math:`A_0` positive definite, the Haynsworth inertia formula applied to
@@ -40,7 +41,7 @@ INERTIA_TOLERANCE = 1e-12  # an eigenvalue of K within this (relative to its lar
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["factorization", "rows", "signs", "solved", "capacitance"],
+    data_fields=["factorization", "rows", "signs", "whitened", "capacitance"],
     meta_fields=[],
 )
 @dataclasses.dataclass(frozen=True)
@@ -51,14 +52,14 @@ class CorrectedFactor:
       factorization: :class:`analytic.Factorization` of :math:`A_0`.
       rows: (m, d) V, the rows added or removed since.
       signs: (m,) σ, +1 for an added row and −1 for a removed one.
-      solved: (d, m) :math:`Z = A_0^{-1} V^\top`.
-      capacitance: (m, m) :math:`K = \Sigma + V Z`.
+      whitened: (d, m) :math:`Z = U^{-\top} V^\top`.
+      capacitance: (m, m) :math:`K = \Sigma + Z^\top Z`.
     """
 
     factorization: analytic.Factorization
     rows: np.ndarray
     signs: np.ndarray
-    solved: np.ndarray
+    whitened: np.ndarray
     capacitance: np.ndarray
 
     @property
@@ -71,7 +72,7 @@ def corrected_factor(factorization: analytic.Factorization) -> CorrectedFactor:
     """A freshly factorized :math:`A_0` with no correction."""
     d = factorization.upper.shape[0]
     return CorrectedFactor(factorization=factorization, rows=np.zeros((0, d)), signs=np.zeros(0),
-                           solved=np.zeros((d, 0)), capacitance=np.zeros((0, 0)))
+                           whitened=np.zeros((d, 0)), capacitance=np.zeros((0, 0)))
 
 
 def fold_rows(factor: CorrectedFactor, rows: np.ndarray, sign: int) -> CorrectedFactor:
@@ -91,9 +92,9 @@ def fold_rows(factor: CorrectedFactor, rows: np.ndarray, sign: int) -> Corrected
     d = factor.factorization.upper.shape[0]
     if rows.ndim != 2 or rows.shape[1] != d:
         raise analytic.InputError(f"rows must have shape (k, {d}), got {rows.shape}")
-    new_solved = factor.factorization.solve(rows.T)  # A₀⁻¹ Xᵀ
-    solved = np.hstack([factor.solved, new_solved])
-    cross = rows @ solved  # X Z over old and new columns: (k, m + k)
+    new_whitened = _whiten(factor, rows.T)  # U⁻ᵀ Xᵀ
+    whitened = np.hstack([factor.whitened, new_whitened])
+    cross = new_whitened.T @ whitened  # X A₀⁻¹ Vᵀ over old and new rows: (k, m + k)
     m = factor.n_rows
     signs = np.concatenate([factor.signs, np.full(rows.shape[0], float(sign))])
     capacitance = np.empty((signs.size, signs.size))
@@ -110,13 +111,21 @@ def fold_rows(factor: CorrectedFactor, rows: np.ndarray, sign: int) -> Corrected
             "the downdate would make G + γI lose positive definiteness: these rows were not learned"
         )
     return CorrectedFactor(factorization=factor.factorization, rows=np.vstack([factor.rows, rows]), signs=signs,
-                           solved=solved, capacitance=capacitance)
+                           whitened=whitened, capacitance=capacitance)
 
 
 def solve_corrected(factor: CorrectedFactor, rhs: np.ndarray) -> np.ndarray:
-    r""":math:`A^{-1} R = T - Z K^{-1} (V T)` with :math:`T = A_0^{-1} R` (module docstring)."""
-    base = factor.factorization.solve(rhs)
+    r""":math:`A^{-1} R = U^{-1} (S - Z K^{-1} Z^\top S)` with :math:`S = U^{-\top} R` (module docstring)."""
     if factor.n_rows == 0:
-        return base
-    correction = scipy.linalg.solve(factor.capacitance, factor.rows @ base, assume_a="sym", check_finite=False)
-    return base - factor.solved @ correction
+        return factor.factorization.solve(rhs)
+    whitened_rhs = _whiten(factor, rhs)
+    correction = scipy.linalg.solve(factor.capacitance, factor.whitened.T @ whitened_rhs, assume_a="sym",
+                                    check_finite=False)
+    return scipy.linalg.solve_triangular(factor.factorization.upper, whitened_rhs - factor.whitened @ correction,
+                                         lower=False, check_finite=False)
+
+
+def _whiten(factor: CorrectedFactor, rhs: np.ndarray) -> np.ndarray:
+    """:math:`U^{-\\top}` rhs (only the upper triangle of the kept factor is read)."""
+    return scipy.linalg.solve_triangular(factor.factorization.upper, rhs, trans="T", lower=False,
+                                         check_finite=False)
