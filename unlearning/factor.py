@@ -41,7 +41,7 @@ INERTIA_TOLERANCE = 1e-12  # an eigenvalue of K within this (relative to its lar
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["factorization", "rows", "signs", "whitened", "capacitance"],
+    data_fields=["factorization", "signs", "whitened", "capacitance"],
     meta_fields=[],
 )
 @dataclasses.dataclass(frozen=True)
@@ -50,14 +50,12 @@ class CorrectedFactor:
 
     Attributes:
       factorization: :class:`analytic.Factorization` of :math:`A_0`.
-      rows: (m, d) V, the rows added or removed since.
       signs: (m,) σ, +1 for an added row and −1 for a removed one.
       whitened: (d, m) :math:`Z = U^{-\top} V^\top`.
       capacitance: (m, m) :math:`K = \Sigma + Z^\top Z`.
     """
 
     factorization: analytic.Factorization
-    rows: np.ndarray
     signs: np.ndarray
     whitened: np.ndarray
     capacitance: np.ndarray
@@ -65,18 +63,18 @@ class CorrectedFactor:
     @property
     def n_rows(self) -> int:
         """m, the rows folded in since the factorization."""
-        return self.rows.shape[0]
+        return self.signs.shape[0]
 
 
 def corrected_factor(factorization: analytic.Factorization) -> CorrectedFactor:
     """A freshly factorized :math:`A_0` with no correction."""
     d = factorization.upper.shape[0]
-    return CorrectedFactor(factorization=factorization, rows=np.zeros((0, d)), signs=np.zeros(0),
+    return CorrectedFactor(factorization=factorization, signs=np.zeros(0),
                            whitened=np.zeros((d, 0)), capacitance=np.zeros((0, 0)))
 
 
 def fold_rows(factor: CorrectedFactor, rows: np.ndarray, sign: int) -> CorrectedFactor:
-    r"""The factor of :math:`A + \sigma X^\top X` for k rows X: extends V, Σ, Z and K (module docstring).
+    r"""The factor of :math:`A + \sigma X^\top X` for k rows X: extends Σ, Z and K (module docstring).
 
     Args:
       factor: the current corrected factor (not modified).
@@ -110,8 +108,8 @@ def fold_rows(factor: CorrectedFactor, rows: np.ndarray, sign: int) -> Corrected
         raise analytic.IntegrityError(
             "the downdate would make G + γI lose positive definiteness: these rows were not learned"
         )
-    return CorrectedFactor(factorization=factor.factorization, rows=np.vstack([factor.rows, rows]), signs=signs,
-                           whitened=whitened, capacitance=capacitance)
+    return CorrectedFactor(factorization=factor.factorization, signs=signs, whitened=whitened,
+                           capacitance=capacitance)
 
 
 def solve_corrected(factor: CorrectedFactor, rhs: np.ndarray) -> np.ndarray:
