@@ -529,7 +529,7 @@ class _Accumulator:
             present = np.unique(labels)
             if not np.isin(present, state.class_ids).all():
                 state = self.state = with_classes(state, np.union1d(state.class_ids, present))
-            y_index = np.searchsorted(state.class_ids, labels)
+            y_index, y = np.searchsorted(state.class_ids, labels), None
         else:
             y = check_targets(targets, x.shape[0], state.n_outputs)
             y_index = None
@@ -537,22 +537,23 @@ class _Accumulator:
             state = self.state = dataclasses.replace(
                 state, shift=x[:SHIFT_ROWS].mean(axis=0, dtype=np.float64).astype(np.float32)
             )
+        chunk = CHUNK_ROWS  # bounded scratch memory for any batch size
         if state.precision == "fixed":
-            self._add_fixed_rows(x, y_index, None if y_index is not None else y)
-        else:
-            for start in range(0, x.shape[0], CHUNK_ROWS):  # bounded scratch memory for any batch size
-                part = slice(start, start + CHUNK_ROWS)
-                index = None if y_index is None else y_index[part]
-                augmented = self._augmented(x[part], index, None if y_index is not None else y[part],
-                                            _COMPUTE_DTYPES[state.precision])
-                with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported just below
-                    self._add_float_rows(augmented, index)
-            if not np.isfinite(np.diagonal(self.state.moments.gram)).all():
-                raise InputError(_non_finite_message(x))
+            x, y, exact_chunk = self._fixed_grid(x, y)
+            chunk = min(chunk, exact_chunk)
+        for start in range(0, x.shape[0], chunk):
+            part = slice(start, start + chunk)
+            index = None if y_index is None else y_index[part]
+            augmented = self._augmented(x[part], index, None if y is None else y[part],
+                                        _COMPUTE_DTYPES[state.precision])
+            with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported just below
+                self._add_rows(augmented, index)
+        if state.precision != "fixed" and not np.isfinite(np.diagonal(self.state.moments.gram)).all():
+            raise InputError(_non_finite_message(x))
         counts = None if y_index is None else np.bincount(y_index, minlength=self.state.n_outputs)
         self._add_counts(np.int64(x.shape[0]), counts, +1)
 
-    def _add_float_rows(self, augmented, y_index) -> None:
+    def _add_rows(self, augmented, y_index) -> None:
         r"""Every moment from one syrk of the augmented rows :math:`A = [\tilde X, Y, 1]`:
 
         .. math::
@@ -562,7 +563,8 @@ class _Accumulator:
         so the Gram, cross-moment, feature sum and target sum cost one pass over the batch (m + 1 extra columns).
         """
         d, m = self.state.dim, self.state.n_outputs
-        product = _gram_into(self._buffer("product", augmented.dtype, (d + m + 1, d + m + 1)), augmented)
+        product = self._in_state_arithmetic(
+            "product", _gram_into(self._buffer("product", augmented.dtype, (d + m + 1, d + m + 1)), augmented))
         self._add_array("gram", product[:d, :d], +1)
         self._add_array("cross", product[:d, d : d + m], +1)
         self._add_array("feature_sum", product[:d, -1], +1)
@@ -571,36 +573,36 @@ class _Accumulator:
         elif self.state.moments.class_grams is not None:
             rows = augmented[:, :d]
             for c in np.unique(y_index):
-                self._add_array("class_grams", _gram_into(self._buffer("batch", rows.dtype), rows[y_index == c]), +1, c)
+                gram = _gram_into(self._buffer("batch", rows.dtype), rows[y_index == c])
+                self._add_array("class_grams", self._in_state_arithmetic("batch", gram), +1, c)
 
-    def _add_fixed_rows(self, x, y_index, y) -> None:
-        """Exact integer moments: float64 syrk/GEMM over row chunks small enough that no partial sum reaches 2^53."""
+    def _in_state_arithmetic(self, name: str, product: np.ndarray) -> np.ndarray:
+        """``product`` as the state adds it: as it is in float precisions, copied into a reused int64 buffer in
+        fixed precision (exact: :meth:`_fixed_grid` keeps every entry the state uses an integer below 2^53)."""
+        if self.state.precision != "fixed":
+            return product
+        integer = self._buffer(f"{name} int64", np.int64, product.shape)
+        np.copyto(integer, product, casting="unsafe")
+        return integer
+
+    def _fixed_grid(self, x, y) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """Features (and regression targets) on the grid :math:`2^{-f}` as integer-valued float64, and the row chunk
+        small enough that no partial sum of the float64 syrk reaches 2^53 (so it is exact in any order)."""
         state = self.state
         q = quantize(x, state.frac_bits)
         q_max = np.abs(q).max()
         if not np.isfinite(q_max):
             raise InputError(_non_finite_message(x))
-        targets = one_hot(y_index, state.n_outputs, np.float64) if y is None else quantize(y, state.frac_bits)
-        t_max = max(np.abs(targets).max(), 1.0)
+        if y is not None:
+            y = quantize(y, state.frac_bits)
+        t_max = 1.0 if y is None else max(np.abs(y).max(), 1.0)
         for name, largest in (("features", q_max), ("targets", t_max)):
             if largest >= _FIXED_VALUE_LIMIT:
                 raise InputError(
                     f"{name} reach {np.ldexp(largest, -state.frac_bits):.6g}, outside the fixed-point range "
                     f"|value| < 2^{26 - state.frac_bits} at frac_bits={state.frac_bits}: rescale them or lower frac_bits"
                 )
-        chunk = max(1, int(_EXACT_FLOAT_LIMIT // max(q_max * q_max, q_max * t_max, 1.0)))
-        exact, integer = self._buffer("exact", np.float64), self._buffer("integer", np.int64)
-        for start in range(0, q.shape[0], chunk):
-            part = slice(start, start + chunk)
-            rows, part_index = q[part], None if y_index is None else y_index[part]
-            grams = [("gram", None, rows)]
-            if state.moments.class_grams is not None:
-                grams += [("class_grams", c, rows[part_index == c]) for c in np.unique(part_index)]
-            for name, position, gram_rows in grams:
-                np.copyto(integer, _gram_into(exact, gram_rows), casting="unsafe")  # exact: integers below 2^53
-                self._add_array(name, integer, +1, position)
-            for name, value in _small_moments(rows, targets[part], y is not None).items():
-                self._add_array(name, value.astype(np.int64), +1)
+        return q, y, max(1, int(_EXACT_FLOAT_LIMIT // max(q_max * q_max, q_max * t_max, 1.0)))
 
     def _add_array(self, name: str, increment: np.ndarray, sign: int, position: int | None = None) -> None:
         """``moments.<name>[position] += sign · increment`` in the state's arithmetic; ``increment`` may be consumed.
@@ -639,16 +641,6 @@ class _Accumulator:
             count=np.int64(state.count + sign * count),
             class_counts=None if class_counts is None else state.class_counts + sign * class_counts.astype(np.int64),
         )
-
-
-def _small_moments(rows: np.ndarray, targets: np.ndarray, regression: bool) -> dict[str, np.ndarray]:
-    """Cross-moment, feature sum (and target sum) of a batch; one GEMM against [Y, 1] gives the first two."""
-    with_ones = np.concatenate([targets, np.ones((rows.shape[0], 1), targets.dtype)], axis=1)
-    sum_and_cross = with_ones.T @ rows  # (m + 1, d): faster than rowsᵀ [Y, 1] with C-ordered rows
-    small = {"cross": np.ascontiguousarray(sum_and_cross[:-1].T), "feature_sum": sum_and_cross[-1].copy()}
-    if regression:
-        small["target_sum"] = targets.sum(axis=0)
-    return small
 
 
 def one_hot(index: np.ndarray, m: int, dtype) -> np.ndarray:
