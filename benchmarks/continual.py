@@ -56,10 +56,15 @@ def kernel_width(features: np.ndarray, seed: int = 0) -> float:
     return float(np.median(distances[np.triu_indices(rows.shape[0], 1)]))
 
 
+def buffer_layers(in_dim: int, width: int, seed: int):
+    """The shared random projection with ReLU (ACIL, DS-AL's main stream) and tanh (DS-AL's compensation stream)."""
+    return (analytic.init_buffer(in_dim, width, seed=seed),
+            analytic.init_buffer(in_dim, width, seed=seed, activation="tanh"))
+
+
 def learners(kind: str, classes, in_dim: int, width: int, sigma: float, quick: bool, seed: int):
     """The learners of one setting: ``kind`` is "strict", "blurry", "long_tailed" or "online"."""
-    relu = analytic.init_buffer(in_dim, width, seed=seed)
-    tanh = analytic.init_buffer(in_dim, width, seed=seed, activation="tanh")
+    relu, tanh = buffer_layers(in_dim, width, seed)
     generalized = kind in ("blurry", "online")
     epochs = 1 if kind == "online" else (2 if quick else 5)
     chosen = {
@@ -118,22 +123,20 @@ def ds_al_joint_accuracy(data, scenario, classes, width: int, seed: int, ratio: 
     from the pooled rows of its prefix of phases, not from the learner's running statistics. (DS-AL given every row
     in one phase is another model: one residual, and no previous labels to cleanse.)"""
     declared = np.unique(np.asarray(classes, np.int64))
-    main_layer = analytic.init_buffer(data.train_images.shape[1], width, seed=seed)
-    compensation_layer = analytic.init_buffer(data.train_images.shape[1], width, seed=seed, activation="tanh")
+    main_layer, compensation_layer = buffer_layers(data.train_images.shape[1], width, seed)
+    x_main = analytic.expand(main_layer, data.train_images)
+    x_compensation = analytic.expand(compensation_layer, data.train_images)
     compensation = analytic.init_statistics(width, n_targets=declared.size)
     labels, seen = data.train_labels, np.zeros(0, np.int64)
     for t, rows in enumerate(scenario.phases):
         prefix = np.concatenate(scenario.phases[: t + 1])
-        main = analytic.solve(analytic.accumulate(analytic.init_statistics(width),
-                                                  analytic.expand(main_layer, data.train_images[prefix]),
-                                                  labels[prefix]), RIDGE)
+        main = analytic.solve(analytic.accumulate(analytic.init_statistics(width), x_main[prefix], labels[prefix]),
+                              RIDGE)
         residual = np.zeros((rows.size, declared.size))
         residual[np.arange(rows.size), np.searchsorted(declared, labels[rows])] = 1.0
-        residual[:, np.searchsorted(declared, main.class_ids)] -= analytic.predict(
-            main, analytic.expand(main_layer, data.train_images[rows]))
+        residual[:, np.searchsorted(declared, main.class_ids)] -= analytic.predict(main, x_main[rows])
         residual[:, np.searchsorted(declared, seen)] = 0.0
-        compensation = analytic.accumulate(compensation, analytic.expand(compensation_layer, data.train_images[rows]),
-                                           residual)
+        compensation = analytic.accumulate(compensation, x_compensation[rows], residual)
         seen = np.union1d(seen, labels[rows])
     compensation_weights = analytic.solve(compensation, RIDGE).weights[:, np.searchsorted(declared, main.class_ids)]
     scores = (analytic.predict(main, analytic.expand(main_layer, data.test_images))
