@@ -39,6 +39,7 @@ from analytic.statistics import (
     drop_classes,
     fit,
     init_statistics,
+    int_sum_fits,
     merge,
     quantize,
     state_hash,

@@ -467,9 +467,18 @@ def _largest_magnitude(array: np.ndarray) -> int:
     return int(max(array.max(initial=0), -array.min(initial=0)))
 
 
+def int_sum_fits(total: np.ndarray, increment: np.ndarray) -> bool:
+    r"""Whether ``total ± increment`` of int64 arrays provably stays exact: :math:`\max|t| + \max|i| < 2^{62}`.
+
+    Every fixed-point sum in the library (batches, merged states, federated totals) is checked against this bound,
+    which keeps each total a factor of two inside int64's range.
+    """
+    return _largest_magnitude(total) + _largest_magnitude(increment) < _INT_HEADROOM
+
+
 def _checked_int_add_(total: np.ndarray, increment: np.ndarray, sign: int) -> None:
     """``total += sign · increment`` for int64 arrays, refusing sums that could overflow."""
-    if _largest_magnitude(total) + _largest_magnitude(increment) >= _INT_HEADROOM:
+    if not int_sum_fits(total, increment):
         raise IntegrityError("fixed-point statistics would overflow int64: lower frac_bits or rescale the features")
     (np.add if sign > 0 else np.subtract)(total, increment, out=total)
 

@@ -4,7 +4,8 @@
 
 Fashion-MNIST (or the digits fallback) through an ImageNet-pretrained MobileNetV2 (1,280-d pooled features):
 
-1. AFL in the in-process simulator for 10, 100 and 1,000 clients under IID, Dirichlet α = 1, 0.1, 0.01 and
+0. What one client sends at d = 256 … 8,192: AFL's statistics once against FedAvg's head per round.
+1. AFL in the in-process simulator for 10, 100, 1,000 and 10,000 clients under IID, Dirichlet α = 1, 0.1, 0.01 and
    pathological shards: accuracy, relative weight error against centralized ridge on the pooled data, bytes per
    client and in total, wall time; the paper's pairwise law against the summed form; the fixed-point state hash
    across partitions.
@@ -28,6 +29,7 @@ import numpy as np
 
 import analytic
 import federated
+from analytic import gradient
 from benchmarks.common import frozen_features, parser, print_table, pyplot, write_json
 from federated.baselines import run_federated_gradient
 from federated.simulation import simulate_afl
@@ -122,6 +124,18 @@ def gradient_runs(data, afl_rows, n_clients: int, partitions, methods, rounds: i
                 "accuracy_per_round": record.accuracy,
             })
     return runs
+
+
+def payload_sizes(n_classes: int, dims=(256, 512, 1280, 2048, 4096, 8192)) -> list[dict]:
+    """What one client sends at each feature dimension d: AFL's statistics once, against the float32 softmax head
+    one sampled client exchanges (down and up) in every FedAvg round, and how many such rounds equal one AFL upload."""
+    rows = []
+    for dim in dims:
+        afl = federated.statistics_nbytes(dim, n_classes)
+        model = sum(leaf.nbytes for layer in gradient.init_head(dim, n_classes) for leaf in layer.values())
+        rows.append({"dim": dim, "classes": n_classes, "afl_bytes_once": afl, "fedavg_bytes_per_round": 2 * model,
+                     "fedavg_rounds_per_afl_upload": afl / (2 * model)})
+    return rows
 
 
 def flower_runs(data, n_clients: int, dim: int, fedavg_clients: int, fedavg_rounds: int) -> dict:
@@ -219,7 +233,7 @@ def main():
     centralized_accuracy = float(np.mean(analytic.predict_labels(centralized, data.test_features) == data.test_labels))
     centralized_seconds = time.perf_counter() - started
 
-    client_counts = (20, 100) if quick else (10, 100, 1000)
+    client_counts = (20, 100) if quick else (10, 100, 1000, 10_000)
     partitions = ("iid", "α=0.1", "shards") if quick else tuple(PARTITIONS)
     afl_rows = afl_grid(data, client_counts, partitions, centralized, progress=not quick)
     paper = paper_form_check(data, 5 if quick else 10, 128 if quick else dim)
@@ -234,6 +248,9 @@ def main():
     flower = flower_runs(data, args.flower_clients or (40 if quick else 1000), min(args.flower_dim or dim, dim),
                          fedavg_clients=100, fedavg_rounds=0 if quick else 10)
 
+    sizes = payload_sizes(len(np.unique(data.train_labels)))
+    print_table("What one client sends (8-byte statistics once; float32 head down and up per FedAvg round)", sizes,
+                ["dim", "classes", "afl_bytes_once", "fedavg_bytes_per_round", "fedavg_rounds_per_afl_upload"])
     print_table(f"Centralized ridge: accuracy {centralized_accuracy:.4f} in {centralized_seconds:.2f} s; AFL, one round",
                 afl_rows, ["clients", "partition", "accuracy", "relative_error", "empty_clients", "clients_below_d",
                            "bytes_per_client", "bytes_up", "seconds"])
@@ -259,7 +276,7 @@ def main():
         "mode": "quick" if quick else "full", "dataset": data.dataset, "backbone": data.backbone,
         "train_samples": len(data.train_labels), "test_samples": len(data.test_labels), "dim": dim, "ridge": RIDGE,
         "centralized": {"accuracy": centralized_accuracy, "seconds": centralized_seconds},
-        "afl": afl_rows, "paper_form": paper, "fixed_point": hashes, "gradient": runs, "flower": flower,
+        "payload_sizes": sizes, "afl": afl_rows, "paper_form": paper, "fixed_point": hashes, "gradient": runs, "flower": flower,
         "plots": plots,
     })
 

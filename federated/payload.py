@@ -25,7 +25,6 @@ from analytic.packing import pack_upper, packed_length, unpack_upper
 FIELDS = ("gram", "cross", "feature_sum", "count", "class_ids", "class_counts")
 ADDITIVE_FIELDS = ("gram", "cross", "feature_sum", "count", "class_counts")  # class_ids are agreed, not summed
 _STATE_DTYPES = {"float64": np.float64, "fixed": np.int64}
-_INT_HEADROOM = 2**62  # the core's bound on fixed-point totals
 
 
 class UploadRejected(analytic.IntegrityError):
@@ -156,7 +155,7 @@ def add_payloads(total: dict[str, np.ndarray], upload: dict[str, np.ndarray], si
     out = {"class_ids": total["class_ids"]}
     for name in ADDITIVE_FIELDS:
         a, b = np.asarray(total[name]), np.asarray(upload[name])
-        if a.dtype == np.int64 and int(np.abs(a).max(initial=0)) + int(np.abs(b).max(initial=0)) >= _INT_HEADROOM:
+        if a.dtype == np.int64 and not analytic.int_sum_fits(a, b):
             raise UploadRejected("the fixed-point aggregate would overflow int64: lower frac_bits or rescale")
         out[name] = a + b if sign > 0 else a - b
     return out

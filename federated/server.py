@@ -13,6 +13,7 @@ accepts a removal only for the upload it received.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from types import MappingProxyType
 from typing import Mapping
@@ -103,9 +104,12 @@ class StatisticsAggregate:
         """The agreed class ids (the columns of every upload)."""
         return self.total["class_ids"]
 
-    @property
+    @functools.cached_property
     def statistics(self) -> analytic.Statistics:
-        """The aggregate as :class:`analytic.Statistics`: :math:`G = \\sum_k G_k`, :math:`B = \\sum_k B_k`."""
+        """The aggregate as :class:`analytic.Statistics`: :math:`G = \\sum_k G_k`, :math:`B = \\sum_k B_k`.
+
+        Decoded (validated and unpacked) once per aggregate, which is immutable; treat the arrays as read-only.
+        """
         return decode_statistics(dict(self.total), self.dim, precision=self.precision, frac_bits=self.frac_bits)
 
 
