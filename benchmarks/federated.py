@@ -12,8 +12,8 @@ Fashion-MNIST (or the digits fallback) through an ImageNet-pretrained MobileNetV
 2. FedAvg / FedProx (and SCAFFOLD in the full mode) on the same features, 100 clients, 10% sampled per round, up to
    200 rounds: the accuracy-per-round curve, and the rounds, bytes and wall time each needs to reach AFL's accuracy
    (or its best), with the ratios to AFL's one round.
-3. The same AFL round (and FedAvg) on Flower's simulation engine with many virtual clients, checked against the
-   in-process simulator (identical fixed-point state hash).
+3. The same AFL round (and FedAvg) on Flower's simulation runtime (``flwr run``) with many virtual clients, checked
+   against the in-process simulator (identical fixed-point state hash).
 
 Writes ``<out>/federated.json`` and plots ``federated_afl_flat.png`` (AFL accuracy against clients and α) and
 ``federated_curves.png`` (gradient accuracy per round against AFL's one round).
@@ -138,16 +138,18 @@ def payload_sizes(n_classes: int, dims=(256, 512, 1280, 2048, 4096, 8192)) -> li
     return rows
 
 
-def flower_runs(data, n_clients: int, dim: int, fedavg_clients: int, fedavg_rounds: int) -> dict:
-    """AFL on Flower's simulation engine with ``n_clients`` virtual clients (first ``dim`` features), checked against
+def flower_runs(data, n_clients: int, dim: int, fedavg_clients: int, fedavg_rounds: int, show_logs: bool) -> dict:
+    """AFL on Flower's simulation runtime with ``n_clients`` virtual clients (first ``dim`` features), checked against
     the in-process simulator; FedAvg through Flower for comparison (``fedavg_rounds`` = 0 skips it)."""
-    return {"dim": dim, "afl": flower_afl(data, n_clients, dim),
-            "fedavg": flower_fedavg(data, fedavg_clients, dim, fedavg_rounds) if fedavg_rounds else None}
+    return {"dim": dim, "afl": flower_afl(data, n_clients, dim, show_logs),
+            "fedavg": flower_fedavg(data, fedavg_clients, dim, fedavg_rounds, show_logs) if fedavg_rounds else None}
 
 
-def flower_afl(data, n_clients: int, dim: int) -> dict:
-    """One AFL round on Flower's simulation engine, checked against the in-process simulator (fixed-point hash)."""
-    from federated.flower_app import run_flower_simulation, write_federation
+def flower_afl(data, n_clients: int, dim: int, show_logs: bool) -> dict:
+    """One AFL round on Flower's simulation runtime (``flwr run``), checked against the in-process simulator
+    (fixed-point hash)."""
+    from federated.flower_app import write_federation
+    from federated.flower_runtime import run_flower_simulation
 
     features, test_features = data.train_features[:, :dim], data.test_features[:, :dim]
     parts = split("α=0.1", data.train_labels, n_clients)
@@ -157,7 +159,7 @@ def flower_afl(data, n_clients: int, dim: int) -> dict:
         settings = {"federation": str(root / "federation"), "output": str(root / "afl"), "precision": "fixed",
                     "ridge": RIDGE, "wave": 100, "timeout": 1800.0}
         started = time.perf_counter()
-        afl = run_flower_simulation(settings, n_clients)
+        afl = run_flower_simulation(settings, n_clients, show_logs=show_logs)
         seconds = time.perf_counter() - started
     aggregate, _, report = simulate_afl(features, data.train_labels, parts, ridge=RIDGE, precision="fixed",
                                         test_features=test_features, test_labels=data.test_labels, progress=False)
@@ -168,9 +170,10 @@ def flower_afl(data, n_clients: int, dim: int) -> dict:
             "in_process_accuracy": report.accuracy, "in_process_seconds": report.seconds}
 
 
-def flower_fedavg(data, n_clients: int, dim: int, rounds: int) -> dict:
+def flower_fedavg(data, n_clients: int, dim: int, rounds: int, show_logs: bool) -> dict:
     """FedAvg through Flower's own strategy, 10% of the clients per round."""
-    from federated.flower_app import run_flower_simulation, write_federation
+    from federated.flower_app import write_federation
+    from federated.flower_runtime import run_flower_simulation
 
     parts = split("α=0.1", data.train_labels, n_clients)
     with tempfile.TemporaryDirectory() as scratch:
@@ -180,7 +183,7 @@ def flower_fedavg(data, n_clients: int, dim: int, rounds: int) -> dict:
         started = time.perf_counter()
         result = run_flower_simulation({"federation": str(root / "federation"), "output": str(root / "fedavg"),
                                         "method": "fedavg", "rounds": rounds, "fraction": 0.1, "timeout": 1800.0},
-                                       n_clients)
+                                       n_clients, show_logs=show_logs)
     return {"clients": n_clients, "rounds": rounds, "accuracy_per_round": result["accuracy_per_round"],
             "seconds_total": time.perf_counter() - started}
 
@@ -246,7 +249,7 @@ def main():
     if not quick:
         runs += gradient_runs(data, afl_rows, gradient_clients, ("α=0.1",), ("scaffold",), rounds=200, progress=True)
     flower = flower_runs(data, args.flower_clients or (40 if quick else 1000), min(args.flower_dim or dim, dim),
-                         fedavg_clients=100, fedavg_rounds=0 if quick else 10)
+                         fedavg_clients=100, fedavg_rounds=0 if quick else 10, show_logs=not quick)
 
     sizes = payload_sizes(len(np.unique(data.train_labels)))
     print_table("What one client sends (8-byte statistics once; float32 head down and up per FedAvg round)", sizes,
@@ -261,7 +264,7 @@ def main():
     print_table(f"Gradient FL, {runs[0]['clients']} clients, 10% per round (to AFL's accuracy, or their best)", runs,
                 ["method", "partition", "afl_accuracy", "best_accuracy", "reached_afl", "rounds_to_afl_or_best",
                  "rounds_ratio", "bytes_ratio", "time_ratio"])
-    print(f"\nFlower simulation engine, {flower['afl']['clients']} virtual clients (d = {flower['dim']}): AFL accuracy "
+    print(f"\nFlower simulation runtime, {flower['afl']['clients']} virtual clients (d = {flower['dim']}): AFL accuracy "
           f"{flower['afl']['accuracy']:.4f} in {flower['afl']['seconds_total']:.1f} s (in-process "
           f"{flower['afl']['in_process_seconds']:.1f} s), identical to the in-process aggregate: "
           f"{flower['afl']['matches_in_process']}")

@@ -1,10 +1,10 @@
 """AFL and FedAvg as a Flower app (Message API): the same protocol as the in-process simulator, on Flower's runtimes.
 
-``server_app`` and ``client_app`` read their settings from the run configuration (``[tool.flwr.app.config]`` of a
-Flower app, or ``flwr run --run-config``); :func:`make_apps` builds apps with settings of their own for
-:func:`flwr.simulation.run_simulation`. Each client finds its samples through ``node_config["partition-id"]`` in a
-federation directory written by :func:`write_federation` (memory-mapped ``.npy`` files, so many virtual clients in
-one process share one copy).
+``server_app`` and ``client_app`` read their settings from the run configuration (``[tool.flwr.app.config]`` of the
+Flower app that :func:`federated.flower_runtime.write_app` writes, or ``flwr run --run-config``);
+:mod:`federated.flower_runtime` runs them on Flower's simulation and deployment runtimes. Each client finds its
+samples through ``node_config["partition-id"]`` in a federation directory written by :func:`write_federation`
+(memory-mapped ``.npy`` files, so many virtual clients in one process share one copy).
 
 AFL (``method = "afl"``): one round. The server sends ``query.statistics`` to every node in waves of ``wave``
 nodes; each client replies with its payload (:func:`federated.payload.encode_statistics`, packed Gram); the server
@@ -71,8 +71,8 @@ def _client_rows(directory: str, partition: int) -> tuple[np.ndarray, np.ndarray
     return np.asarray(data["features"][rows]), np.asarray(data["labels"][rows])
 
 
-def _settings(defaults: dict, context: Context) -> dict:
-    return {**DEFAULTS, **defaults, **dict(context.run_config)}
+def _settings(context: Context) -> dict:
+    return {**DEFAULTS, **dict(context.run_config)}
 
 
 def _partition(context: Context) -> int:
@@ -97,11 +97,16 @@ def _params_from_record(record: ArrayRecord) -> tuple[dict, ...]:
     return tuple({name: arrays[f"{i}.{name}"] for name in ("weights", "bias")} for i in layers)
 
 
+server_app = ServerApp()  # for [tool.flwr.app.components]
+client_app = ClientApp()
+
+
 # ---------------------------------------------------------------------------------------------------- clients
 
 
-def _statistics_reply(defaults: dict, message: Message, context: Context) -> Message:
-    settings = _settings(defaults, context)
+@client_app.query("statistics")
+def _statistics_reply(message: Message, context: Context) -> Message:
+    settings = _settings(context)
     partition = _partition(context)
     features, labels = _client_rows(settings["federation"], partition)
     class_ids = np.asarray(message.content["config"]["class-ids"], np.int64)
@@ -113,8 +118,9 @@ def _statistics_reply(defaults: dict, message: Message, context: Context) -> Mes
     return Message(content, reply_to=message)
 
 
-def _train_reply(defaults: dict, message: Message, context: Context) -> Message:
-    settings = _settings(defaults, context)
+@client_app.train()
+def _train_reply(message: Message, context: Context) -> Message:
+    settings = _settings(context)
     features, labels = _client_rows(settings["federation"], _partition(context))
     params = _params_from_record(message.content["arrays"])
     if labels.size:
@@ -211,36 +217,10 @@ def _run_fedavg(grid: Grid, settings: dict) -> dict:
     return {"method": "fedavg", "accuracy_per_round": accuracy, "seconds": seconds}
 
 
-def _server_main(defaults: dict, grid: Grid, context: Context) -> None:
-    settings = _settings(defaults, context)
+@server_app.main()
+def _server_main(grid: Grid, context: Context) -> None:
+    settings = _settings(context)
     result = _run_afl(grid, settings) if settings["method"] == "afl" else _run_fedavg(grid, settings)
     output = Path(settings["output"])
     output.mkdir(parents=True, exist_ok=True)
     (output / "result.json").write_text(json.dumps(result, indent=2))
-
-
-def make_apps(settings: dict | None = None) -> tuple[ServerApp, ClientApp]:
-    """A ServerApp and a ClientApp whose settings default to ``settings`` (the run configuration overrides them)."""
-    defaults = dict(settings or {})
-    server, client = ServerApp(), ClientApp()
-    server.main()(functools.partial(_server_main, defaults))
-    client.query("statistics")(functools.partial(_statistics_reply, defaults))
-    client.train()(functools.partial(_train_reply, defaults))
-    return server, client
-
-
-_APPS = make_apps()
-server_app = _APPS[0]  # for [tool.flwr.app.components]: settings come from the run configuration
-client_app = _APPS[1]
-
-
-def run_flower_simulation(settings: dict, n_clients: int, *, num_cpus: int = 2) -> dict:
-    """Run the app in Flower's simulation engine (Ray) with ``n_clients`` virtual SuperNodes; returns result.json."""
-    from flwr.simulation import run_simulation
-
-    settings = {**settings, "num-clients": n_clients}
-    server, client = make_apps(settings)
-    backend = {"init_args": {"num_cpus": num_cpus, "include_dashboard": False},
-               "client_resources": {"num_cpus": 1, "num_gpus": 0.0}}
-    run_simulation(server_app=server, client_app=client, num_supernodes=n_clients, backend_config=backend)
-    return json.loads((Path(settings["output"]) / "result.json").read_text())

@@ -34,10 +34,12 @@ def solution_aggregate(clients):
 
 
 def rejected(aggregate, client_id, payload, reason):
-    before, ledger = analytic.state_hash(aggregate.statistics), dict(aggregate.received.clients)
+    before, ledger = {k: np.array(v) for k, v in aggregate.total.items()}, dict(aggregate.received.clients)
     with pytest.raises(federated.UploadRejected, match=reason):
         federated.receive(aggregate, client_id, payload)
-    assert analytic.state_hash(aggregate.statistics) == before
+    assert aggregate.total.keys() == before.keys()
+    for name, value in before.items():
+        np.testing.assert_array_equal(aggregate.total[name], value)
     assert dict(aggregate.received.clients) == ledger
     _, rejections = federated.receive_many(aggregate, [(client_id, payload)])
     assert list(rejections) == [client_id]
