@@ -62,7 +62,11 @@ def write_federation(directory, features, labels, parts, test_features=None, tes
 
 @functools.lru_cache(maxsize=4)
 def _federation(directory: str) -> dict[str, np.ndarray]:
-    return {path.stem: np.load(path, mmap_mode="r") for path in Path(directory).glob("*.npy")}
+    arrays = {path.stem: np.load(path, mmap_mode="r") for path in Path(directory).glob("*.npy")}
+    missing = {"features", "labels", "order", "bounds"}.difference(arrays)
+    if missing:
+        raise FileNotFoundError(f"{directory} is not a federation written by write_federation: no {sorted(missing)}")
+    return arrays
 
 
 def _client_rows(directory: str, partition: int) -> tuple[np.ndarray, np.ndarray]:

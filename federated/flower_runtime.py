@@ -33,6 +33,7 @@ from typing import Iterator
 BIN = Path(sys.executable).parent  # flwr, flower-superlink and flower-supernode of this environment
 APP_NAME = "analytic-federation"
 CONNECTION = "local"
+PATH_SETTINGS = ("federation", "output")  # made absolute: Flower runs the apps in directories of its own
 
 _APP_TOML = f"""[build-system]
 requires = ["setuptools"]
@@ -69,12 +70,16 @@ class LocalSuperLink:
     log: Path
 
 
+def _absolute(settings: dict) -> dict:
+    return {key: str(Path(value).resolve()) if key in PATH_SETTINGS else value for key, value in settings.items()}
+
+
 def write_app(directory, settings: dict) -> Path:
     """A Flower app directory whose run configuration is ``settings`` (keys of :data:`federated.flower_app.DEFAULTS`
-    and ``federation``, ``output``, ``num-clients``); returns the directory."""
+    and ``federation``, ``output``, ``num-clients``; relative paths are resolved here); returns the directory."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    lines = [f"{key} = {json.dumps(value)}" for key, value in _absolute(settings).items()]
     (directory / "pyproject.toml").write_text(_APP_TOML + "\n".join(lines) + "\n")
     return directory
 
@@ -181,7 +186,7 @@ def flwr_run(link: LocalSuperLink, app, settings: dict, *, federation_config: st
       FlowerRunError: the submission failed, or the run ended without writing its result.
     """
     app = write_app(app, settings)
-    result = Path(settings["output"]) / "result.json"
+    result = Path(settings["output"]).resolve() / "result.json"
     result.unlink(missing_ok=True)
     command = [str(BIN / "flwr"), "run", str(app), CONNECTION, "--stream"]
     if federation_config:
