@@ -5,7 +5,8 @@ client sends, packed and validated), ``federated.aggregation`` (the summed-stati
 absolute-aggregation law and the regularization intermediary), ``federated.server`` (validated receipt and
 client-level unlearning), ``federated.secure`` (pairwise additive masking), ``federated.simulation`` (many clients
 in one process), ``federated.baselines`` (FedAvg / FedProx / SCAFFOLD on the shared gradient head) and
-``federated.flower_app`` (the same protocols on Flower).
+``federated.flower_app`` (the same protocols as a Flower app) with ``federated.flower_runtime`` (``flwr run`` on
+Flower's simulation and deployment runtimes).
 """
 
 from federated.aggregation import (
