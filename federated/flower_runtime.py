@@ -91,7 +91,9 @@ def _free_port() -> int:
 
 
 def _environment(home: Path) -> dict[str, str]:
-    return {**os.environ, "FLWR_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    """The Flower processes' environment: this Flower home, this environment's executables, no update check."""
+    return {**os.environ, "FLWR_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "FLWR_DISABLE_UPDATE_CHECK": "1"}
 
 
 def _log_tail(log: Path, lines: int = 40) -> str:
