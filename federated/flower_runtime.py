@@ -77,6 +77,9 @@ def _absolute(settings: dict) -> dict:
 def write_app(directory, settings: dict) -> Path:
     """A Flower app directory whose run configuration is ``settings`` (keys of :data:`federated.flower_app.DEFAULTS`
     and ``federation``, ``output``, ``num-clients``; relative paths are resolved here); returns the directory."""
+    missing = [key for key in PATH_SETTINGS if key not in settings]
+    if missing:
+        raise ValueError(f"a Flower run needs the settings {missing} (directories of the federation and the results)")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     lines = [f"{key} = {json.dumps(value)}" for key, value in _absolute(settings).items()]
@@ -179,6 +182,14 @@ def local_deployment(home, n_nodes: int, *, timeout: float = 120.0) -> Iterator[
         yield link
 
 
+def _check_federation(settings: dict) -> None:
+    """Refuse a run whose settings name no written federation, before any Flower process starts."""
+    if "federation" not in settings:
+        raise ValueError("a Flower run needs the setting 'federation' (the directory write_federation wrote)")
+    if not (Path(settings["federation"]) / "features.npy").exists():
+        raise FileNotFoundError(f"no federation in {settings['federation']}: write it with write_federation first")
+
+
 def flwr_run(link: LocalSuperLink, app, settings: dict, *, federation_config: str | None = None,
              timeout: float = 600.0, show_logs: bool = False) -> dict:
     """Write the app with ``settings`` (:func:`write_app`) into ``app``, run ``flwr run <app> local --stream`` on
@@ -187,6 +198,7 @@ def flwr_run(link: LocalSuperLink, app, settings: dict, *, federation_config: st
     Raises:
       FlowerRunError: the submission failed, or the run ended without writing its result.
     """
+    _check_federation(settings)
     app = write_app(app, settings)
     result = Path(settings["output"]).resolve() / "result.json"
     result.unlink(missing_ok=True)
@@ -209,6 +221,7 @@ def flwr_run(link: LocalSuperLink, app, settings: dict, *, federation_config: st
 def run_flower_simulation(settings: dict, n_clients: int, *, num_cpus: int = 2, timeout: float = 1800.0,
                           show_logs: bool = False) -> dict:
     """One run on Flower's simulation runtime with ``n_clients`` virtual SuperNodes sharing ``num_cpus`` cores."""
+    _check_federation(settings)
     with tempfile.TemporaryDirectory() as scratch, local_simulation(Path(scratch) / "flwr-home") as link:
         federation = f"num-supernodes={int(n_clients)} init-args-num-cpus={int(num_cpus)} client-resources-num-cpus=1"
         return flwr_run(link, Path(scratch) / "app", {**settings, "num-clients": int(n_clients)},
@@ -217,6 +230,7 @@ def run_flower_simulation(settings: dict, n_clients: int, *, num_cpus: int = 2, 
 
 def run_flower_deployment(settings: dict, n_nodes: int, *, timeout: float = 600.0, show_logs: bool = False) -> dict:
     """One run on Flower's deployment runtime: a SuperLink and ``n_nodes`` SuperNode processes on this machine."""
+    _check_federation(settings)
     with tempfile.TemporaryDirectory() as scratch, local_deployment(Path(scratch) / "flwr-home", n_nodes) as link:
         return flwr_run(link, Path(scratch) / "app", {**settings, "num-clients": int(n_nodes)}, timeout=timeout,
                         show_logs=show_logs)

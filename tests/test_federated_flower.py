@@ -59,3 +59,10 @@ def test_deployment_runtime_matches_the_in_process_simulator(data, tmp_path):
                 "precision": "fixed", "ridge": RIDGE, "timeout": DEADLINE}
     result = run_flower_deployment(settings, 3, timeout=DEADLINE)
     check_matches_in_process(result, tmp_path / "out", data, parts, 3)
+
+
+def test_a_run_without_a_written_federation_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="needs the setting 'federation'"):
+        run_flower_simulation({"output": str(tmp_path / "out")}, 2)
+    with pytest.raises(FileNotFoundError, match="write it with write_federation first"):
+        run_flower_deployment({"federation": str(tmp_path / "nowhere"), "output": str(tmp_path / "out")}, 2)
