@@ -264,8 +264,8 @@ def main():
     print_table(f"Gradient FL, {runs[0]['clients']} clients, 10% per round (to AFL's accuracy, or their best)", runs,
                 ["method", "partition", "afl_accuracy", "best_accuracy", "reached_afl", "rounds_to_afl_or_best",
                  "rounds_ratio", "bytes_ratio", "time_ratio"])
-    print(f"\nFlower simulation runtime, {flower['afl']['clients']} virtual clients (d = {flower['dim']}): AFL accuracy "
-          f"{flower['afl']['accuracy']:.4f} in {flower['afl']['seconds_total']:.1f} s (in-process "
+    print(f"\nFlower simulation runtime, {flower['afl']['clients']} virtual clients (d = {flower['dim']}): "
+          f"AFL accuracy {flower['afl']['accuracy']:.4f} in {flower['afl']['seconds_total']:.1f} s (in-process "
           f"{flower['afl']['in_process_seconds']:.1f} s), identical to the in-process aggregate: "
           f"{flower['afl']['matches_in_process']}")
     if flower["fedavg"]:
@@ -279,8 +279,8 @@ def main():
         "mode": "quick" if quick else "full", "dataset": data.dataset, "backbone": data.backbone,
         "train_samples": len(data.train_labels), "test_samples": len(data.test_labels), "dim": dim, "ridge": RIDGE,
         "centralized": {"accuracy": centralized_accuracy, "seconds": centralized_seconds},
-        "payload_sizes": sizes, "afl": afl_rows, "paper_form": paper, "fixed_point": hashes, "gradient": runs, "flower": flower,
-        "plots": plots,
+        "payload_sizes": sizes, "afl": afl_rows, "paper_form": paper, "fixed_point": hashes, "gradient": runs,
+        "flower": flower, "plots": plots,
     })
 
 
