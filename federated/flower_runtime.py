@@ -74,12 +74,16 @@ def _absolute(settings: dict) -> dict:
     return {key: str(Path(value).resolve()) if key in PATH_SETTINGS else value for key, value in settings.items()}
 
 
+def _require_paths(settings: dict) -> None:
+    for key in PATH_SETTINGS:
+        if key not in settings:
+            raise ValueError(f"a Flower run needs the setting {key!r} (the directories of the federation and results)")
+
+
 def write_app(directory, settings: dict) -> Path:
     """A Flower app directory whose run configuration is ``settings`` (keys of :data:`federated.flower_app.DEFAULTS`
     and ``federation``, ``output``, ``num-clients``; relative paths are resolved here); returns the directory."""
-    missing = [key for key in PATH_SETTINGS if key not in settings]
-    if missing:
-        raise ValueError(f"a Flower run needs the settings {missing} (directories of the federation and the results)")
+    _require_paths(settings)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     lines = [f"{key} = {json.dumps(value)}" for key, value in _absolute(settings).items()]
@@ -184,8 +188,7 @@ def local_deployment(home, n_nodes: int, *, timeout: float = 120.0) -> Iterator[
 
 def _check_federation(settings: dict) -> None:
     """Refuse a run whose settings name no written federation, before any Flower process starts."""
-    if "federation" not in settings:
-        raise ValueError("a Flower run needs the setting 'federation' (the directory write_federation wrote)")
+    _require_paths(settings)
     if not (Path(settings["federation"]) / "features.npy").exists():
         raise FileNotFoundError(f"no federation in {settings['federation']}: write it with write_federation first")
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 import analytic
-from federated.payload import ADDITIVE_FIELDS, UploadRejected
+from federated.payload import ADDITIVE_FIELDS, UploadRejected, empty_payload
 
 
 def flatten_payload(payload: dict[str, np.ndarray]) -> np.ndarray:
@@ -45,18 +45,16 @@ def flatten_payload(payload: dict[str, np.ndarray]) -> np.ndarray:
 
 def unflatten_payload(vector: np.ndarray, dim: int, class_ids) -> dict[str, np.ndarray]:
     """Inverse of :func:`flatten_payload` for dimension d and the agreed class ids."""
-    class_ids = np.asarray(class_ids, np.int64)
-    m = class_ids.size
-    sizes = {"gram": analytic.packed_length(dim), "cross": dim * m, "feature_sum": dim, "count": 1, "class_counts": m}
-    shapes = {"gram": (analytic.packed_length(dim),), "cross": (dim, m), "feature_sum": (dim,), "count": (),
-              "class_counts": (m,)}
-    if vector.shape != (sum(sizes.values()),):
-        raise UploadRejected(f"masked vector has {vector.size} words, expected {sum(sizes.values())}")
+    template = empty_payload(dim, class_ids, precision="fixed")  # the fields' shapes in a fixed-point upload
+    expected = sum(template[name].size for name in ADDITIVE_FIELDS)
+    if vector.shape != (expected,):
+        raise UploadRejected(f"masked vector has {vector.size} words, expected {expected}")
     values = np.asarray(vector, np.uint64).view(np.int64)
-    payload, start = {"class_ids": class_ids}, 0
+    payload, start = {"class_ids": template["class_ids"]}, 0
     for name in ADDITIVE_FIELDS:
-        payload[name] = values[start : start + sizes[name]].reshape(shapes[name]).copy()
-        start += sizes[name]
+        size = template[name].size
+        payload[name] = values[start : start + size].reshape(template[name].shape).copy()
+        start += size
     return payload
 
 

@@ -56,12 +56,6 @@ class Ledger:
     def __len__(self) -> int:
         return len(self.clients)
 
-    def admit(self, client_id: str, digest: str) -> "Ledger":
-        """The ledger with ``client_id`` added; raises :class:`UploadRejected` for a duplicate submission."""
-        clients, senders = dict(self.clients), dict(self.senders)
-        _admit(clients, senders, client_id, digest)
-        return Ledger(MappingProxyType(clients), MappingProxyType(senders))
-
     def release(self, client_id: str, digest: str) -> "Ledger":
         """The ledger without ``client_id``; raises :class:`UploadRejected` unless it sent the upload ``digest``."""
         if client_id not in self.clients:
@@ -131,9 +125,10 @@ def receive(aggregate: StatisticsAggregate, client_id: str, payload: dict) -> St
     Raises:
       UploadRejected: the reason; ``aggregate`` is unchanged.
     """
-    received = aggregate.received.admit(client_id, _digest(aggregate, payload))
-    total = add_payloads(aggregate.total, payload)
-    return dataclasses.replace(aggregate, total=MappingProxyType(total), received=received)
+    aggregate, rejected = receive_many(aggregate, [(client_id, payload)])
+    if rejected:
+        raise UploadRejected(rejected[client_id])
+    return aggregate
 
 
 def receive_many(aggregate: StatisticsAggregate, uploads) -> tuple[StatisticsAggregate, dict[str, str]]:
@@ -280,6 +275,7 @@ def receive_solution(aggregate: SolutionAggregate, client_id: str, solution: Loc
     Raises:
       UploadRejected: the reason; ``aggregate`` is unchanged.
     """
-    check_solution(aggregate, solution)
-    received = aggregate.received.admit(client_id, _solution_fingerprint(solution))
-    return dataclasses.replace(aggregate, partials=push_solution(aggregate.partials, solution), received=received)
+    aggregate, rejected = receive_solutions(aggregate, [(client_id, solution)])
+    if rejected:
+        raise UploadRejected(rejected[client_id])
+    return aggregate
