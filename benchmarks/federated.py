@@ -145,24 +145,29 @@ def flower_runs(data, n_clients: int, dim: int, fedavg_clients: int, fedavg_roun
             "fedavg": flower_fedavg(data, fedavg_clients, dim, fedavg_rounds, show_logs) if fedavg_rounds else None}
 
 
-def flower_afl(data, n_clients: int, dim: int, show_logs: bool) -> dict:
-    """One AFL round on Flower's simulation runtime (``flwr run``), checked against the in-process simulator
-    (fixed-point hash)."""
+def flower_simulation(data, parts, dim: int, settings: dict, show_logs: bool) -> tuple[dict, float]:
+    """One run on Flower's simulation runtime (``flwr run``), one virtual client per part, on the first ``dim``
+    features; returns the server's result and the wall time of the whole run."""
     from federated.flower_app import write_federation
     from federated.flower_runtime import run_flower_simulation
 
-    features, test_features = data.train_features[:, :dim], data.test_features[:, :dim]
-    parts = split("α=0.1", data.train_labels, n_clients)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        write_federation(root / "federation", features, data.train_labels, parts, test_features, data.test_labels)
-        settings = {"federation": str(root / "federation"), "output": str(root / "afl"), "precision": "fixed",
-                    "ridge": RIDGE, "wave": 100, "timeout": 1800.0}
+        write_federation(root / "federation", data.train_features[:, :dim], data.train_labels, parts,
+                         data.test_features[:, :dim], data.test_labels)
         started = time.perf_counter()
-        afl = run_flower_simulation(settings, n_clients, show_logs=show_logs)
-        seconds = time.perf_counter() - started
-    aggregate, _, report = simulate_afl(features, data.train_labels, parts, ridge=RIDGE, precision="fixed",
-                                        test_features=test_features, test_labels=data.test_labels, progress=False)
+        result = run_flower_simulation({**settings, "federation": str(root / "federation"), "output": str(root / "out"),
+                                        "timeout": 1800.0}, len(parts), show_logs=show_logs)
+        return result, time.perf_counter() - started
+
+
+def flower_afl(data, n_clients: int, dim: int, show_logs: bool) -> dict:
+    """One AFL round on Flower's simulation runtime, checked against the in-process simulator (fixed-point hash)."""
+    parts = split("α=0.1", data.train_labels, n_clients)
+    afl, seconds = flower_simulation(data, parts, dim, {"precision": "fixed", "ridge": RIDGE, "wave": 100}, show_logs)
+    aggregate, _, report = simulate_afl(data.train_features[:, :dim], data.train_labels, parts, ridge=RIDGE,
+                                        precision="fixed", test_features=data.test_features[:, :dim],
+                                        test_labels=data.test_labels, progress=False)
     return {"clients": n_clients, "accuracy": afl["accuracy"], "bytes_up": afl["bytes_up"],
             "seconds_total": seconds, "seconds_server": afl["seconds"], "failures": afl["failures"],
             "rejected": len(afl["rejected"]),
@@ -172,20 +177,11 @@ def flower_afl(data, n_clients: int, dim: int, show_logs: bool) -> dict:
 
 def flower_fedavg(data, n_clients: int, dim: int, rounds: int, show_logs: bool) -> dict:
     """FedAvg through Flower's own strategy, 10% of the clients per round."""
-    from federated.flower_app import write_federation
-    from federated.flower_runtime import run_flower_simulation
-
     parts = split("α=0.1", data.train_labels, n_clients)
-    with tempfile.TemporaryDirectory() as scratch:
-        root = Path(scratch)
-        write_federation(root / "federation", data.train_features[:, :dim], data.train_labels, parts,
-                         data.test_features[:, :dim], data.test_labels)
-        started = time.perf_counter()
-        result = run_flower_simulation({"federation": str(root / "federation"), "output": str(root / "fedavg"),
-                                        "method": "fedavg", "rounds": rounds, "fraction": 0.1, "timeout": 1800.0},
-                                       n_clients, show_logs=show_logs)
+    result, seconds = flower_simulation(data, parts, dim, {"method": "fedavg", "rounds": rounds, "fraction": 0.1},
+                                        show_logs)
     return {"clients": n_clients, "rounds": rounds, "accuracy_per_round": result["accuracy_per_round"],
-            "seconds_total": time.perf_counter() - started}
+            "seconds_total": seconds}
 
 
 def plot(out: Path, afl_rows, runs, centralized_accuracy) -> list[str]:
