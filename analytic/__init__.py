@@ -31,20 +31,22 @@ from analytic.ridge import (
     solve,
 )
 from analytic.statistics import (
-    Moments,
-    Statistics,
     accumulate,
     check_features,
     check_labels,
     drop_classes,
     fit,
+    from_host_moments,
+    host_moments,
     init_statistics,
     int_sum_fits,
     merge,
     quantize,
+    select_classes,
     state_hash,
     subtract,
     with_classes,
 )
+from analytic.state import Moments, Statistics, check_leaves, x64_enabled
 
 __version__ = "0.1.0"

@@ -20,7 +20,7 @@ import numpy as np
 from analytic.errors import FileFormatError
 
 FORMAT_NAME = "analytic-learning"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _METADATA_KEY = "__metadata__"
 
 

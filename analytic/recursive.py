@@ -17,25 +17,25 @@ request is refused. Always float64: in float32 the running inverse is unusable a
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
 from analytic.errors import InputError, IntegrityError
 from analytic.ridge import Head, factorize, solve
+from analytic.state import device_float, frozen, register_pytree
 from analytic.statistics import Statistics, check_targets, one_hot, check_features, check_labels
 
 
-@functools.partial(
-    jax.tree_util.register_dataclass,
-    data_fields=["inverse", "weights", "count", "class_ids", "class_counts"],
-    meta_fields=["ridge"],
-)
 @dataclasses.dataclass(frozen=True)
 class RecursiveHead:
-    """Recursive form (R, W) of a ridge head with a fixed ridge γ.
+    """Recursive form (R, W) of a ridge head with a fixed ridge γ (a pytree; class ids and γ are static).
+
+    On a JAX device it needs ``jax_enable_x64`` (float64 only, see the module docstring); there the update runs under
+    ``jax.jit`` on declared classes, and a batch that cannot be forgotten (or an unknown label) gives NaN weights
+    inside jit and an error outside it.
 
     Attributes:
       inverse: (d, d) :math:`R = (G + \\gamma I)^{-1}`, float64.
@@ -53,24 +53,32 @@ class RecursiveHead:
     class_counts: np.ndarray | None
     ridge: float
 
+    def __post_init__(self):
+        object.__setattr__(self, "class_ids", frozen(self.class_ids, np.int64))
+
     @property
     def head(self) -> Head:
         """The current weights as a :class:`~analytic.ridge.Head` for prediction."""
         return Head(weights=self.weights, class_ids=self.class_ids, ridge=self.ridge)
 
 
-def init_recursive(dim: int, ridge: float, *, n_targets: int | None = None) -> RecursiveHead:
-    """Empty recursive head: :math:`R_0 = I/\\gamma`, :math:`W_0 = 0`; ``n_targets=None`` for classification."""
+register_pytree(RecursiveHead, ("inverse", "weights", "count", "class_counts"), ("class_ids", "ridge"))
+
+
+def init_recursive(dim: int, ridge: float, *, n_targets: int | None = None, class_ids=None) -> RecursiveHead:
+    """Empty recursive head: :math:`R_0 = I/\\gamma`, :math:`W_0 = 0`; ``n_targets=None`` for classification, with
+    ``class_ids`` declared up front for jitted updates."""
     ridge = float(ridge)
     if not ridge > 0:
         raise InputError(f"the recursive form needs a positive ridge, got {ridge}")
     classification = n_targets is None
+    ids = np.unique(np.asarray([] if class_ids is None else class_ids, np.int64)) if classification else None
     return RecursiveHead(
         inverse=np.eye(dim) / ridge,
-        weights=np.zeros((dim, 0 if classification else int(n_targets))),
+        weights=np.zeros((dim, ids.size if classification else int(n_targets))),
         count=np.int64(0),
-        class_ids=np.zeros(0, np.int64) if classification else None,
-        class_counts=np.zeros(0, np.int64) if classification else None,
+        class_ids=ids,
+        class_counts=np.zeros(ids.size, np.int64) if classification else None,
         ridge=ridge,
     )
 
@@ -106,6 +114,8 @@ def recursive_from_statistics(stats: Statistics, ridge: float) -> RecursiveHead:
 
 
 def _woodbury_step(head: RecursiveHead, features, targets, sign: int) -> RecursiveHead:
+    if isinstance(head.inverse, jax.Array) or isinstance(features, jax.core.Tracer):
+        return _device_woodbury_step(head, features, targets, sign)
     x = check_features(features, head.inverse.shape[0], finite=True).astype(np.float64, copy=False)
     weights, class_ids, class_counts = head.weights, head.class_ids, head.class_counts
     if head.class_ids is not None:
@@ -160,3 +170,58 @@ def _check_forgettable(head: RecursiveHead, labels: np.ndarray) -> None:
             f"cannot forget {int(requested[c])} samples of class {int(head.class_ids[c])}: "
             f"only {int(head.class_counts[c])} were learned"
         )
+
+
+def _device_woodbury_step(head: RecursiveHead, features, targets, sign: int) -> RecursiveHead:
+    """The same Woodbury step in JAX (float64, needs x64); invalid requests poison the weights with NaN."""
+    dtype = device_float("float64")
+    head = jax.tree.map(jnp.asarray, head)
+    x = jnp.asarray(features)
+    if not jnp.issubdtype(x.dtype, jnp.floating) or x.ndim != 2 or x.shape[1] != head.inverse.shape[0]:
+        raise InputError(f"features must be a floating (n, {head.inverse.shape[0]}) array, got {x.dtype} {x.shape}")
+    x = x.astype(dtype)
+    valid = jnp.bool_(True)
+    if head.class_ids is not None:
+        labels = jnp.asarray(targets)
+        if labels.shape != (x.shape[0],) or not jnp.issubdtype(labels.dtype, jnp.integer):
+            raise InputError(f"labels must be ({x.shape[0]},) integer class ids, got {labels.dtype} {labels.shape}")
+        if not isinstance(labels, jax.core.Tracer):
+            concrete = check_labels(np.asarray(labels), x.shape[0])
+            if sign < 0:
+                _check_forgettable(jax.device_get(head), concrete)
+            elif not np.isin(concrete, head.class_ids).all():
+                head = _with_classes(head, np.union1d(head.class_ids, concrete))
+        y = (labels[:, None] == jnp.asarray(head.class_ids)[None, :]).astype(dtype)
+        valid = jnp.all(jnp.sum(y, axis=1) == 1)
+        class_counts = head.class_counts + sign * jnp.sum(y, axis=0).astype(head.class_counts.dtype)
+        valid = valid & jnp.all(class_counts >= 0)
+    else:
+        y = jnp.asarray(targets).astype(dtype)
+        y = y[:, None] if y.ndim == 1 else y
+        class_counts = None
+    r_xt = jnp.matmul(head.inverse, x.T, precision=jax.lax.Precision.HIGHEST)
+    s = jnp.eye(x.shape[0], dtype=dtype) + sign * jnp.matmul(x, r_xt, precision=jax.lax.Precision.HIGHEST)
+    s_factor = jax.scipy.linalg.cho_factor(s, lower=True)
+    valid = valid & jnp.all(jnp.isfinite(jnp.diagonal(s_factor[0])))
+    gain = jax.scipy.linalg.cho_solve(s_factor, r_xt.T).T  # P = R Xᵀ S⁻¹ = R' Xᵀ
+    inverse = head.inverse - sign * (gain @ r_xt.T)
+    inverse = (inverse + inverse.T) / 2
+    weights = head.weights + sign * (gain @ (y - x @ head.weights))
+    if not isinstance(valid, jax.core.Tracer) and not bool(valid):
+        raise IntegrityError("I - X R Xᵀ is not positive definite: these samples are not part of the learned data")
+    return dataclasses.replace(
+        head,
+        inverse=inverse,
+        weights=jnp.where(valid, weights, jnp.nan),
+        count=head.count + sign * x.shape[0],
+        class_counts=class_counts,
+    )
+
+
+def _with_classes(head: RecursiveHead, class_ids: np.ndarray) -> RecursiveHead:
+    """New zero weight columns (and counts) for unseen classes."""
+    positions = np.searchsorted(class_ids, head.class_ids)
+    weights = jnp.zeros((head.weights.shape[0], class_ids.size), head.weights.dtype).at[:, positions].set(head.weights)
+    counts = jnp.zeros(class_ids.size, head.class_counts.dtype).at[positions].set(head.class_counts)
+    return dataclasses.replace(head, weights=weights, class_counts=counts, class_ids=class_ids)
+

@@ -18,23 +18,28 @@ constant feature for one).
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
+from analytic import words
 from analytic.errors import InputError, IntegrityError
-from analytic.statistics import Statistics, check_features
+from analytic.state import Statistics, device_float, frozen, register_pytree
+from analytic.statistics import _check_state, check_features
+
+_HIGHEST = jax.lax.Precision.HIGHEST
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["weights", "class_ids"], meta_fields=["ridge"])
 @dataclasses.dataclass(frozen=True)
 class Head:
-    """A solved linear head: ``scores = features @ weights``.
+    """A solved linear head: ``scores = features @ weights`` (a pytree: weights and ridge are leaves, the class ids
+    static).
 
     Attributes:
-      weights: (d, m) weights W.
+      weights: (d, m) weights W (NaN everywhere when solved inside jit from an invalid state or a matrix that is not
+        positive definite: the flag a jitted solve carries).
       class_ids: (m,) class id of each column (classification), or ``None`` (regression).
       ridge: the ridge γ it was solved with.
     """
@@ -43,76 +48,134 @@ class Head:
     class_ids: np.ndarray | None
     ridge: float
 
+    def __post_init__(self):
+        object.__setattr__(self, "class_ids", frozen(self.class_ids, np.int64))
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["upper"], meta_fields=["ridge"])
+
+register_pytree(Head, ("weights", "ridge"), ("class_ids",))
+
+
 @dataclasses.dataclass(frozen=True)
 class Factorization:
-    """Upper Cholesky factor U of :math:`G + \\gamma I` for one state and one ridge.
+    """Upper Cholesky factor U of :math:`G + \\gamma I` for one state and one ridge (a pytree of both).
 
-    ``upper`` is LAPACK's output as it comes (Fortran-ordered): only its upper triangle is U; the strictly lower
-    triangle holds leftovers of the input. Use ``np.triu(upper)`` for U itself.
+    On the host ``upper`` is LAPACK's output as it comes (Fortran-ordered): only its upper triangle is U; the strictly
+    lower triangle holds leftovers of the input. Use ``np.triu(upper)`` for U itself.
     """
 
     upper: np.ndarray
     ridge: float
 
-    def solve(self, rhs: np.ndarray) -> np.ndarray:
+    def solve(self, rhs):
         """:math:`(G + \\gamma I)^{-1}` rhs, for any number of right-hand-side columns."""
+        if isinstance(self.upper, jax.Array):
+            return jax.scipy.linalg.cho_solve((self.upper, False), jnp.asarray(rhs, self.upper.dtype))
         return scipy.linalg.cho_solve((self.upper, False), rhs, check_finite=False)
 
 
+register_pytree(Factorization, ("upper", "ridge"), ())
+
+
 def _moments_value(stats: Statistics):
-    """The moments in float64: Kahan-compensated for float32, rescaled from the integer grid for fixed."""
-    moments = stats.moments
+    """The moments in float64 on the host: Kahan-compensated for float32, rescaled from the integer grid for fixed."""
+    from analytic.statistics import host_moments
+
+    moments = host_moments(stats)
     if stats.compensation is not None:
         moments = jax.tree.map(lambda v, c: v.astype(np.float64) - c, moments, stats.compensation)
     if stats.precision != "fixed":
         return moments
+    return _rescaled(stats, jax.tree.map(lambda v: v.astype(np.float64), moments), np.ldexp)
+
+
+def _rescaled(stats: Statistics, moments, ldexp):
+    """Moments on the grid :math:`2^{-f}` back to feature units (Gram :math:`2^{-2f}`, cross :math:`2^{-f}` for
+    one-hot targets, which are not quantized, else :math:`2^{-2f}`)."""
     f = stats.frac_bits
-    cross_scale = f if stats.is_classification else 2 * f  # one-hot targets are not quantized
+    cross_scale = f if stats.is_classification else 2 * f
+
+    def scale(value, bits):
+        return None if value is None else ldexp(value, -bits)
+
     return moments._replace(
-        gram=np.ldexp(moments.gram.astype(np.float64), -2 * f),
-        cross=np.ldexp(moments.cross.astype(np.float64), -cross_scale),
-        feature_sum=np.ldexp(moments.feature_sum.astype(np.float64), -f),
-        target_sum=None if moments.target_sum is None else np.ldexp(moments.target_sum.astype(np.float64), -f),
-        class_grams=None
-        if moments.class_grams is None
-        else np.ldexp(moments.class_grams.astype(np.float64), -2 * f),
+        gram=scale(moments.gram, 2 * f), cross=scale(moments.cross, cross_scale),
+        feature_sum=scale(moments.feature_sum, f), target_sum=scale(moments.target_sum, f),
+        class_grams=scale(moments.class_grams, 2 * f),
     )
 
 
-def _unshifted(gram: np.ndarray, shift: np.ndarray | None, feature_sum: np.ndarray, count) -> np.ndarray:
-    """:math:`\\tilde G + s \\tilde f^\\top + \\tilde f s^\\top + n s s^\\top` as a new float64 array."""
-    full = np.array(gram, dtype=np.float64)
+def _device_moments_value(stats: Statistics, dtype):
+    """The moments as JAX floats of ``dtype`` (float64 with x64, else float32), as :func:`_moments_value`."""
+    moments = stats.moments
+    if stats.precision == "fixed":
+        moments = jax.tree.map(lambda w: words.to_float(w, dtype), moments)
+        return _rescaled(stats, moments, lambda v, exponent: v * jnp.asarray(2.0**exponent, dtype))
+    moments = jax.tree.map(lambda v: v.astype(dtype), moments)
+    if stats.compensation is not None:
+        moments = jax.tree.map(lambda v, c: v - c.astype(dtype), moments, stats.compensation)
+    return moments
+
+
+def _unshifted(gram, shift, feature_sum, count, xp=np):
+    """:math:`\\tilde G + s \\tilde f^\\top + \\tilde f s^\\top + n s s^\\top` as a new array (host float64, or the
+    JAX dtype of ``gram``)."""
+    full = xp.array(gram, dtype=gram.dtype if xp is jnp else np.float64)
     if shift is not None:
-        s = shift.astype(np.float64)
-        full += np.outer(s, feature_sum) + np.outer(feature_sum, s) + float(count) * np.outer(s, s)
+        s = xp.asarray(shift, full.dtype)
+        full = full + xp.outer(s, feature_sum) + xp.outer(feature_sum, s) + count * xp.outer(s, s)
     return full
 
 
-def gram_matrix(stats: Statistics) -> np.ndarray:
-    """The raw Gram :math:`G = X^\\top X = \\sum x x^\\top` of the learned samples (shift undone), float64."""
-    moments = _moments_value(stats)
-    return _unshifted(moments.gram, stats.shift, moments.feature_sum, stats.count)
+def _count(stats: Statistics, dtype=None):
+    """The sample count as a float: host float, or a JAX scalar of ``dtype``."""
+    return float(stats.count) if dtype is None else words.to_float(stats.count_words, dtype)
 
 
-def cross_matrix(stats: Statistics) -> np.ndarray:
+def _class_counts(stats: Statistics, dtype=None):
+    return stats.class_counts if dtype is None else words.to_float(stats.class_count_words, dtype)
+
+
+def _in_jax(stats: Statistics) -> bool:
+    return stats.on_device
+
+
+def _float_dtype(stats: Statistics):
+    return device_float(stats.precision) if _in_jax(stats) else None
+
+
+def gram_matrix(stats: Statistics):
+    """The raw Gram :math:`G = X^\\top X = \\sum x x^\\top` of the learned samples (shift undone): float64 on the
+    host, the device's float (float64 with x64) for a device state."""
+    _check_state(stats)
+    dtype = _float_dtype(stats)
+    if dtype is None:
+        moments = _moments_value(stats)
+        return _unshifted(moments.gram, stats.shift, moments.feature_sum, _count(stats))
+    moments = _device_moments_value(stats, dtype)
+    return _unshifted(moments.gram, stats.shift, moments.feature_sum, _count(stats, dtype), jnp)
+
+
+def cross_matrix(stats: Statistics):
     """The raw cross-moment :math:`B = X^\\top Y` (d, m); for classification column c sums class c's features."""
-    moments = _moments_value(stats)
-    cross = np.array(moments.cross, dtype=np.float64)
+    _check_state(stats)
+    dtype = _float_dtype(stats)
+    xp = np if dtype is None else jnp
+    moments = _moments_value(stats) if dtype is None else _device_moments_value(stats, dtype)
+    cross = xp.array(moments.cross, dtype=np.float64 if dtype is None else dtype)
     if stats.shift is not None:
-        target_sum = stats.class_counts if stats.is_classification else moments.target_sum
-        cross += np.outer(stats.shift.astype(np.float64), target_sum)
+        target_sum = _class_counts(stats, dtype) if stats.is_classification else moments.target_sum
+        cross = cross + xp.outer(xp.asarray(stats.shift, cross.dtype), xp.asarray(target_sum, cross.dtype))
     return cross
 
 
 def class_gram(stats: Statistics, position: int) -> np.ndarray:
-    """Full raw Gram :math:`A_c = \\sum_{y_i = c} x_i x_i^\\top` of the class in column ``position``."""
+    """Full raw Gram :math:`A_c = \\sum_{y_i = c} x_i x_i^\\top` of the class in column ``position`` (host float64)."""
+    _check_state(stats)
     if stats.moments.class_grams is None:
         raise IntegrityError("this state keeps no per-class Grams: create it with init_statistics(class_grams=True)")
     moments = _moments_value(stats)
     class_sum = moments.cross[:, position]  # Σ_{y=c} x̃
-    return _unshifted(moments.class_grams[position], stats.shift, class_sum, stats.class_counts[position])
+    return _unshifted(moments.class_grams[position], stats.shift, class_sum, float(stats.class_counts[position]))
 
 
 def class_means(stats: Statistics) -> np.ndarray:
@@ -120,14 +183,12 @@ def class_means(stats: Statistics) -> np.ndarray:
     if not stats.is_classification:
         raise IntegrityError("class_means needs a classification state")
     counts = np.maximum(stats.class_counts, 1)
-    return (cross_matrix(stats) / counts).T
+    return (np.asarray(cross_matrix(stats), np.float64) / counts).T
 
 
 def factorize_matrix(matrix: np.ndarray, ridge: float) -> Factorization:
-    """Cholesky factor of ``matrix + ridge·I`` for a symmetric float64 ``matrix`` (which is overwritten)."""
-    ridge = float(ridge)
-    if not ridge >= 0:
-        raise InputError(f"ridge must be a non-negative number, got {ridge}")
+    """Cholesky factor of ``matrix + ridge·I`` for a symmetric float64 host ``matrix`` (which is overwritten)."""
+    ridge = _check_ridge(ridge)
     matrix[np.diag_indices_from(matrix)] += ridge
     try:
         upper, _ = scipy.linalg.cho_factor(matrix, lower=False, overwrite_a=True, check_finite=False)
@@ -140,40 +201,109 @@ def factorize_matrix(matrix: np.ndarray, ridge: float) -> Factorization:
     return Factorization(upper=upper, ridge=ridge)
 
 
-def factorize(stats: Statistics, ridge: float) -> Factorization:
-    """Cholesky factorization of :math:`G + \\gamma I` (README: the math in brief), reusable for every column and query."""
-    return factorize_matrix(gram_matrix(stats), ridge)
+def factorize(stats: Statistics, ridge) -> Factorization:
+    """Cholesky factorization of :math:`G + \\gamma I` (README: the math in brief), reusable for every column and
+    query. On a device (and under jit) a matrix that is not positive definite gives a NaN factor, which a solve
+    turns into NaN weights; outside jit it raises :class:`IntegrityError`."""
+    if not _in_jax(stats) and not isinstance(ridge, jax.core.Tracer):
+        return factorize_matrix(gram_matrix(stats), ridge)
+    stats = _on_device(stats)
+    gram = gram_matrix(stats)
+    ridge = _device_ridge(ridge, gram.dtype)
+    upper, _ = jax.scipy.linalg.cho_factor(gram + ridge * jnp.eye(stats.dim, dtype=gram.dtype), lower=False)
+    valid = jnp.all(jnp.isfinite(jnp.diagonal(upper))) & (ridge >= 0) & (stats.error == 0)
+    upper = jnp.where(valid, upper, jnp.nan)
+    if not isinstance(valid, jax.core.Tracer) and not bool(valid):
+        raise IntegrityError(
+            f"G + γI is not positive definite (γ = {float(ridge):g}): raise the ridge, or the statistics are corrupted"
+        )
+    return Factorization(upper=upper, ridge=ridge)
 
 
-def solve(stats: Statistics, ridge: float, factorization: Factorization | None = None) -> Head:
+def solve(stats: Statistics, ridge, factorization: Factorization | None = None) -> Head:
     r"""Ridge weights :math:`W = (G + \gamma I)^{-1} B` (README: the math in brief).
+
+    Works under ``jax.jit`` (the ridge may be traced, e.g. ``jax.vmap`` over a grid of ridges); a state whose error
+    flag is set, or a matrix that is not positive definite, gives NaN weights there and raises outside jit.
 
     Args:
       stats: the statistics.
       ridge: γ ≥ 0 (γ = 0 needs G full rank).
       factorization: a :func:`factorize` result for the same state and ridge, to skip the factorization.
+
+    Example:
+      >>> head = solve(stats, 0.1)
+      >>> head = jax.jit(solve)(jax.device_put(stats), 0.1)  # the same weights, computed on the device
     """
     if factorization is None:
         factorization = factorize(stats, ridge)
-    elif factorization.ridge != float(ridge):
-        raise InputError(f"the factorization was made with ridge {factorization.ridge}, not {ridge}")
-    weights = factorization.solve(cross_matrix(stats))
-    return Head(weights=weights, class_ids=stats.class_ids, ridge=float(ridge))
+    elif not isinstance(ridge, jax.core.Tracer) and float(factorization.ridge) != float(ridge):
+        raise InputError(f"the factorization was made with ridge {float(factorization.ridge)}, not {ridge}")
+    weights = factorization.solve(cross_matrix(_on_device(stats) if isinstance(factorization.upper, jax.Array)
+                                               else stats))
+    return Head(weights=weights, class_ids=stats.class_ids, ridge=factorization.ridge)
 
 
-def predict(head: Head, features) -> np.ndarray:
-    """Scores :math:`X W` (n, m): class scores for classification, predictions for regression."""
-    x = check_features(features, head.weights.shape[0])
-    scores = x.astype(head.weights.dtype, copy=False) @ head.weights
+def predict(head: Head, features):
+    """Scores :math:`X W` (n, m): class scores for classification, predictions for regression (in JAX for a device
+    head or traced features, where non-finite scores cannot raise inside jit)."""
+    weights = head.weights
+    if isinstance(weights, jax.Array) or isinstance(features, jax.core.Tracer):
+        x = jnp.asarray(features)
+        _check_feature_shape(x, weights.shape[0])
+        scores = jnp.matmul(x.astype(weights.dtype), weights, precision=_HIGHEST)
+        if not isinstance(scores, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(scores))):
+            raise InputError(_non_finite_scores_message(weights))
+        return scores
+    x = check_features(features, weights.shape[0])
+    scores = x.astype(weights.dtype, copy=False) @ weights
     if not np.isfinite(scores).all():
-        raise InputError("features contain NaN or Inf (scores are not finite)")
+        raise InputError(_non_finite_scores_message(weights))
     return scores
 
 
-def predict_labels(head: Head, features) -> np.ndarray:
+def predict_labels(head: Head, features):
     """Class id of the highest score for each row."""
     if head.class_ids is None:
         raise InputError("predict_labels needs a classification head")
     if head.class_ids.size == 0:
         raise IntegrityError("the head has no classes: learn some data first")
-    return head.class_ids[np.argmax(predict(head, features), axis=1)]
+    scores = predict(head, features)
+    if isinstance(scores, jax.Array):
+        return jnp.asarray(head.class_ids)[jnp.argmax(scores, axis=1)]
+    return head.class_ids[np.argmax(scores, axis=1)]
+
+
+def _non_finite_scores_message(weights) -> str:
+    if not bool(np.all(np.isfinite(np.asarray(weights)))):
+        return "the head's weights are NaN: it was solved inside jit from a flagged state or an indefinite G + γI"
+    return "features contain NaN or Inf (scores are not finite)"
+
+
+def _check_feature_shape(x, dim: int) -> None:
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise InputError(f"features must be a floating-point array, got dtype {x.dtype}")
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise InputError(f"features must have shape (n, {dim}), got {x.shape}")
+
+
+def _check_ridge(ridge) -> float:
+    try:
+        value = float(ridge)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"ridge must be a non-negative number, got {ridge!r}") from error
+    if not value >= 0 or not np.isfinite(value):
+        raise InputError(f"ridge must be a finite non-negative number, got {value}")
+    return value
+
+
+def _device_ridge(ridge, dtype):
+    if not isinstance(ridge, jax.core.Tracer):
+        _check_ridge(ridge)
+    return jnp.asarray(ridge, dtype)
+
+
+def _on_device(stats: Statistics) -> Statistics:
+    from analytic.device import to_device
+
+    return to_device(stats)

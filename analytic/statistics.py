@@ -10,18 +10,27 @@ depends on the data only through the additive statistics ``G``, ``B`` and the co
 commutative monoid: learning a batch, merging two clients and forgetting samples are additions and subtractions of
 the same :class:`Statistics`, and the ridge :math:`\gamma` is chosen at solve time (:mod:`analytic.ridge`).
 
-Three precisions share one code path:
+Two homes (README: where it runs). A state of NumPy arrays is computed on the host with NumPy's BLAS; a state of
+JAX arrays (``jax.device_put(stats)``, or any state inside ``jax.jit``) is computed in JAX on its device
+(:mod:`analytic.device`). Features that are traced follow the JAX path too. Both homes hold the same leaves and
+give the same results (bit-identical in fixed precision).
+
+Three precisions:
 
 ``"float64"`` (default)
-    float64 accumulation with the host BLAS (``syrk``); solved weights match a float64 direct solve to ~1e-13.
-    It needs no global JAX flag: the statistics are NumPy arrays on the host.
+    float64 accumulation; solved weights match a float64 direct solve to ~1e-13. On the host it needs no JAX flag;
+    on a device it needs ``jax_enable_x64``.
 ``"float32"``
     float32 products around a fixed mean shift :math:`s` (README: precision), accumulated with Kahan
     compensation; half the memory traffic of float64, error reported in the README.
 ``"fixed"``
-    bit-exact: features are quantized to the grid :math:`2^{-f}` (``frac_bits`` = f), every product and partial sum
-    is an integer below :math:`2^{53}`, so the float64 GEMM is exact in any summation order and the int64 totals
-    are the same for any order or partition of the same multiset of samples (README: precision).
+    bit-exact: features are quantized to the grid :math:`2^{-f}` (``frac_bits`` = f) and every product is summed
+    exactly as an integer (float64 GEMMs below :math:`2^{53}` on the host, int8 limb products into int32 on a device),
+    so the totals are the same for any order, partition, device or process count (README: precision).
+
+Under ``jax.jit`` shapes are static: declare the classes up front (``init_statistics(d, class_ids=[...])``); a label
+outside them, NaN/Inf, or an impossible subtraction sets the state's error flag, which the next operation outside
+jit (and every solve) refuses.
 
 Per-class Grams are opt-in (``class_grams=True``): they cost ``C·d²`` numbers, e.g. 100 classes at d = 8192 in float64
 is 51 GiB, at d = 2048 it is 3.2 GiB.
@@ -30,94 +39,24 @@ is 51 GiB, at d = 2048 it is 3.2 GiB.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-from typing import Iterable, NamedTuple
+from typing import Iterable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from rich.progress import track
 
+from analytic import words
 from analytic.errors import InputError, IntegrityError
+from analytic.state import PRECISIONS, Moments, Statistics, check_leaves, raise_flagged
 
-PRECISIONS = ("float64", "float32", "fixed")
-_STATE_DTYPES = {"float64": np.float64, "float32": np.float32, "fixed": np.int64}
 CHUNK_ROWS = 16384  # float batches are folded in row chunks of at most this many: scratch stays O(chunk · d)
 SHIFT_ROWS = 1024  # rows of the first batch whose mean becomes the float32 shift
+_STATE_DTYPES = {"float64": np.float64, "float32": np.float32, "fixed": np.int64}  # host working arrays
 _COMPUTE_DTYPES = {"float64": np.float64, "float32": np.float32, "fixed": np.float64}
 _EXACT_FLOAT_LIMIT = 2**53  # every integer below this is exact in float64
-_INT_HEADROOM = 2**62  # int64 sums are refused above this magnitude
 _FIXED_VALUE_LIMIT = 2**26  # a quantized value's square stays below 2^53
-
-
-class Moments(NamedTuple):
-    r"""Additive moments in the state's dtype, around the shift :math:`s` (:math:`\tilde x = x - s`).
-
-    Attributes:
-      gram: (d, d) symmetric :math:`\sum_i \tilde x_i \tilde x_i^\top`.
-      cross: (d, m) :math:`\sum_i \tilde x_i y_i^\top`; for classification column c is the sum of class c's
-        features, with ``m`` = number of classes seen.
-      feature_sum: (d,) :math:`\sum_i \tilde x_i`.
-      target_sum: (m,) :math:`\sum_i y_i` for regression; ``None`` for classification (the class counts are it).
-      class_grams: (m, d, d) per-class :math:`\sum_{y_i = c} \tilde x_i \tilde x_i^\top`, or ``None``.
-    """
-
-    gram: np.ndarray
-    cross: np.ndarray
-    feature_sum: np.ndarray
-    target_sum: np.ndarray | None
-    class_grams: np.ndarray | None
-
-
-@functools.partial(
-    jax.tree_util.register_dataclass,
-    data_fields=["moments", "compensation", "count", "class_ids", "class_counts", "shift"],
-    meta_fields=["precision", "frac_bits"],
-)
-@dataclasses.dataclass(frozen=True)
-class Statistics:
-    """The state of a closed-form head: additive sufficient statistics (a pytree of NumPy arrays).
-
-    Attributes:
-      moments: the additive :class:`Moments`.
-      compensation: Kahan residuals of ``moments`` (float32 precision only), else ``None``.
-      count: () int64, number of samples.
-      class_ids: (m,) int64 sorted class ids for classification (column order of ``cross``); ``None`` for regression.
-      class_counts: (m,) int64 samples per class; ``None`` for regression.
-      shift: (d,) the fixed mean shift :math:`s`, or ``None`` for no shift.
-      precision: ``"float64"``, ``"float32"`` or ``"fixed"``.
-      frac_bits: fractional bits of the fixed-point grid (``"fixed"`` only, else 0).
-    """
-
-    moments: Moments
-    compensation: Moments | None
-    count: np.ndarray
-    class_ids: np.ndarray | None
-    class_counts: np.ndarray | None
-    shift: np.ndarray | None
-    precision: str = "float64"
-    frac_bits: int = 0
-
-    @property
-    def dim(self) -> int:
-        """Feature dimension d."""
-        return self.moments.gram.shape[0]
-
-    @property
-    def is_classification(self) -> bool:
-        """True for a classification head (integer class ids), False for real-valued regression targets."""
-        return self.class_ids is not None
-
-    @property
-    def n_outputs(self) -> int:
-        """Number of output columns: classes seen, or regression targets."""
-        return self.moments.cross.shape[1]
-
-    @property
-    def nbytes(self) -> int:
-        """Memory held by the state's arrays, in bytes."""
-        return sum(leaf.nbytes for leaf in jax.tree.leaves(self))
 
 
 def init_statistics(
@@ -125,22 +64,29 @@ def init_statistics(
     *,
     precision: str = "float64",
     n_targets: int | None = None,
+    class_ids=None,
     class_grams: bool = False,
     shift=None,
     frac_bits: int = 12,
 ) -> Statistics:
-    """Empty statistics for features of dimension ``dim``.
+    """Empty statistics for features of dimension ``dim`` (host arrays; ``jax.device_put`` moves them).
 
     Args:
       dim: feature dimension d.
       precision: ``"float64"`` (default), ``"float32"`` or ``"fixed"`` (bit-exact), see the module docstring.
-      n_targets: ``None`` for classification with integer class ids (classes are added as they appear);
-        an int m for real-valued regression with m outputs.
+      n_targets: ``None`` for classification with integer class ids; an int m for real-valued regression with m
+        outputs.
+      class_ids: classes declared up front (classification): their columns exist from the start, which jitted code
+        needs (static shapes). Outside jit, unseen classes are still added as they appear.
       class_grams: also keep one Gram per class (C·d² memory), needed by class re-weighting (AIR).
       shift: fixed mean shift s of shape (d,). In float32 precision, ``None`` takes the mean of the first batch's
-        first ``SHIFT_ROWS`` rows (near the data's mean is all the shift needs to be);
-        pass the same shift to every state that will be merged. Not allowed in fixed precision.
+        first ``SHIFT_ROWS`` rows outside jit (inside jit, declare it); pass the same shift to every state that will
+        be merged. Not allowed in fixed precision.
       frac_bits: fractional bits f of the fixed-point grid 2^-f (fixed precision only).
+
+    Example:
+      >>> stats = init_statistics(64, class_ids=[0, 1, 2], precision="fixed")
+      >>> stats = jax.jit(accumulate)(stats, features, labels)  # doctest: +SKIP
     """
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -148,30 +94,37 @@ def init_statistics(
         raise InputError(f"dim must be a positive integer, got {dim}")
     if n_targets is not None and int(n_targets) < 1:
         raise InputError(f"n_targets must be a positive integer or None for classification, got {n_targets}")
+    if n_targets is not None and class_ids is not None:
+        raise InputError("class_ids declare the classes of a classification head; regression takes n_targets")
     if precision == "fixed" and shift is not None:
         raise InputError("fixed precision takes no shift: the integer grid is already exact")
     if precision == "fixed" and not 0 <= frac_bits <= 24:
         raise InputError(f"frac_bits must be in [0, 24], got {frac_bits}")
-    dtype = _STATE_DTYPES[precision]
-    m = 0 if n_targets is None else int(n_targets)
-    moments = Moments(
-        gram=np.zeros((dim, dim), dtype),
-        cross=np.zeros((dim, m), dtype),
-        feature_sum=np.zeros(dim, dtype),
-        target_sum=None if n_targets is None else np.zeros(m, dtype),
-        class_grams=np.zeros((0, dim, dim), dtype) if class_grams else None,
-    )
     if class_grams and n_targets is not None:
         raise InputError("class_grams needs a classification head (n_targets=None)")
+    classification = n_targets is None
+    ids = _check_class_ids(class_ids) if classification else None
+    m = ids.size if classification else int(n_targets)
+
+    def zeros(*shape):
+        return words.zeros(shape) if precision == "fixed" else np.zeros(shape, _STATE_DTYPES[precision])
+
+    moments = Moments(
+        gram=zeros(dim, dim),
+        cross=zeros(dim, m),
+        feature_sum=zeros(dim),
+        target_sum=None if classification else zeros(m),
+        class_grams=zeros(m, dim, dim) if class_grams else None,
+    )
     if shift is not None:
         shift = _check_shift(shift, dim, _COMPUTE_DTYPES[precision])
-    classification = n_targets is None
     return Statistics(
         moments=moments,
-        compensation=_zeros_like(moments) if precision == "float32" else None,
-        count=np.int64(0),
-        class_ids=np.zeros(0, np.int64) if classification else None,
-        class_counts=np.zeros(0, np.int64) if classification else None,
+        compensation=jax.tree.map(np.zeros_like, moments) if precision == "float32" else None,
+        count_words=words.zeros(()),
+        class_count_words=words.zeros((m,)) if classification else None,
+        error=np.uint32(0),
+        class_ids=ids,
         shift=shift,
         precision=precision,
         frac_bits=frac_bits if precision == "fixed" else 0,
@@ -181,15 +134,29 @@ def init_statistics(
 def accumulate(stats: Statistics, features, targets) -> Statistics:
     r"""Learn one batch: :math:`G \mathrel{+}= X^\top X`, :math:`B \mathrel{+}= X^\top Y` (README: the math in brief).
 
+    Runs on the host for a host state and host (or concrete JAX) features, in JAX on the state's device otherwise;
+    works under ``jax.jit`` on a state with declared classes.
+
     Args:
       stats: the state to add to (unchanged; a new state is returned).
       features: (n, d) floating array (NumPy or JAX), n ≥ 1, finite.
-      targets: (n,) non-negative integer class ids for a classification state (unseen ids add columns),
-        or (n, m) / (n,) real values for a regression state.
+      targets: (n,) non-negative integer class ids for a classification state (unseen ids add columns outside
+        jit), or (n, m) / (n,) real values for a regression state.
 
     Raises:
-      InputError: naming the problem (NaN/Inf, shape, dtype, labels); ``stats`` is unchanged.
+      InputError: naming the problem (NaN/Inf, shape, dtype, labels); ``stats`` is unchanged. Inside jit the
+        state's error flag is set instead.
+
+    Example:
+      >>> stats = accumulate(init_statistics(4), np.eye(4), np.array([3, 7, 3, 7]))
+      >>> stats.class_ids, int(stats.count)
+      (array([3, 7]), 4)
     """
+    _check_state(stats)
+    if _in_jax(stats, features, targets):
+        from analytic import device
+
+        return device.accumulate(stats, features, targets)
     accumulator = _Accumulator(stats)
     accumulator.add_batch(features, targets)
     return accumulator.result()
@@ -198,8 +165,8 @@ def accumulate(stats: Statistics, features, targets) -> Statistics:
 def fit(batches: Iterable, stats: Statistics, *, progress: bool = False, total: int | None = None) -> Statistics:
     """Accumulate a stream of ``(features, targets)`` batches into ``stats``.
 
-    Peak memory is O(d² + batch·d) whatever the number of samples: the state is copied once and each batch is
-    folded into the copy in place, then dropped.
+    On the host, peak memory is O(d² + batch·d) whatever the number of samples: the state is copied once and each
+    batch is folded into the copy in place, then dropped. A device state folds each batch with :func:`accumulate`.
 
     Args:
       batches: iterable of ``(features, targets)`` pairs (see :func:`accumulate`).
@@ -207,8 +174,14 @@ def fit(batches: Iterable, stats: Statistics, *, progress: bool = False, total: 
       progress: show a progress bar.
       total: number of batches, for the progress bar.
     """
+    _check_state(stats)
+    stream = track(batches, total=total, disable=not progress, description="accumulating")
+    if stats.on_device:
+        for features, targets in stream:
+            stats = accumulate(stats, features, targets)
+        return stats
     accumulator = _Accumulator(stats)
-    for features, targets in track(batches, total=total, disable=not progress, description="accumulating"):
+    for features, targets in stream:
         accumulator.add_batch(features, targets)
     return accumulator.result()
 
@@ -217,9 +190,9 @@ def merge(a: Statistics, b: Statistics) -> Statistics:
     """Sum of two states: the state of the pooled samples (federated aggregation, README: the math in brief).
 
     Classes are united (sorted ids), so merging is commutative and associative; in fixed precision the result is
-    bit-identical for any order and grouping.
+    bit-identical for any order and grouping. Under jit the union is static (it depends on the class ids only).
     """
-    _check_compatible(a, b)
+    _check_pair(a, b)
     if a.is_classification:
         union = np.union1d(a.class_ids, b.class_ids)
         a, b = with_classes(a, union), with_classes(b, union)
@@ -231,18 +204,16 @@ def subtract(a: Statistics, b: Statistics) -> Statistics:
 
     Raises:
       IntegrityError: ``b`` holds a class ``a`` never learned, more samples than ``a`` (overall or for a class),
-        or a Gram diagonal larger than ``a``'s — ``b`` was never part of ``a``. Both states are unchanged.
+        or a Gram diagonal larger than ``a``'s — ``b`` was never part of ``a``. Both states are unchanged. Inside
+        jit the result's error flag is set instead.
     """
-    _check_compatible(a, b)
+    _check_pair(a, b)
     if a.is_classification:
-        unknown = np.setdiff1d(b.class_ids[b.class_counts > 0], a.class_ids)
-        if unknown.size:
-            raise IntegrityError(f"cannot subtract classes {unknown.tolist()}: they were never learned")
-        dropped_by_a = np.setdiff1d(b.class_ids, a.class_ids)  # empty columns of b that a no longer has
-        if dropped_by_a.size:
-            b = _select_classes(b, np.flatnonzero(np.isin(b.class_ids, a.class_ids)), np.intersect1d(
-                b.class_ids, a.class_ids))
-        b = with_classes(b, a.class_ids)
+        b = _aligned_for_subtraction(a, b)
+    if a.on_device or b.on_device:
+        from analytic import device
+
+        return device.combine(a, b, -1)
     if b.count > a.count:
         raise IntegrityError(
             f"subtracting {int(b.count)} samples from a state of {int(a.count)} would make the count negative: "
@@ -261,15 +232,29 @@ def subtract(a: Statistics, b: Statistics) -> Statistics:
     return result
 
 
+def _aligned_for_subtraction(a: Statistics, b: Statistics) -> Statistics:
+    """``b`` on ``a``'s class columns; a class ``b`` holds samples of that ``a`` lacks is refused (static check)."""
+    foreign = np.setdiff1d(b.class_ids, a.class_ids)
+    if foreign.size:
+        positions = np.searchsorted(b.class_ids, foreign)
+        counts = b.class_count_words[positions]
+        if not isinstance(counts, jax.core.Tracer) and words.to_int64(counts).any():
+            held = foreign[words.to_int64(counts) != 0]
+            raise IntegrityError(f"cannot subtract classes {held.tolist()}: they were never learned")
+        b = select_classes(b, np.flatnonzero(np.isin(b.class_ids, a.class_ids)))
+    return with_classes(b, a.class_ids)
+
+
 def drop_classes(stats: Statistics, class_ids) -> Statistics:
     """Remove the output columns of classes that hold no samples any more (after subtracting all their rows).
 
     A forgotten class must leave the output space: a zero column still scores 0 and can win the argmax
-    (the field's evaluation conventions, the class-removal trap).
+    (the field's evaluation conventions, the class-removal trap). Under jit ``class_ids`` must be static.
 
     Raises:
       IntegrityError: a class is unknown or still holds samples.
     """
+    _check_state(stats)
     if not stats.is_classification:
         raise IntegrityError("drop_classes needs a classification state")
     ids = np.unique(np.asarray(class_ids, dtype=np.int64))
@@ -277,19 +262,21 @@ def drop_classes(stats: Statistics, class_ids) -> Statistics:
     if unknown.size:
         raise IntegrityError(f"cannot drop classes {unknown.tolist()}: they are not in the head")
     positions = np.searchsorted(stats.class_ids, ids)
-    remaining = stats.class_counts[positions]
-    if remaining.any():
-        c = int(np.flatnonzero(remaining)[0])
-        raise IntegrityError(
-            f"class {int(ids[c])} still holds {int(remaining[c])} samples: subtract them before dropping the column"
-        )
+    remaining = stats.class_count_words[positions]
+    if not isinstance(remaining, jax.core.Tracer):
+        held = words.to_int64(remaining)
+        if held.any():
+            c = int(np.flatnonzero(held)[0])
+            raise IntegrityError(
+                f"class {int(ids[c])} still holds {int(held[c])} samples: subtract them before dropping the column"
+            )
     keep = np.setdiff1d(np.arange(stats.n_outputs), positions)
-    return _select_classes(stats, keep, stats.class_ids[keep])
+    return select_classes(stats, keep)
 
 
 def with_classes(stats: Statistics, class_ids) -> Statistics:
     """The same state with columns for every id in ``class_ids`` (a sorted superset of ``stats.class_ids``);
-    new classes get zero columns."""
+    new classes get zero columns. Static: works under jit."""
     class_ids = np.asarray(class_ids, dtype=np.int64)
     if np.array_equal(class_ids, stats.class_ids):
         return stats
@@ -297,15 +284,18 @@ def with_classes(stats: Statistics, class_ids) -> Statistics:
     if missing.size:
         raise IntegrityError(f"with_classes would lose classes {missing.tolist()}")
     positions = np.searchsorted(class_ids, stats.class_ids)
+    xp = jnp if stats.on_device else np
 
     def widen(array, axis):
         if array is None:
             return None
         shape = list(array.shape)
         shape[axis] = class_ids.size
-        out = np.zeros(shape, array.dtype)
         index = [slice(None)] * array.ndim
         index[axis] = positions
+        if xp is jnp:
+            return jnp.zeros(shape, array.dtype).at[tuple(index)].set(array)
+        out = np.zeros(shape, array.dtype)
         out[tuple(index)] = array
         return out
 
@@ -317,26 +307,121 @@ def with_classes(stats: Statistics, class_ids) -> Statistics:
         moments=widen_moments(stats.moments),
         compensation=None if stats.compensation is None else widen_moments(stats.compensation),
         class_ids=class_ids,
-        class_counts=widen(stats.class_counts, 0),
+        class_count_words=widen(stats.class_count_words, 0),
+    )
+
+
+def select_classes(stats: Statistics, keep) -> Statistics:
+    """The state restricted to the class columns at positions ``keep`` (static), in their order."""
+    keep = np.asarray(keep, np.int64)
+
+    def select(m: Moments) -> Moments:
+        return m._replace(
+            cross=m.cross[:, keep], class_grams=None if m.class_grams is None else m.class_grams[keep]
+        )
+
+    return dataclasses.replace(
+        stats,
+        moments=select(stats.moments),
+        compensation=None if stats.compensation is None else select(stats.compensation),
+        class_ids=stats.class_ids[keep],
+        class_count_words=stats.class_count_words[keep],
     )
 
 
 def state_hash(stats: Statistics) -> str:
     """A stable sha256 of the state (configuration, class ids, counts and every array's dtype, shape and bytes).
 
-    In fixed precision, equal multisets of samples give equal hashes for any order or partition.
+    The same in every home (host, device, any number of devices or processes): device states are read back to the
+    host first. In fixed precision, equal multisets of samples give equal hashes for any order or partition.
     """
+    _check_state(stats)
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(stats)):
+        raise InputError("state_hash reads the state on the host: call it outside jax.jit")
+    stats = canonical(stats)
     digest = hashlib.sha256()
     digest.update(f"analytic.Statistics|{stats.precision}|{stats.frac_bits}".encode())
+    for name, value in (("class_ids", stats.class_ids), ("shift", stats.shift)):
+        digest.update(name.encode() + (b"None" if value is None else np.ascontiguousarray(value).tobytes()))
     for path, leaf in jax.tree_util.tree_flatten_with_path(stats, is_leaf=lambda v: v is None)[0]:
         digest.update(jax.tree_util.keystr(path).encode())
         if leaf is None:
             digest.update(b"None")
             continue
-        array = np.ascontiguousarray(leaf)
+        array = np.ascontiguousarray(np.asarray(leaf))
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+def canonical(stats: Statistics) -> Statistics:
+    """The same state with every integer leaf in canonical words, read back to host arrays (for hashing, saving)."""
+    host = jax.device_get(stats)
+
+    def recode(leaf):
+        if leaf is None or leaf.dtype != np.int32:
+            return None if leaf is None else np.asarray(leaf)
+        return words.from_int64(words.to_int64(leaf))
+
+    return jax.tree.map(recode, host, is_leaf=lambda v: v is None)
+
+
+def host_moments(stats: Statistics) -> Moments:
+    """The moments as host arrays: float64/float32 as stored, fixed precision as exact int64 on the grid."""
+    _check_state(stats)
+    moments = jax.device_get(stats.moments)
+    if stats.precision != "fixed":
+        return moments
+    return jax.tree.map(words.to_int64, moments)
+
+
+def from_host_moments(moments: Moments, count, class_ids, class_counts, *, precision: str = "float64",
+                      frac_bits: int = 0, shift=None) -> Statistics:
+    """A host :class:`Statistics` from host moments (int64 in fixed precision, as :func:`host_moments` gives them)
+    and int64 counts, checked like any state."""
+    encode = words.from_int64 if precision == "fixed" else (lambda a: a)
+    stats = Statistics(
+        moments=jax.tree.map(encode, moments),
+        compensation=None,
+        count_words=words.from_int64(count),
+        class_count_words=None if class_counts is None else words.from_int64(class_counts),
+        error=np.uint32(0),
+        class_ids=class_ids,
+        shift=shift,
+        precision=precision,
+        frac_bits=frac_bits if precision == "fixed" else 0,
+    )
+    check_leaves(stats)
+    return stats
+
+
+def _check_state(stats) -> None:
+    """Every operation starts here: leaves that match the precision, and no error flag (outside jit)."""
+    check_leaves(stats)
+    raise_flagged(stats.error)
+
+
+def _check_pair(a: Statistics, b: Statistics) -> None:
+    _check_state(a)
+    _check_state(b)
+    _check_compatible(a, b)
+
+
+def _in_jax(stats: Statistics, *arrays) -> bool:
+    """Whether an operation runs in JAX: a device state, or traced inputs."""
+    return stats.on_device or any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def _check_class_ids(class_ids) -> np.ndarray:
+    if class_ids is None:
+        return np.zeros(0, np.int64)
+    ids = np.asarray(class_ids)
+    if ids.ndim != 1 or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
+        raise InputError(f"class_ids must be a 1-D sequence of integers, got {ids.dtype} of shape {ids.shape}")
+    ids = ids.astype(np.int64)
+    if ids.size and (ids.min() < 0 or np.any(np.diff(np.sort(ids)) == 0)):
+        raise InputError("class_ids must be unique non-negative integers")
+    return np.sort(ids)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -425,7 +510,8 @@ def _check_compatible(a: Statistics, b: Statistics) -> None:
     shifts_differ = (a.shift is None) != (b.shift is None) or (
         a.shift is not None and not np.array_equal(a.shift, b.shift)
     )
-    if shifts_differ and a.count > 0 and b.count > 0:
+    traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((a, b)))
+    if shifts_differ and (traced or (a.count > 0 and b.count > 0)):
         raise IntegrityError(
             "statistics were accumulated around different mean shifts: pass the same shift= to init_statistics "
             "for every state that will be combined"
@@ -433,10 +519,10 @@ def _check_compatible(a: Statistics, b: Statistics) -> None:
 
 
 def _check_gram_diagonal(result: Statistics, before: Statistics) -> None:
-    diagonal = np.diagonal(result.moments.gram)
     if result.precision == "fixed":
-        bad = diagonal < 0
+        bad = words.to_int64(np.diagonal(result.moments.gram).T) < 0
     else:
+        diagonal = np.diagonal(result.moments.gram)
         scale = np.abs(np.diagonal(before.moments.gram)).max(initial=0.0)
         bad = diagonal < -1e-6 * scale
     if bad.any():
@@ -471,9 +557,9 @@ def int_sum_fits(total: np.ndarray, increment: np.ndarray) -> bool:
     r"""Whether ``total ± increment`` of int64 arrays provably stays exact: :math:`\max|t| + \max|i| < 2^{62}`.
 
     Every fixed-point sum in the library (batches, merged states, federated totals) is checked against this bound,
-    which keeps each total a factor of two inside int64's range.
+    the exact range of :mod:`analytic.words`, which keeps each total a factor of two inside int64's range.
     """
-    return _largest_magnitude(total) + _largest_magnitude(increment) < _INT_HEADROOM
+    return _largest_magnitude(total) + _largest_magnitude(increment) < words.INT_HEADROOM
 
 
 def _checked_int_add_(total: np.ndarray, increment: np.ndarray, sign: int) -> None:
@@ -492,15 +578,38 @@ class _Accumulator:
     """
 
     def __init__(self, stats: Statistics):
+        """Working copies: float moments as they are, fixed-point moments and counts as int64 (from their words)."""
         def copy(tree):
             return None if tree is None else jax.tree.map(np.array, tree)
 
-        self.state = dataclasses.replace(stats, moments=copy(stats.moments), compensation=copy(stats.compensation))
+        moments = host_moments(stats)
+        self.state = dataclasses.replace(
+            stats,
+            moments=jax.tree.map(np.array, moments) if stats.precision != "fixed" else moments,
+            compensation=copy(stats.compensation),
+        )
+        self.count = np.int64(stats.count)
+        self.class_counts = stats.class_counts
         self._scratch: dict[str, np.ndarray] = {}
 
     def result(self) -> Statistics:
+        """The state, its integers back in words."""
         state, self.state = self.state, None
-        return state
+        if state.precision == "fixed":
+            state = dataclasses.replace(state, moments=jax.tree.map(words.from_int64, state.moments))
+        return dataclasses.replace(
+            state,
+            count_words=words.from_int64(self.count),
+            class_count_words=None if self.class_counts is None else words.from_int64(self.class_counts),
+        )
+
+    def widen(self, class_ids) -> None:
+        """Add zero columns for new classes (the working copy's counts too)."""
+        positions = np.searchsorted(class_ids, self.state.class_ids)
+        counts = np.zeros(class_ids.size, np.int64)
+        counts[positions] = self.class_counts
+        stale = dataclasses.replace(self.state, class_count_words=words.zeros((self.state.n_outputs,)))
+        self.state, self.class_counts = with_classes(stale, class_ids), counts
 
     def _buffer(self, name: str, dtype, shape: tuple[int, int] | None = None) -> np.ndarray:
         """A scratch array reused across batches: (d, d) by default, or ``shape`` (its first ``shape[0]`` rows of a
@@ -537,7 +646,8 @@ class _Accumulator:
             labels = check_labels(targets, x.shape[0])
             present = np.unique(labels)
             if not np.isin(present, state.class_ids).all():
-                state = self.state = with_classes(state, np.union1d(state.class_ids, present))
+                self.widen(np.union1d(state.class_ids, present))
+                state = self.state
             y_index, y = np.searchsorted(state.class_ids, labels), None
         else:
             y = check_targets(targets, x.shape[0], state.n_outputs)
@@ -635,7 +745,7 @@ class _Accumulator:
 
     def add_state(self, other: Statistics, sign: int) -> None:
         """``± other`` (same classes, same configuration): merging and subtracting states."""
-        value = other.moments  # float64 and fixed adds leave the increment alone
+        value = host_moments(other)  # float64 and fixed adds leave the increment alone
         if other.compensation is not None:  # other's compensated value, as new arrays the Kahan step may consume
             value = jax.tree.map(np.subtract, other.moments, other.compensation)
         for name, increment in value._asdict().items():
@@ -644,12 +754,9 @@ class _Accumulator:
         self._add_counts(other.count, other.class_counts, sign)
 
     def _add_counts(self, count, class_counts, sign: int) -> None:
-        state = self.state
-        self.state = dataclasses.replace(
-            state,
-            count=np.int64(state.count + sign * count),
-            class_counts=None if class_counts is None else state.class_counts + sign * class_counts.astype(np.int64),
-        )
+        self.count = np.int64(self.count + sign * count)
+        if class_counts is not None:
+            self.class_counts = self.class_counts + sign * np.asarray(class_counts, np.int64)
 
 
 def one_hot(index: np.ndarray, m: int, dtype) -> np.ndarray:
@@ -664,26 +771,11 @@ def quantize(values: np.ndarray, frac_bits: int) -> np.ndarray:
 
 
 def _combine(a: Statistics, b: Statistics, sign: int) -> Statistics:
-    """``a ± b`` for aligned, compatible states."""
+    """``a ± b`` for aligned, compatible states, in the home of either (JAX if one is on a device)."""
+    if a.on_device or b.on_device:
+        from analytic import device
+
+        return device.combine(a, b, sign)
     accumulator = _Accumulator(dataclasses.replace(a, shift=b.shift if a.count == 0 else a.shift))
     accumulator.add_state(b, sign)  # an empty state adopts the other's shift
     return accumulator.result()
-
-
-def _select_classes(stats: Statistics, keep: np.ndarray, class_ids: np.ndarray) -> Statistics:
-    def select(m: Moments) -> Moments:
-        return m._replace(
-            cross=m.cross[:, keep], class_grams=None if m.class_grams is None else m.class_grams[keep]
-        )
-
-    return dataclasses.replace(
-        stats,
-        moments=select(stats.moments),
-        compensation=None if stats.compensation is None else select(stats.compensation),
-        class_ids=class_ids,
-        class_counts=stats.class_counts[keep],
-    )
-
-
-def _zeros_like(moments: Moments) -> Moments:
-    return jax.tree.map(np.zeros_like, moments)

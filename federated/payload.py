@@ -61,10 +61,11 @@ def encode_statistics(stats: analytic.Statistics, class_ids=None) -> dict[str, n
         )
     if class_ids is not None:
         stats = analytic.with_classes(stats, np.asarray(class_ids, np.int64))
+    moments = analytic.host_moments(stats)
     return {
-        "gram": pack_upper(stats.moments.gram),
-        "cross": stats.moments.cross,
-        "feature_sum": stats.moments.feature_sum,
+        "gram": pack_upper(moments.gram),
+        "cross": moments.cross,
+        "feature_sum": moments.feature_sum,
         "count": np.asarray(stats.count, np.int64),
         "class_ids": stats.class_ids,
         "class_counts": stats.class_counts,
@@ -140,10 +141,9 @@ def decode_statistics(payload, dim: int, *, precision: str = "float64", frac_bit
         gram=unpack_upper(np.asarray(payload["gram"]), dim), cross=np.array(payload["cross"]),
         feature_sum=np.array(payload["feature_sum"]), target_sum=None, class_grams=None,
     )
-    return analytic.Statistics(
-        moments=moments, compensation=None, count=np.int64(payload["count"]),
-        class_ids=np.array(payload["class_ids"]), class_counts=np.array(payload["class_counts"]), shift=None,
-        precision=precision, frac_bits=frac_bits if precision == "fixed" else 0,
+    return analytic.from_host_moments(
+        moments, payload["count"], np.array(payload["class_ids"]), np.array(payload["class_counts"]),
+        precision=precision, frac_bits=frac_bits,
     )
 
 

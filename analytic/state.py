@@ -1,0 +1,273 @@
+r"""The state of a closed-form head, :class:`Statistics`: a pytree whose leaves are additive and nothing else.
+
+Leaves (what ``jax.tree.map`` sees): the moments, their Kahan residuals, the sample counts and an error flag — all
+additive, so ``jax.tree.map(jnp.add, a, b)`` of two compatible states is their merge. Static metadata (in the
+treedef, never a leaf): the class ids, the mean shift, the precision and the fixed-point grid. A transform therefore
+cannot sum class ids or shifts, two states with different classes or shifts do not even share a tree structure, and
+:func:`check_leaves` refuses, at the next operation, a state whose leaf dtypes no longer match its precision (as
+``jax.tree.map(jnp.asarray, state)`` does to float64 leaves when x64 is off).
+
+Integer leaves (fixed-point moments, counts) are exact 64-bit integers stored as int32 words
+(:mod:`analytic.words`): the same representation on the host and on any JAX device, with or without x64.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from analytic import words
+from analytic.errors import InputError, IntegrityError
+
+PRECISIONS = ("float64", "float32", "fixed")
+FLOAT_DTYPES = {"float64": np.float64, "float32": np.float32}
+
+# Bits of the error flag a state carries through jitted code, where no exception can be raised; the next operation
+# outside jit (or a solve) refuses a flagged state with these messages.
+NON_FINITE = 1
+UNKNOWN_LABEL = 2
+FIXED_RANGE = 4
+INT_OVERFLOW = 8
+NEGATIVE_COUNT = 16
+NEGATIVE_DIAGONAL = 32
+ERROR_MESSAGES = {
+    NON_FINITE: (InputError, "features or targets contain NaN or Inf, or values whose squares overflow"),
+    UNKNOWN_LABEL: (InputError, "a label is not one of the state's declared class ids (or is negative)"),
+    FIXED_RANGE: (InputError, "a value is outside the fixed-point range |value| < 2^(26 - frac_bits)"),
+    INT_OVERFLOW: (IntegrityError, "fixed-point statistics would overflow their exact range (2^62)"),
+    NEGATIVE_COUNT: (IntegrityError, "subtracting would make a sample count negative: these samples were never learned"),
+    NEGATIVE_DIAGONAL: (IntegrityError, "subtracting would make the Gram matrix's diagonal negative: "
+                                        "these samples were never learned"),
+}
+
+
+class Moments(NamedTuple):
+    r"""Additive moments around the shift :math:`s` (:math:`\tilde x = x - s`).
+
+    Float precisions hold them as floats; fixed precision as exact integers on the grid (int32 words, trailing axis
+    of 3, :mod:`analytic.words`).
+
+    Attributes:
+      gram: (d, d) symmetric :math:`\sum_i \tilde x_i \tilde x_i^\top`.
+      cross: (d, m) :math:`\sum_i \tilde x_i y_i^\top`; for classification column c is the sum of class c's
+        features, with ``m`` = number of classes.
+      feature_sum: (d,) :math:`\sum_i \tilde x_i`.
+      target_sum: (m,) :math:`\sum_i y_i` for regression; ``None`` for classification (the class counts are it).
+      class_grams: (m, d, d) per-class :math:`\sum_{y_i = c} \tilde x_i \tilde x_i^\top`, or ``None``.
+    """
+
+    gram: np.ndarray
+    cross: np.ndarray
+    feature_sum: np.ndarray
+    target_sum: np.ndarray | None
+    class_grams: np.ndarray | None
+
+
+class _StaticArray:
+    """A small read-only host array that can sit in a treedef: hashable, compared by value."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+    def __hash__(self):
+        return hash((self.array.dtype.str, self.array.shape, self.array.tobytes()))
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, _StaticArray)
+            and self.array.dtype == other.array.dtype
+            and np.array_equal(self.array, other.array)
+        )
+
+
+def frozen(array, dtype) -> np.ndarray | None:
+    """A read-only host copy (class ids: static metadata that nothing may change in place)."""
+    if array is None:
+        return None
+    out = np.array(array, dtype=dtype)
+    out.flags.writeable = False
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Statistics:
+    """The state of a closed-form head: additive sufficient statistics (a pytree, on the host or a JAX device).
+
+    Attributes:
+      moments: the additive :class:`Moments`.
+      compensation: Kahan residuals of ``moments`` (float32 precision only), else ``None``.
+      count_words: (3,) int32 words of the number of samples.
+      class_count_words: (m, 3) int32 words of the samples per class; ``None`` for regression.
+      error: () uint32 flag, 0 for a valid state (bits: :data:`ERROR_MESSAGES`), set by jitted operations.
+      class_ids: (m,) int64 sorted class ids (column order of ``cross``; static); ``None`` for regression.
+      shift: (d,) the fixed mean shift :math:`s` (static), or ``None``.
+      precision: ``"float64"``, ``"float32"`` or ``"fixed"``.
+      frac_bits: fractional bits of the fixed-point grid (``"fixed"`` only, else 0).
+    """
+
+    moments: Moments
+    compensation: Moments | None
+    count_words: np.ndarray
+    class_count_words: np.ndarray | None
+    error: np.ndarray
+    class_ids: np.ndarray | None
+    shift: np.ndarray | None
+    precision: str = "float64"
+    frac_bits: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "class_ids", frozen(self.class_ids, np.int64))
+        if self.shift is not None:
+            object.__setattr__(self, "shift", frozen(self.shift, np.asarray(self.shift).dtype))
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension d."""
+        return self.moments.gram.shape[0]
+
+    @property
+    def is_classification(self) -> bool:
+        """True for a classification head (integer class ids), False for real-valued regression targets."""
+        return self.class_ids is not None
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of output columns: classes, or regression targets."""
+        return self.moments.cross.shape[1]
+
+    @property
+    def count(self) -> np.int64:
+        """Number of samples (host int64; not available inside jit)."""
+        return np.int64(words.to_int64(self.count_words))
+
+    @property
+    def class_counts(self) -> np.ndarray | None:
+        """(m,) samples per class (host int64; not available inside jit), ``None`` for regression."""
+        return None if self.class_count_words is None else words.to_int64(self.class_count_words)
+
+    @property
+    def on_device(self) -> bool:
+        """True when the leaves are JAX arrays (or tracers): operations then run in JAX."""
+        return any(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(self))
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the state's arrays, in bytes."""
+        return sum(leaf.nbytes for leaf in jax.tree.leaves(self))
+
+
+def register_pytree(cls, leaves: tuple[str, ...], static: tuple[str, ...]):
+    """Register a frozen dataclass as a pytree whose ``static`` fields live in the treedef, never as leaves.
+
+    Static arrays (class ids, a shift) are compared by value, so two objects with different class ids have
+    different tree structures: ``jax.tree.map`` over both fails instead of mixing them, and jit recompiles.
+    """
+
+    def static_part(obj):
+        values = (getattr(obj, name) for name in static)
+        return tuple(_StaticArray(v) if isinstance(v, np.ndarray) else v for v in values)
+
+    def flatten_with_keys(obj):
+        return tuple((jax.tree_util.GetAttrKey(n), getattr(obj, n)) for n in leaves), static_part(obj)
+
+    def flatten(obj):
+        return tuple(getattr(obj, n) for n in leaves), static_part(obj)
+
+    def unflatten(aux, children):
+        obj = object.__new__(cls)
+        for name, value in zip(leaves, children):
+            object.__setattr__(obj, name, value)
+        for name, value in zip(static, aux):
+            object.__setattr__(obj, name, value.array if isinstance(value, _StaticArray) else value)
+        return obj
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+    return cls
+
+
+register_pytree(Statistics, ("moments", "compensation", "count_words", "class_count_words", "error"),
+                ("class_ids", "shift", "precision", "frac_bits"))
+
+
+def check_leaves(stats) -> None:
+    """Refuse a state whose leaves no longer match its precision (a pytree transform changed a dtype or shape).
+
+    Raises:
+      IntegrityError: naming the leaf, its dtype and the one the precision needs.
+    """
+    if not isinstance(stats, Statistics):
+        raise InputError(f"expected analytic.Statistics, got {type(stats).__name__}")
+    if stats.precision not in PRECISIONS:
+        raise IntegrityError(f"unknown precision {stats.precision!r}")
+    fixed = stats.precision == "fixed"
+    moment_dtype = np.int32 if fixed else FLOAT_DTYPES[stats.precision]
+    d, m = stats.dim, stats.n_outputs
+    expected = {
+        "gram": (d, d), "cross": (d, m), "feature_sum": (d,),
+        "target_sum": None if stats.is_classification else (m,),
+        "class_grams": None if stats.moments.class_grams is None else (m, d, d),
+    }
+    tail = (words.N_WORDS,) if fixed else ()
+    for part in ("moments", "compensation"):
+        moments = getattr(stats, part)
+        if moments is None:
+            continue
+        for name, shape in expected.items():
+            _check_leaf(f"{part}.{name}", getattr(moments, name), moment_dtype, None if shape is None else shape + tail,
+                        stats.precision)
+    if (stats.compensation is None) != (stats.precision != "float32"):
+        raise IntegrityError("Kahan residuals belong to float32 states only")
+    _check_leaf("count_words", stats.count_words, np.int32, (words.N_WORDS,), stats.precision)
+    _check_leaf("class_count_words", stats.class_count_words, np.int32,
+                (m, words.N_WORDS) if stats.is_classification else None, stats.precision)
+    _check_leaf("error", stats.error, np.uint32, (), stats.precision)
+    if stats.is_classification and stats.class_ids.shape != (m,):
+        raise IntegrityError(f"the state has {m} class columns but {stats.class_ids.size} class ids")
+
+
+def _check_leaf(name, leaf, dtype, shape, precision) -> None:
+    if shape is None:
+        if leaf is not None:
+            raise IntegrityError(f"the state's {name} should be None in this configuration")
+        return
+    if leaf is None or not hasattr(leaf, "dtype"):
+        raise IntegrityError(f"the state's {name} is missing or not an array")
+    if leaf.dtype != dtype:
+        hint = (" (JAX without x64 turns float64 into float32: enable jax_enable_x64, or use precision='float32' or "
+                "'fixed' on such devices)" if dtype == np.float64 else "")
+        raise IntegrityError(
+            f"the state's {name} has dtype {leaf.dtype} but {precision} statistics need {np.dtype(dtype)}: a pytree "
+            f"transform changed it{hint}"
+        )
+    if tuple(leaf.shape) != tuple(shape):
+        raise IntegrityError(f"the state's {name} has shape {tuple(leaf.shape)}, expected {tuple(shape)}")
+
+
+def x64_enabled() -> bool:
+    """Whether JAX holds float64 arrays (``jax_enable_x64``); read, never set, by the library."""
+    return jax.dtypes.canonicalize_dtype(np.float64) == np.float64
+
+
+def device_float(precision: str):
+    """The float dtype a device computes in: float64 with x64, else float32 (float64 states need x64)."""
+    if precision == "float64" and not x64_enabled():
+        raise IntegrityError(
+            "float64 statistics on a JAX device need jax_enable_x64; without it use precision='float32' or 'fixed'"
+        )
+    return jnp.float64 if x64_enabled() else jnp.float32
+
+
+def raise_flagged(error) -> None:
+    """Raise the error a concrete flag stands for (no-op for 0 or a traced flag)."""
+    if isinstance(error, jax.core.Tracer):
+        return
+    code = int(np.asarray(error))
+    for bit, (kind, message) in ERROR_MESSAGES.items():
+        if code & bit:
+            raise kind(f"{message} (error flag {code})")
+    if code:
+        raise IntegrityError(f"the state carries an unknown error flag {code}: it was altered by a pytree transform")
