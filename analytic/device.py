@@ -199,7 +199,7 @@ def _float_moments(stats: Statistics, x: jnp.ndarray, y: jnp.ndarray) -> tuple[M
     dtype = jnp.float32 if stats.precision == "float32" else device_float("float64")
     x = x.astype(dtype)
     if stats.shift is not None:
-        x = x - jnp.asarray(stats.shift, dtype)
+        x = x - jnp.asarray(stats.shift, dtype)[None, :]
     d, m = stats.dim, stats.n_outputs
     augmented = jnp.concatenate([x, y.astype(dtype), jnp.ones((x.shape[0], 1), dtype)], axis=1)
     product = jnp.matmul(augmented.T, augmented, precision=_HIGHEST)
