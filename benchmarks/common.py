@@ -6,6 +6,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -50,16 +52,32 @@ def print_table(title: str, rows: list[dict], columns: list[str]) -> None:
 
 def machine() -> dict:
     """What the figures were measured on."""
+    import jax
+
     return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-            "numpy": np.__version__}
+            "numpy": np.__version__, "jax": jax.__version__, "jax_devices": [str(d) for d in jax.devices()]}
+
+
+def provenance() -> dict:
+    """What made the figures: the library version, its git commit when there is one, the command and the time."""
+    import analytic
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=Path(__file__).parent).stdout.strip() or None
+    except OSError:
+        commit = None
+    return {"version": analytic.__version__, "git_commit": commit, "command": " ".join([sys.executable, *sys.argv]),
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def write_json(out_dir: str, name: str, payload: dict) -> Path:
-    """Write ``payload`` (plus the machine description) to ``out_dir/name.json`` and return the path."""
+    """Write ``payload`` (plus the machine and provenance) to ``out_dir/name.json`` and return the path."""
     path = Path(out_dir)
     path.mkdir(parents=True, exist_ok=True)
     target = path / f"{name}.json"
-    target.write_text(json.dumps({"machine": machine(), **payload}, indent=2, default=float))
+    target.write_text(json.dumps({"machine": machine(), "provenance": provenance(), **payload}, indent=2,
+                                 default=float))
     print(f"\nwrote {target}")
     return target
 
