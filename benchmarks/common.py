@@ -33,6 +33,18 @@ def best_time(function: Callable[[], object], repeats: int = 3) -> tuple[float, 
     return best, result
 
 
+def interleaved_times(functions: dict[str, Callable[[], object]], repeats: int = 3) -> dict[str, float]:
+    """Minimum wall time of each function over ``repeats`` rounds that call them in turn (A, B, A, B, …), so that
+    a shared machine's drift hits every contender alike. Call each once beforehand to leave compilation out."""
+    best = {name: float("inf") for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
 def print_table(title: str, rows: list[dict], columns: list[str]) -> None:
     """A plain aligned text table of ``rows`` (dicts) restricted to ``columns``."""
 

@@ -13,13 +13,14 @@ Measures, side by side in one run:
 
 from __future__ import annotations
 
+import json
 import time
 import tracemalloc
 
 import numpy as np
 
 import analytic
-from benchmarks.common import best_time, parser, print_table, pyplot, write_json
+from benchmarks.common import best_time, interleaved_times, parser, print_table, pyplot, write_json
 
 RIDGE = 0.1
 N_CLASSES = 10
@@ -40,21 +41,143 @@ def batches(features, labels, size):
 
 
 def gram_throughput(n: int, d: int, batch: int, repeats: int) -> list[dict]:
-    """Seconds for the Gram (and cross-moments) of n samples: one ``accumulate`` call on the whole array, as NumPy's
-    ``X.T @ X`` does, and a streamed ``fit`` over batches, which holds one batch at a time."""
+    """Seconds for the Gram (and cross-moments) of n samples, interleaved in one run: NumPy's ``X.T @ X``, the host
+    path in one ``accumulate`` call and streamed over batches (one batch held at a time), XLA's own jitted
+    ``X.T @ X``, and the jitted JAX path of ``accumulate`` on a device state (features already on the device;
+    float64 with x64 enabled for that call, float32 and fixed without). Compile time is reported separately."""
+    import jax
+
     rows = []
     for precision, dtype in (("float64", np.float64), ("float32", np.float32), ("fixed", np.float64)):
         features, labels = pooled_like_features(n, d, dtype=dtype)
-        numpy_time, _ = best_time(lambda: features.T @ features, repeats)
-        init = analytic.init_statistics(d, precision=precision)
-        one_call, _ = best_time(lambda: analytic.accumulate(init, features, labels), repeats)
-        streamed, _ = best_time(lambda: analytic.fit(batches(features, labels, batch), init), repeats)
-        for route, seconds in (("accumulate, one call", one_call), (f"fit, batches of {batch}", streamed)):
+        with jax.enable_x64(precision == "float64"):
+            device_x = jax.device_put(features if precision != "fixed" else features.astype(np.float32))
+            device_y = jax.device_put(labels.astype(np.int32))
+            shift = features[:1024].mean(axis=0).astype(dtype) if precision == "float32" else None
+            declared = analytic.init_statistics(d, precision=precision, class_ids=np.arange(N_CLASSES), shift=shift)
+            device_state = jax.device_put(declared)
+            jitted = jax.jit(analytic.accumulate)
+            xla_gram = jax.jit(lambda x: jnp_gram(x))
+            compile_start = time.perf_counter()
+            jax.block_until_ready(jitted(device_state, device_x, device_y))
+            compile_seconds = time.perf_counter() - compile_start
+            jax.block_until_ready(xla_gram(device_x))
+            init = analytic.init_statistics(d, precision=precision)
+            times = interleaved_times({
+                "numpy X.T @ X": lambda: features.T @ features,
+                "host accumulate, one call": lambda: analytic.accumulate(init, features, labels),
+                f"host fit, batches of {batch}": lambda: analytic.fit(batches(features, labels, batch), init),
+                "jax jit X.T @ X": lambda: jax.block_until_ready(xla_gram(device_x)),
+                "jax jit accumulate (device)": lambda: jax.block_until_ready(
+                    jitted(device_state, device_x, device_y)),
+            }, repeats)
+        numpy_time = times["numpy X.T @ X"]
+        for route, seconds in times.items():
             rows.append({
-                "precision": precision, "route": route, "n": n, "d": d, "numpy_seconds": numpy_time,
-                "analytic_seconds": seconds, "ratio_to_numpy": numpy_time / seconds,
-                "analytic_gflops": n * d * d / seconds / 1e9,
+                "precision": precision, "route": route, "n": n, "d": d, "seconds": seconds,
+                "ratio_to_numpy": numpy_time / seconds, "gflops": n * d * d / seconds / 1e9,
+                "compile_seconds": compile_seconds if route.startswith("jax jit accumulate") else None,
             })
+    return rows
+
+
+def jnp_gram(x):
+    import jax
+    import jax.numpy as jnp
+
+    return jnp.matmul(x.T, x, precision=jax.lax.Precision.HIGHEST)
+
+
+DEVICE_SCALING = """
+import json, sys, time
+import jax, numpy as np
+import analytic
+from analytic import distributed
+from benchmarks.core import N_CLASSES, pooled_like_features
+from benchmarks.common import interleaved_times
+
+n, d, repeats = (int(a) for a in sys.argv[1:4])
+features, labels = pooled_like_features(n, d)
+features, labels = features.astype(np.float32), labels.astype(np.int32)
+rows = []
+for precision in ("fixed", "float32"):
+    shift = features[:1024].mean(axis=0) if precision == "float32" else None
+    empty = analytic.init_statistics(d, precision=precision, class_ids=np.arange(N_CLASSES), shift=shift)
+    runs, hashes, states = {}, {}, {}
+    for k in (1, 2, 4, 8):
+        mesh = distributed.row_mesh(jax.devices()[:k])
+        step = jax.jit(analytic.accumulate, out_shardings=distributed.replicated(mesh))
+        state = jax.device_put(empty, distributed.replicated(mesh))
+        x, y = distributed.shard_rows(features, mesh), distributed.shard_rows(labels, mesh)
+        states[k] = jax.block_until_ready(step(state, x, y))
+        runs[k] = (lambda step=step, state=state, x=x, y=y: jax.block_until_ready(step(state, x, y)))
+    times = interleaved_times(runs, repeats)
+    for k in runs:
+        if precision == "fixed":
+            same = analytic.state_hash(states[k]) == analytic.state_hash(states[1])
+        else:
+            reference = np.asarray(analytic.gram_matrix(jax.device_get(states[1])))
+            same = float(np.abs(analytic.gram_matrix(jax.device_get(states[k])) - reference).max()
+                         / np.abs(reference).max())
+        rows.append({"precision": precision, "devices": k, "seconds": times[k], "same_as_one_device": same})
+print(json.dumps(rows))
+"""
+
+
+def device_scaling(n: int, d: int, repeats: int) -> list[dict]:
+    """Sharded accumulation over 1, 2, 4 and 8 simulated CPU devices (one subprocess with 8 host devices) and over
+    2 processes of the multi-controller runtime: time, and whether the state equals the one-device state (the fixed
+    precision hash; the float32 Gram's largest relative difference)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    done = subprocess.run([sys.executable, "-c", DEVICE_SCALING, str(n), str(d), str(repeats)], capture_output=True,
+                          text=True, env=env, check=True)
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    from benchmarks.multihost import launch, one_process_hash
+
+    start = time.perf_counter()
+    reports = launch(2)
+    rows.append({"precision": "fixed", "devices": "2 processes (digits)", "seconds": max(r["seconds"] for r in reports),
+                 "wall_seconds_with_start_up": time.perf_counter() - start,
+                 "same_as_one_device": all(r["hash"] == one_process_hash() for r in reports)})
+    return rows
+
+
+def gpu_section(repeats: int) -> list[dict]:
+    """On a GPU only: Gram throughput (float32, float64 under x64, the fixed limb route), and solve time at
+    d = 8,192 and 16,384. Returns no rows elsewhere: no GPU figure is ever estimated."""
+    import jax
+
+    if jax.default_backend() != "gpu":
+        return []
+    rows = []
+    n, d = 65_536, 8_192
+    for precision in ("float32", "float64", "fixed"):
+        with jax.enable_x64(precision == "float64"):
+            features, labels = pooled_like_features(n, d, dtype=np.float32)
+            x = jax.device_put(features.astype(np.float64) if precision == "float64" else features)
+            y = jax.device_put(labels.astype(np.int32))
+            shift = features[:1024].mean(axis=0) if precision == "float32" else None
+            state = jax.device_put(analytic.init_statistics(
+                d, precision=precision, class_ids=np.arange(N_CLASSES), shift=shift))
+            step = jax.jit(analytic.accumulate)
+            jax.block_until_ready(step(state, x, y))
+            seconds = interleaved_times({"step": lambda: jax.block_until_ready(step(state, x, y))}, repeats)["step"]
+            rows.append({"what": f"accumulate {precision}", "n": n, "d": d, "seconds": seconds,
+                         "tflops": n * d * d / seconds / 1e12})
+    with jax.enable_x64(True):
+        for d in (8_192, 16_384):
+            features, labels = pooled_like_features(2 * d, d)
+            state = jax.jit(analytic.accumulate)(
+                jax.device_put(analytic.init_statistics(d, class_ids=np.arange(N_CLASSES))), features, labels)
+            solve = jax.jit(analytic.solve)
+            jax.block_until_ready(solve(state, RIDGE))
+            seconds = interleaved_times({"solve": lambda: jax.block_until_ready(solve(state, RIDGE))}, repeats)["solve"]
+            rows.append({"what": "factorize + solve float64", "n": 2 * d, "d": d, "seconds": seconds,
+                         "tflops": d**3 / 3 / seconds / 1e12})
     return rows
 
 
@@ -149,16 +272,27 @@ def extraction_speed(image_side: int, n_images: int, names: list[str]) -> list[d
     return rows
 
 
+def gpu_name() -> str:
+    import jax
+
+    return jax.devices()[0].device_kind
+
+
 def plot(throughput, solves, out_dir):
     plt = pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    names = [f"{r['precision']}\n{r['route'].split(',')[0]}" for r in throughput]
-    left.bar(names, [r["ratio_to_numpy"] for r in throughput], color="tab:blue")
-    left.tick_params(axis="x", labelsize=7)
-    left.axhline(0.9, color="tab:red", linestyle="--", label="target 0.9")
-    left.set_ylabel("throughput / NumPy X.T @ X")
+    precisions = list(dict.fromkeys(r["precision"] for r in throughput))
+    routes = [r for r in dict.fromkeys(r["route"] for r in throughput) if not r.startswith("numpy")]
+    width = 0.8 / len(routes)
+    for i, route in enumerate(routes):
+        ratios = [next(r["ratio_to_numpy"] for r in throughput if r["precision"] == p and r["route"] == route)
+                  for p in precisions]
+        left.bar(np.arange(len(precisions)) + (i - (len(routes) - 1) / 2) * width, ratios, width, label=route)
+    left.set_xticks(np.arange(len(precisions)), precisions)
+    left.axhline(1.0, color="black", linewidth=0.8)
+    left.set_ylabel("throughput / NumPy X.T @ X (same run)")
     left.set_title(f"Gram accumulation, n={throughput[0]['n']:,}, d={throughput[0]['d']:,}")
-    left.legend()
+    left.legend(fontsize=7)
     right.plot([r["d"] for r in solves], [r["total_seconds"] for r in solves], "o-")
     right.set_xscale("log", base=2)
     right.set_yscale("log")
@@ -173,15 +307,21 @@ def main():
     args = parser(__doc__.splitlines()[0]).parse_args()
     if args.quick:
         sizes = dict(n=20_000, d=512, batch=4096, repeats=1, solve_dims=[512, 1024], memory_n=[2_000, 20_000],
-                     memory_d=128, precision_n=4_000, precision_d=128, backbones=["resnet18"], images=64)
+                     memory_d=128, precision_n=4_000, precision_d=128, backbones=["resnet18"], images=64,
+                     scaling_n=8_192, scaling_d=256)
     else:
         sizes = dict(n=50_000, d=2_048, batch=8192, repeats=3, solve_dims=[1024, 2048, 4096, 8192],
                      memory_n=[20_000, 200_000], memory_d=1024, precision_n=20_000, precision_d=1024,
-                     backbones=None, images=256)
+                     backbones=None, images=256, scaling_n=32_768, scaling_d=1_024)
     throughput = gram_throughput(sizes["n"], sizes["d"], sizes["batch"], sizes["repeats"])
-    print_table("Gram accumulation (streamed fit) vs NumPy X.T @ X, same dtype", throughput,
-                ["precision", "route", "n", "d", "numpy_seconds", "analytic_seconds", "ratio_to_numpy",
-                 "analytic_gflops"])
+    print_table("Gram accumulation vs NumPy X.T @ X, same dtype, interleaved", throughput,
+                ["precision", "route", "n", "d", "seconds", "ratio_to_numpy", "gflops", "compile_seconds"])
+    scaling = device_scaling(sizes["scaling_n"], sizes["scaling_d"], sizes["repeats"])
+    print_table("Sharded accumulation: simulated CPU devices and processes", scaling,
+                ["precision", "devices", "seconds", "same_as_one_device"])
+    gpu = gpu_section(sizes["repeats"])
+    if gpu:
+        print_table(f"GPU ({gpu_name()})", gpu, ["what", "n", "d", "seconds", "tflops"])
     solves = solve_times(sizes["solve_dims"], sizes["repeats"])
     print_table("Ridge solve (float64 Cholesky, all columns)", solves,
                 ["d", "factorize_seconds", "solve_all_columns_seconds", "total_seconds"])
@@ -195,7 +335,8 @@ def main():
     extraction = extraction_speed(64, sizes["images"], sizes["backbones"] or list_backbones())
     print_table("Feature extraction (random weights, 28x28 grayscale input resized)", extraction,
                 ["backbone", "path", "image_side", "images_per_second"])
-    write_json(args.out, "core", {"quick": args.quick, "gram_throughput": throughput, "solve": solves,
+    write_json(args.out, "core", {"quick": args.quick, "gram_throughput": throughput, "device_scaling": scaling,
+                                  "gpu": gpu, "solve": solves,
                                   "streamed_memory": memory, "precision": errors, "extraction": extraction})
     plot(throughput, solves, args.out)
 
