@@ -60,31 +60,34 @@ def to_device(stats: Statistics) -> Statistics:
     return moved
 
 
-def accumulate(stats: Statistics, features, targets) -> Statistics:
-    """:func:`analytic.accumulate` in JAX: the state plus the moments of one batch (see the module docstring)."""
+def accumulate(stats: Statistics, features, targets, mask=None) -> Statistics:
+    """:func:`analytic.accumulate` in JAX: the state plus the moments of one batch (see the module docstring);
+    rows where ``mask`` is False are replaced by zeros and not counted."""
     x = _features(features, stats.dim)
+    keep = jnp.ones(x.shape[0], bool) if mask is None else _mask(mask, x.shape[0])
     stats = to_device(stats)
     if stats.is_classification:
         labels = _labels(targets, x.shape[0])
-        stats = _with_seen_classes(stats, labels)
+        if mask is None:
+            stats = _with_seen_classes(stats, labels)
         class_ids = jnp.asarray(stats.class_ids, labels.dtype)
-        y = labels[:, None] == class_ids[None, :]
-        label_error = jnp.where(jnp.all(jnp.any(y, axis=1)), 0, UNKNOWN_LABEL).astype(jnp.uint32)
+        y = (labels[:, None] == class_ids[None, :]) & keep[:, None]
+        label_error = jnp.where(jnp.all(jnp.any(y, axis=1) | ~keep), 0, UNKNOWN_LABEL).astype(jnp.uint32)
         class_counts = jnp.sum(y, axis=0, dtype=jnp.int32)
     else:
-        y = _regression_targets(targets, x.shape[0], stats.n_outputs)
+        y = jnp.where(keep[:, None], _regression_targets(targets, x.shape[0], stats.n_outputs), 0)
         label_error, class_counts = jnp.uint32(0), None
     if stats.precision == "float32" and stats.shift is None:
         stats = dataclasses.replace(stats, shift=_first_rows_mean(x))
     if stats.precision == "fixed":
-        increment, batch_error = _fixed_moments(stats, x, y)
+        increment, batch_error = _fixed_moments(stats, x, y, keep)
     else:
-        increment, batch_error = _float_moments(stats, x, y)
+        increment, batch_error = _float_moments(stats, x, y, keep)
     batch = dataclasses.replace(
         stats,
         moments=increment,
         compensation=None if stats.compensation is None else jax.tree.map(jnp.zeros_like, increment),
-        count_words=words.from_int32(jnp.int32(x.shape[0])),
+        count_words=words.from_int32(jnp.sum(keep, dtype=jnp.int32)),
         class_count_words=None if class_counts is None else words.from_int32(class_counts),
         error=label_error | batch_error,
     )
@@ -142,6 +145,13 @@ def _features(features, dim: int) -> jnp.ndarray:
     return x
 
 
+def _mask(mask, n: int) -> jnp.ndarray:
+    keep = jnp.asarray(mask)
+    if keep.dtype != jnp.bool_ or keep.shape != (n,):
+        raise InputError(f"mask must be a ({n},) boolean array, got {keep.dtype} of shape {keep.shape}")
+    return keep
+
+
 def _labels(labels, n: int) -> jnp.ndarray:
     y = jnp.asarray(labels)
     if y.ndim != 1:
@@ -195,13 +205,14 @@ def _first_rows_mean(x: jnp.ndarray) -> np.ndarray:
 # Moments of one batch.
 
 
-def _float_moments(stats: Statistics, x: jnp.ndarray, y: jnp.ndarray) -> tuple[Moments, jnp.ndarray]:
+def _float_moments(stats: Statistics, x: jnp.ndarray, y: jnp.ndarray, keep) -> tuple[Moments, jnp.ndarray]:
     dtype = jnp.float32 if stats.precision == "float32" else device_float("float64")
     x = x.astype(dtype)
     if stats.shift is not None:
         x = x - jnp.asarray(stats.shift, dtype)[None, :]
+    x = jnp.where(keep[:, None], x, 0)
     d, m = stats.dim, stats.n_outputs
-    augmented = jnp.concatenate([x, y.astype(dtype), jnp.ones((x.shape[0], 1), dtype)], axis=1)
+    augmented = jnp.concatenate([x, y.astype(dtype), keep[:, None].astype(dtype)], axis=1)
     product = jnp.matmul(augmented.T, augmented, precision=_HIGHEST)
     error = jnp.where(jnp.all(jnp.isfinite(jnp.diagonal(product))), 0, NON_FINITE).astype(jnp.uint32)
     class_grams = None
@@ -221,17 +232,17 @@ def _split_product(product, d: int, m: int, classification: bool, class_grams) -
     )
 
 
-def _fixed_moments(stats: Statistics, x: jnp.ndarray, y: jnp.ndarray) -> tuple[Moments, jnp.ndarray]:
+def _fixed_moments(stats: Statistics, x: jnp.ndarray, y: jnp.ndarray, keep) -> tuple[Moments, jnp.ndarray]:
     """Exact integer moments of the quantized batch from int8 limb products (module docstring)."""
     grid = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
     scale = jnp.asarray(2.0**stats.frac_bits, grid)
-    q, error = _on_grid(x.astype(grid) * scale)
+    q, error = _on_grid(jnp.where(keep[:, None], x.astype(grid) * scale, 0))
     if stats.is_classification:
         t = y.astype(jnp.int32)  # one-hot targets are not quantized
     else:
         t, target_error = _on_grid(y.astype(grid) * scale)
         error = error | target_error
-    augmented = jnp.concatenate([q, t, jnp.ones((x.shape[0], 1), jnp.int32)], axis=1)
+    augmented = jnp.concatenate([q, t, keep[:, None].astype(jnp.int32)], axis=1)
     d, m = stats.dim, stats.n_outputs
     class_grams = None
     if stats.moments.class_grams is not None:

@@ -131,7 +131,7 @@ def init_statistics(
     )
 
 
-def accumulate(stats: Statistics, features, targets) -> Statistics:
+def accumulate(stats: Statistics, features, targets, *, mask=None) -> Statistics:
     r"""Learn one batch: :math:`G \mathrel{+}= X^\top X`, :math:`B \mathrel{+}= X^\top Y` (README: the math in brief).
 
     Runs on the host for a host state and host (or concrete JAX) features, in JAX on the state's device otherwise;
@@ -142,6 +142,8 @@ def accumulate(stats: Statistics, features, targets) -> Statistics:
       features: (n, d) floating array (NumPy or JAX), n ≥ 1, finite.
       targets: (n,) non-negative integer class ids for a classification state (unseen ids add columns outside
         jit), or (n, m) / (n,) real values for a regression state.
+      mask: optional (n,) booleans; rows where it is False are not learned (their values are not even read), so
+        batches of varying size can be padded to one static shape for ``jit``, ``vmap`` or ``lax.scan``.
 
     Raises:
       InputError: naming the problem (NaN/Inf, shape, dtype, labels); ``stats`` is unchanged. Inside jit the
@@ -153,10 +155,15 @@ def accumulate(stats: Statistics, features, targets) -> Statistics:
       (array([3, 7]), 4)
     """
     _check_state(stats)
-    if _in_jax(stats, features, targets):
+    if _in_jax(stats, features, targets, mask):
         from analytic import device
 
-        return device.accumulate(stats, features, targets)
+        return device.accumulate(stats, features, targets, mask)
+    if mask is not None:
+        keep = _check_mask(mask, np.shape(features)[0] if np.ndim(features) else 0)
+        if not keep.any():
+            return stats
+        features, targets = np.asarray(features)[keep], np.asarray(targets)[keep]
     accumulator = _Accumulator(stats)
     accumulator.add_batch(features, targets)
     return accumulator.result()
@@ -410,6 +417,13 @@ def _check_pair(a: Statistics, b: Statistics) -> None:
 def _in_jax(stats: Statistics, *arrays) -> bool:
     """Whether an operation runs in JAX: a device state, or traced inputs."""
     return stats.on_device or any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def _check_mask(mask, n: int) -> np.ndarray:
+    keep = np.asarray(mask)
+    if keep.dtype != np.bool_ or keep.shape != (n,):
+        raise InputError(f"mask must be a ({n},) boolean array, got {keep.dtype} of shape {keep.shape}")
+    return keep
 
 
 def _check_class_ids(class_ids) -> np.ndarray:

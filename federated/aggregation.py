@@ -39,10 +39,16 @@ import analytic
 
 
 def client_statistics(features, labels, dim: int, *, precision: str = "float64", frac_bits: int = 12):
-    """A client's statistics :math:`G_k, B_k, n_k`; a client with no samples gets empty statistics."""
+    """A client's statistics :math:`G_k, B_k, n_k`; a client with no samples gets empty statistics.
+
+    Features that are a JAX array are learned on their own device (the statistics live there; fixed precision
+    needs no x64, float64 does); host features on the host.
+    """
     stats = analytic.init_statistics(dim, precision=precision, frac_bits=frac_bits)
     if np.shape(features)[0] == 0:
         return stats
+    if isinstance(features, jax.Array):
+        stats = jax.device_put(stats, next(iter(features.devices())))
     return analytic.accumulate(stats, features, labels)
 
 

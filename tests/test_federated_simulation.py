@@ -48,3 +48,25 @@ def test_head_drops_a_class_no_remaining_client_holds():
     expected = ridge_oracle(x[kept], one_hot_columns(y[kept], CLASSES[:-1]), RIDGE)
     np.testing.assert_array_equal(head.class_ids, CLASSES[:-1])
     assert relative_error(head.weights, expected) <= 1e-10
+
+
+def test_vectorized_clients_give_the_same_fixed_point_aggregate():
+    x, y = make_classification(n=2_000, d=D, classes=CLASSES, seed=25)
+    parts = federated.dirichlet_partition(y, 40, 0.1, seed=5)
+    plain, _, _ = simulate_afl(x, y, parts, ridge=RIDGE, precision="fixed", progress=False)
+    vectorized, head, report = simulate_afl(x.astype(np.float32), y, parts, ridge=RIDGE, precision="fixed",
+                                            progress=False, vectorized=True)
+    centralized = analytic.accumulate(analytic.init_statistics(D, precision="fixed"), x.astype(np.float32), y)
+    assert analytic.state_hash(vectorized.statistics) == analytic.state_hash(centralized)
+    assert report.rejected == {} and vectorized.n_clients == plain.n_clients == 40
+
+
+def test_a_client_on_a_device_computes_its_statistics_there():
+    import jax
+
+    x, y = make_classification(n=300, d=D, classes=CLASSES, seed=26)
+    on_device = federated.client_statistics(jax.device_put(x.astype(np.float32)), y, D, precision="fixed")
+    assert on_device.on_device
+    on_host = federated.client_statistics(x.astype(np.float32), y, D, precision="fixed")
+    assert federated.encode_statistics(on_device, CLASSES)["gram"].tobytes() == federated.encode_statistics(
+        on_host, CLASSES)["gram"].tobytes()

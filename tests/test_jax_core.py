@@ -257,3 +257,16 @@ def test_indefinite_matrix_inside_jit_gives_nan_weights_and_raises_outside(data3
     assert np.isnan(np.asarray(solve(state, -1.0).weights)).all()
     with pytest.raises(InputError, match="weights are NaN"):
         analytic.predict(solve(state, 0.0), features)
+
+
+def test_masked_rows_are_not_learned_so_ragged_batches_pad_to_one_shape(data32):
+    features, labels = data32
+    padded_x = np.concatenate([features[:50], np.full((14, DIM), np.nan, np.float32)])
+    padded_y = np.concatenate([labels[:50], np.full(14, 99, np.int32)])
+    mask = np.arange(64) < 50
+    empty = analytic.init_statistics(DIM, class_ids=CLASSES, precision="fixed")
+    host = analytic.accumulate(empty, features[:50], labels[:50])
+    assert analytic.state_hash(accumulate(empty, padded_x, padded_y, mask=mask)) == analytic.state_hash(host)
+    assert analytic.state_hash(analytic.accumulate(empty, padded_x, padded_y, mask=mask)) == analytic.state_hash(host)
+    with pytest.raises(InputError, match="mask"):
+        analytic.accumulate(empty, features, labels, mask=np.ones(3, bool))
