@@ -5,7 +5,8 @@ a :class:`ContinualState` pytree), so a benchmark loops over them. Modules: ``co
 Si-Blurry, long-tailed and online streams), ``continual.acil`` (ACIL, G-ACIL, GKEAL), ``continual.ds_al``,
 ``continual.air`` (AIR, G-AIR), ``continual.aef_ocl``, ``continual.baselines`` (fine-tuning, joint SGD / ridge, NCM,
 SLDA, RanPAC), ``continual.evaluation`` (accuracy matrix, Ā, A_T, forgetting, BWT, CSV and plots) and
-``continual.datasets`` (the 30-class Fashion-MNIST + MNIST-5k + Animal-MNIST stream).
+``continual.datasets`` (the 30-class Fashion-MNIST + MNIST-5k + Animal-MNIST stream), ``continual.stream`` (an online
+stream as one ``jax.lax.scan`` of RLS updates, a prediction per batch).
 """
 
 from continual.acil import acil, g_acil, gkeal
@@ -25,6 +26,7 @@ from continual.evaluation import (
 )
 from continual.learner import ContinualState, Learner, state_bytes
 from continual.scenarios import SEEDS, Scenario, class_incremental, class_order, long_tailed, online, si_blurry
+from continual.stream import online_stream
 
 __all__ = [
     "SEEDS",
@@ -54,6 +56,7 @@ __all__ = [
     "long_tailed",
     "ncm",
     "online",
+    "online_stream",
     "plot_accuracy",
     "ranpac",
     "run",

@@ -11,15 +11,23 @@ memorization" of ACIL, whose recursive form eqs. 9–10 computes the same weight
 sample is stored. The expansion is the ACIL buffer layer :math:`\phi(z) = \mathrm{ReLU}(z W_B)` or, for GKEAL, the
 Gaussian-kernel layer :math:`\phi_j(z) = \exp(-\|z - c_j\|^2 / 2\sigma^2)` whose centres are drawn from the phase-0
 features. G-ACIL is the same update on generalized streams where classes reappear.
+
+With ``device=True`` the statistics live on the default JAX device with every declared class from the start, and a
+phase (expansion, accumulation, solve) and a prediction are each one jitted call on device arrays; classes not yet
+learned are masked out of the argmax.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 import analytic
+from analytic.expansion import apply_expansion
 from continual.learner import Learner, embed, make_learner
 
 
@@ -51,8 +59,25 @@ def ridge_predict(model: RidgeModel, features: np.ndarray) -> np.ndarray:
     return analytic.predict_labels(model.head, embed(model.expansion, features))
 
 
+@functools.partial(jax.jit, static_argnames="ridge")
+def device_phase(model: RidgeModel, features, labels, *, ridge: float) -> RidgeModel:
+    """One phase in one jitted call: expand, accumulate into the declared-class statistics, solve."""
+    x = features if model.expansion is None else apply_expansion(model.expansion, features)
+    statistics = analytic.accumulate(model.statistics, x, labels)
+    return model._replace(statistics=statistics, head=analytic.solve(statistics, ridge))
+
+
+@jax.jit
+def device_predict(model: RidgeModel, features) -> jax.Array:
+    """Class ids of the argmax over the classes learned so far (declared but unlearned columns are masked)."""
+    x = features if model.expansion is None else apply_expansion(model.expansion, features)
+    scores = analytic.predict(model.head, x)
+    learned = jnp.any(model.statistics.class_count_words != 0, axis=-1)
+    return jnp.asarray(model.head.class_ids)[jnp.argmax(jnp.where(learned[None, :], scores, -jnp.inf), axis=1)]
+
+
 def acil(classes, *, expansion=None, ridge: float = 0.1, strict: bool = True, precision: str = "float64",
-         name: str = "ACIL") -> Learner:
+         name: str = "ACIL", device: bool = False) -> Learner:
     """ACIL (strict class-incremental) on the expansion ``expansion`` (e.g. :func:`analytic.init_buffer`).
 
     Args:
@@ -60,14 +85,33 @@ def acil(classes, *, expansion=None, ridge: float = 0.1, strict: bool = True, pr
       expansion: fixed expansion layer, or ``None`` to use the features as they are.
       ridge: γ (0.1 in ACIL).
       strict: refuse classes learned in an earlier phase (``False``: G-ACIL).
-      precision: precision of the statistics (:func:`analytic.init_statistics`).
+      precision: precision of the statistics (:func:`analytic.init_statistics`; float64 on a device needs x64).
       name: display name.
+      device: learn and predict with jitted calls on the default JAX device (module docstring).
     """
+    if device:
+        return _device_learner(classes, expansion, ridge, strict, precision, name)
 
     def update(model, features, labels, learned_classes, phase):
         return ridge_update(model, expansion, embed(expansion, features), labels, ridge=ridge, precision=precision)
 
     return make_learner(name, classes, strict=strict, update=update, predict=ridge_predict)
+
+
+def _device_learner(classes, expansion, ridge, strict, precision, name) -> Learner:
+    declared = np.unique(np.asarray(classes, np.int64))
+    width = None if expansion is None else expansion.width
+
+    def update(model, features, labels, learned_classes, phase):
+        if model is None:
+            dim = features.shape[1] if width is None else width
+            statistics = jax.device_put(analytic.init_statistics(dim, class_ids=declared, precision=precision))
+            model = RidgeModel(expansion=None if expansion is None else jax.device_put(expansion),
+                               statistics=statistics, head=None)
+        return device_phase(model, jnp.asarray(features), jnp.asarray(labels), ridge=float(ridge))
+
+    return make_learner(name, classes, strict=strict, update=update,
+                        predict=lambda model, features: device_predict(model, jnp.asarray(features)))
 
 
 def g_acil(classes, *, expansion=None, ridge: float = 0.1, precision: str = "float64") -> Learner:

@@ -19,6 +19,7 @@ import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from analytic import InputError, IntegrityError, check_features, expand
@@ -81,7 +82,7 @@ def make_learner(
     def learn(state: ContinualState, features, labels) -> ContinualState:
         x = check_phase_features(features)
         y = check_phase_labels(labels, x.shape[0], declared)
-        present = np.unique(y)
+        present = np.unique(np.asarray(y))
         if strict:
             finished = np.intersect1d(present, state.learned_classes)
             if finished.size:
@@ -99,30 +100,40 @@ def make_learner(
     def predict_labels(state: ContinualState, features) -> np.ndarray:
         if state.model is None:
             raise IntegrityError(f"{name} has learned nothing yet: call learn first")
-        return np.asarray(predict(state.model, check_phase_features(features)))
+        predictions = predict(state.model, check_phase_features(features))
+        return predictions if isinstance(predictions, jax.Array) else np.asarray(predictions)
 
     return Learner(name=name, init=init, learn=learn, predict=predict_labels)
 
 
-def check_phase_features(features) -> np.ndarray:
-    """Host (n, d) floating features with n ≥ 1, all finite; raises :class:`~analytic.InputError` otherwise."""
-    x = np.asarray(features)
+def check_phase_features(features):
+    """(n, d) floating features with n ≥ 1, all finite; raises :class:`~analytic.InputError` otherwise. JAX arrays
+    are checked where they are and returned as they are (only the verdict crosses to the host)."""
+    on_device = isinstance(features, jax.Array)
+    x = features if on_device else np.asarray(features)
     if x.ndim == 2 and x.shape[0] == 0:
         raise InputError("empty phase: the features have no rows")
-    return check_features(x, finite=True)
+    if not on_device:
+        return check_features(x, finite=True)
+    if not jnp.issubdtype(x.dtype, jnp.floating) or x.ndim != 2:
+        raise InputError(f"features must be a 2-D floating array, got {x.dtype} of shape {x.shape}")
+    if not bool(jnp.all(jnp.isfinite(x))):
+        raise InputError("features contain NaN or Inf")
+    return x
 
 
-def check_phase_labels(labels, n: int, declared: np.ndarray) -> np.ndarray:
-    """(n,) int64 class ids, every one of them among the ``declared`` classes."""
-    y = np.asarray(labels)
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+def check_phase_labels(labels, n: int, declared: np.ndarray):
+    """(n,) class ids, every one of them among the ``declared`` classes (int64 on the host; a JAX array stays one)."""
+    on_device = isinstance(labels, jax.Array)
+    y = labels if on_device else np.asarray(labels)
+    if y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer):
         raise InputError(f"labels must be a 1-D integer array of class ids, got shape {y.shape} {y.dtype}")
     if y.shape[0] != n:
         raise InputError(f"features have {n} rows but labels have {y.shape[0]}")
-    unknown = np.setdiff1d(y, declared)
+    unknown = np.setdiff1d(np.unique(np.asarray(y)), declared)
     if unknown.size:
         raise InputError(f"labels {unknown.tolist()[:10]} are outside the declared classes")
-    return y.astype(np.int64, copy=False)
+    return y if on_device else y.astype(np.int64, copy=False)
 
 
 def embed(layer, features: np.ndarray) -> np.ndarray:
