@@ -333,3 +333,21 @@ def test_source_can_be_forgotten_after_one_of_its_classes_was_emptied():
     forgotten, receipt = unlearning.forget_source(head, "A")
     assert receipt.source == "A"
     assert_matches_retraining(forgotten, features[~in_a], labels[~in_a], test_features)
+
+
+def test_device_resident_head_forgets_with_the_same_receipts():
+    features, labels = make_classification(n=600, d=D)
+    features = features.astype(np.float32)
+    head = unlearning.init_unlearning_head(D, 0.1, precision="fixed", per_class=True, device=jax.devices()[0])
+    head = unlearning.learn(head, jax.device_put(features), jax.device_put(labels.astype(np.int32)))
+    assert head.statistics.on_device
+    head, by_samples = unlearning.forget_samples(head, features[:5], labels[:5])
+    head, by_class = unlearning.forget_class(head, 3)
+    assert by_samples.route == by_class.route == "device" and head.statistics.on_device
+    keep = (np.arange(600) >= 5) & (labels != 3)
+    retained = analytic.accumulate(analytic.init_statistics(D, precision="fixed"), features[keep], labels[keep])
+    assert unlearning.certifies(by_class, retained)
+    expected = ridge_oracle(np.ldexp(analytic.quantize(features[keep], 12), -12),
+                            one_hot_columns(labels[keep], retained.class_ids), 0.1)
+    assert relative_error(unlearning.solve_head(jax.device_get(head)).weights, expected) <= 1e-10
+    np.testing.assert_array_equal(unlearning.solve_head(head).class_ids, retained.class_ids)

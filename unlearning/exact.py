@@ -30,6 +30,10 @@ follows them. :func:`forget_samples` / :func:`learn` on k rows of dimension d ch
     form) — which bounds the rounding drift of a long stream as well as its cost.
 ``"deferred"``
     learning while no factor is kept: the factor is made on first use.
+``"device"``
+    statistics on a JAX device (``init_unlearning_head(..., device=...)``): they are added and subtracted there,
+    and every :func:`solve_head` factorizes on the device (:math:`d^3/3`, fast on an accelerator); receipts and
+    hashes are the same as on the host.
 
 Integrity. Every request is validated before anything changes (states are immutable; a refused request returns
 nothing and leaves the head as it was): the core refuses negative counts, unknown classes and negative Gram
@@ -144,6 +148,7 @@ def init_unlearning_head(
     track_sources: bool = False,
     frac_bits: int = 12,
     shift=None,
+    device=None,
 ) -> UnlearningHead:
     """An empty head that can forget.
 
@@ -158,6 +163,7 @@ def init_unlearning_head(
         numbers and the class's own part).
       ledger: keep sample fingerprints and refuse to forget samples that were never learned.
       track_sources: keep each source's statistics, so a source can be forgotten; every learn names its source.
+      device: a JAX device to keep the statistics on (the ``"device"`` route); ``None`` keeps them on the host.
     """
     if solver not in SOLVERS:
         raise analytic.InputError(f"solver must be one of {SOLVERS}, got {solver!r}")
@@ -169,6 +175,8 @@ def init_unlearning_head(
     )
     if per_class and n_targets is not None:
         raise analytic.InputError("per_class needs a classification head (n_targets=None)")
+    if device is not None:
+        statistics = jax.device_put(statistics, device)
     return UnlearningHead(
         statistics=statistics,
         factor=None,
@@ -427,6 +435,8 @@ def _follow(head, statistics, rows, sign, dropped) -> tuple[UnlearningHead, str]
     limit = FOLD_FRACTION * statistics.dim if head.solver == "cholesky" else statistics.dim
     small = rows is not None and k <= FOLD_FRACTION * statistics.dim and folded <= limit
     replace = functools.partial(dataclasses.replace, head, statistics=statistics)
+    if statistics.on_device:
+        return replace(factor=None, recursive=None, folded_rows=np.int64(0)), "device"
     if kept is None and sign > 0:
         return replace(), "deferred"
     if kept is not None and small and head.solver == "cholesky":
@@ -452,13 +462,17 @@ def _drop_recursive_classes(recursive: analytic.RecursiveHead, dropped) -> analy
 
 
 def _empty_like(statistics: analytic.Statistics) -> analytic.Statistics:
-    return analytic.init_statistics(
+    """Empty statistics in the configuration (and the home) of ``statistics``."""
+    empty = analytic.init_statistics(
         statistics.dim,
         precision=statistics.precision,
         n_targets=None if statistics.is_classification else statistics.n_outputs,
         shift=statistics.shift,
         frac_bits=statistics.frac_bits if statistics.precision == "fixed" else 12,
     )
+    if statistics.on_device:
+        return jax.device_put(empty, next(iter(jax.tree.leaves(statistics)[0].devices())))
+    return empty
 
 
 def _batch_statistics(statistics: analytic.Statistics, features, targets) -> analytic.Statistics:
