@@ -38,12 +38,14 @@ from analytic.state import (
     NEGATIVE_COUNT,
     NEGATIVE_DIAGONAL,
     NON_FINITE,
+    SHIFT_ROWS,
     UNKNOWN_LABEL,
     Moments,
     Statistics,
     check_leaves,
     device_float,
     raise_flagged,
+    with_classes,
 )
 
 LIMB_BITS = 7
@@ -179,8 +181,6 @@ def _with_seen_classes(stats: Statistics, labels: jnp.ndarray) -> Statistics:
     classes are all there is (an unknown label sets the flag)."""
     if isinstance(labels, jax.core.Tracer):
         return stats
-    from analytic.statistics import with_classes
-
     present = np.unique(np.asarray(labels))
     if present.size and present.min() < 0:
         raise InputError(f"labels must be non-negative class ids, got {int(present.min())}")
@@ -196,8 +196,6 @@ def _first_rows_mean(x: jnp.ndarray) -> np.ndarray:
             "a float32 state needs its mean shift before jit: init_statistics(d, precision='float32', shift=...) "
             "(e.g. the mean of a few hundred feature rows), or accumulate a first batch outside jit"
         )
-    from analytic.statistics import SHIFT_ROWS
-
     return np.asarray(x[:SHIFT_ROWS], np.float64).mean(axis=0).astype(np.float32)
 
 

@@ -26,8 +26,9 @@ import scipy.linalg
 
 from analytic import words
 from analytic.errors import InputError, IntegrityError
-from analytic.state import Statistics, device_float, frozen, register_pytree
-from analytic.statistics import _check_state, check_features
+from analytic.device import to_device
+from analytic.state import Statistics, check_state, device_float, frozen, register_pytree
+from analytic.statistics import check_features, host_moments
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -78,8 +79,6 @@ register_pytree(Factorization, ("upper", "ridge"), ())
 
 def _moments_value(stats: Statistics):
     """The moments in float64 on the host: Kahan-compensated for float32, rescaled from the integer grid for fixed."""
-    from analytic.statistics import host_moments
-
     moments = host_moments(stats)
     if stats.compensation is not None:
         moments = jax.tree.map(lambda v, c: v.astype(np.float64) - c, moments, stats.compensation)
@@ -135,18 +134,14 @@ def _class_counts(stats: Statistics, dtype=None):
     return stats.class_counts if dtype is None else words.to_float(stats.class_count_words, dtype)
 
 
-def _in_jax(stats: Statistics) -> bool:
-    return stats.on_device
-
-
 def _float_dtype(stats: Statistics):
-    return device_float(stats.precision) if _in_jax(stats) else None
+    return device_float(stats.precision) if stats.on_device else None
 
 
 def gram_matrix(stats: Statistics):
     """The raw Gram :math:`G = X^\\top X = \\sum x x^\\top` of the learned samples (shift undone): float64 on the
     host, the device's float (float64 with x64) for a device state."""
-    _check_state(stats)
+    check_state(stats)
     dtype = _float_dtype(stats)
     if dtype is None:
         moments = _moments_value(stats)
@@ -157,7 +152,7 @@ def gram_matrix(stats: Statistics):
 
 def cross_matrix(stats: Statistics):
     """The raw cross-moment :math:`B = X^\\top Y` (d, m); for classification column c sums class c's features."""
-    _check_state(stats)
+    check_state(stats)
     dtype = _float_dtype(stats)
     xp = np if dtype is None else jnp
     moments = _moments_value(stats) if dtype is None else _device_moments_value(stats, dtype)
@@ -170,7 +165,7 @@ def cross_matrix(stats: Statistics):
 
 def class_gram(stats: Statistics, position: int) -> np.ndarray:
     """Full raw Gram :math:`A_c = \\sum_{y_i = c} x_i x_i^\\top` of the class in column ``position`` (host float64)."""
-    _check_state(stats)
+    check_state(stats)
     if stats.moments.class_grams is None:
         raise IntegrityError("this state keeps no per-class Grams: create it with init_statistics(class_grams=True)")
     moments = _moments_value(stats)
@@ -205,9 +200,9 @@ def factorize(stats: Statistics, ridge) -> Factorization:
     """Cholesky factorization of :math:`G + \\gamma I` (README: the math in brief), reusable for every column and
     query. On a device (and under jit) a matrix that is not positive definite gives a NaN factor, which a solve
     turns into NaN weights; outside jit it raises :class:`IntegrityError`."""
-    if not _in_jax(stats) and not isinstance(ridge, jax.core.Tracer):
+    if not stats.on_device and not isinstance(ridge, jax.core.Tracer):
         return factorize_matrix(gram_matrix(stats), ridge)
-    stats = _on_device(stats)
+    stats = to_device(stats)
     gram = gram_matrix(stats)
     ridge = _device_ridge(ridge, gram.dtype)
     upper, _ = jax.scipy.linalg.cho_factor(gram + ridge * jnp.eye(stats.dim, dtype=gram.dtype), lower=False)
@@ -239,7 +234,7 @@ def solve(stats: Statistics, ridge, factorization: Factorization | None = None) 
         factorization = factorize(stats, ridge)
     elif not isinstance(ridge, jax.core.Tracer) and float(factorization.ridge) != float(ridge):
         raise InputError(f"the factorization was made with ridge {float(factorization.ridge)}, not {ridge}")
-    weights = factorization.solve(cross_matrix(_on_device(stats) if isinstance(factorization.upper, jax.Array)
+    weights = factorization.solve(cross_matrix(to_device(stats) if isinstance(factorization.upper, jax.Array)
                                                else stats))
     return Head(weights=weights, class_ids=stats.class_ids, ridge=factorization.ridge)
 
@@ -302,8 +297,3 @@ def _device_ridge(ridge, dtype):
         _check_ridge(ridge)
     return jnp.asarray(ridge, dtype)
 
-
-def _on_device(stats: Statistics) -> Statistics:
-    from analytic.device import to_device
-
-    return to_device(stats)

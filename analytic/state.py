@@ -25,6 +25,7 @@ from analytic.errors import InputError, IntegrityError
 
 PRECISIONS = ("float64", "float32", "fixed")
 FLOAT_DTYPES = {"float64": np.float64, "float32": np.float32}
+SHIFT_ROWS = 1024  # rows of the first batch whose mean becomes the float32 shift
 
 # Bits of the error flag a state carries through jitted code, where no exception can be raised; the next operation
 # outside jit (or a solve) refuses a flagged state with these messages.
@@ -271,3 +272,64 @@ def raise_flagged(error) -> None:
             raise kind(f"{message} (error flag {code})")
     if code:
         raise IntegrityError(f"the state carries an unknown error flag {code}: it was altered by a pytree transform")
+
+
+def check_state(stats) -> None:
+    """Every operation starts here: leaves that match the precision, and no error flag (outside jit)."""
+    check_leaves(stats)
+    raise_flagged(stats.error)
+
+
+def with_classes(stats: Statistics, class_ids) -> Statistics:
+    """The same state with columns for every id in ``class_ids`` (a sorted superset of ``stats.class_ids``);
+    new classes get zero columns. Static: works under jit."""
+    class_ids = np.asarray(class_ids, dtype=np.int64)
+    if np.array_equal(class_ids, stats.class_ids):
+        return stats
+    missing = np.setdiff1d(stats.class_ids, class_ids)
+    if missing.size:
+        raise IntegrityError(f"with_classes would lose classes {missing.tolist()}")
+    positions = np.searchsorted(class_ids, stats.class_ids)
+    xp = jnp if stats.on_device else np
+
+    def widen(array, axis):
+        if array is None:
+            return None
+        shape = list(array.shape)
+        shape[axis] = class_ids.size
+        index = [slice(None)] * array.ndim
+        index[axis] = positions
+        if xp is jnp:
+            return jnp.zeros(shape, array.dtype).at[tuple(index)].set(array)
+        out = np.zeros(shape, array.dtype)
+        out[tuple(index)] = array
+        return out
+
+    def widen_moments(m):
+        return m._replace(cross=widen(m.cross, 1), class_grams=widen(m.class_grams, 0))
+
+    return dataclasses.replace(
+        stats,
+        moments=widen_moments(stats.moments),
+        compensation=None if stats.compensation is None else widen_moments(stats.compensation),
+        class_ids=class_ids,
+        class_count_words=widen(stats.class_count_words, 0),
+    )
+
+
+def select_classes(stats: Statistics, keep) -> Statistics:
+    """The state restricted to the class columns at positions ``keep`` (static), in their order."""
+    keep = np.asarray(keep, np.int64)
+
+    def select(m: Moments) -> Moments:
+        return m._replace(
+            cross=m.cross[:, keep], class_grams=None if m.class_grams is None else m.class_grams[keep]
+        )
+
+    return dataclasses.replace(
+        stats,
+        moments=select(stats.moments),
+        compensation=None if stats.compensation is None else select(stats.compensation),
+        class_ids=stats.class_ids[keep],
+        class_count_words=stats.class_count_words[keep],
+    )

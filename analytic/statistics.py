@@ -47,12 +47,20 @@ import jax.numpy as jnp
 import numpy as np
 from rich.progress import track
 
-from analytic import words
+from analytic import device, words
 from analytic.errors import InputError, IntegrityError
-from analytic.state import PRECISIONS, Moments, Statistics, check_leaves, raise_flagged
+from analytic.state import (
+    PRECISIONS,
+    SHIFT_ROWS,
+    Moments,
+    Statistics,
+    check_leaves,
+    check_state,
+    select_classes,
+    with_classes,
+)
 
 CHUNK_ROWS = 16384  # float batches are folded in row chunks of at most this many: scratch stays O(chunk · d)
-SHIFT_ROWS = 1024  # rows of the first batch whose mean becomes the float32 shift
 _STATE_DTYPES = {"float64": np.float64, "float32": np.float32, "fixed": np.int64}  # host working arrays
 _COMPUTE_DTYPES = {"float64": np.float64, "float32": np.float32, "fixed": np.float64}
 _EXACT_FLOAT_LIMIT = 2**53  # every integer below this is exact in float64
@@ -154,10 +162,8 @@ def accumulate(stats: Statistics, features, targets, *, mask=None) -> Statistics
       >>> stats.class_ids, int(stats.count)
       (array([3, 7]), 4)
     """
-    _check_state(stats)
+    check_state(stats)
     if _in_jax(stats, features, targets, mask):
-        from analytic import device
-
         return device.accumulate(stats, features, targets, mask)
     if mask is not None:
         keep = _check_mask(mask, np.shape(features)[0] if np.ndim(features) else 0)
@@ -181,7 +187,7 @@ def fit(batches: Iterable, stats: Statistics, *, progress: bool = False, total: 
       progress: show a progress bar.
       total: number of batches, for the progress bar.
     """
-    _check_state(stats)
+    check_state(stats)
     stream = track(batches, total=total, disable=not progress, description="accumulating")
     if stats.on_device:
         for features, targets in stream:
@@ -218,8 +224,6 @@ def subtract(a: Statistics, b: Statistics) -> Statistics:
     if a.is_classification:
         b = _aligned_for_subtraction(a, b)
     if a.on_device or b.on_device:
-        from analytic import device
-
         return device.combine(a, b, -1)
     if b.count > a.count:
         raise IntegrityError(
@@ -261,7 +265,7 @@ def drop_classes(stats: Statistics, class_ids) -> Statistics:
     Raises:
       IntegrityError: a class is unknown or still holds samples.
     """
-    _check_state(stats)
+    check_state(stats)
     if not stats.is_classification:
         raise IntegrityError("drop_classes needs a classification state")
     ids = np.unique(np.asarray(class_ids, dtype=np.int64))
@@ -281,68 +285,13 @@ def drop_classes(stats: Statistics, class_ids) -> Statistics:
     return select_classes(stats, keep)
 
 
-def with_classes(stats: Statistics, class_ids) -> Statistics:
-    """The same state with columns for every id in ``class_ids`` (a sorted superset of ``stats.class_ids``);
-    new classes get zero columns. Static: works under jit."""
-    class_ids = np.asarray(class_ids, dtype=np.int64)
-    if np.array_equal(class_ids, stats.class_ids):
-        return stats
-    missing = np.setdiff1d(stats.class_ids, class_ids)
-    if missing.size:
-        raise IntegrityError(f"with_classes would lose classes {missing.tolist()}")
-    positions = np.searchsorted(class_ids, stats.class_ids)
-    xp = jnp if stats.on_device else np
-
-    def widen(array, axis):
-        if array is None:
-            return None
-        shape = list(array.shape)
-        shape[axis] = class_ids.size
-        index = [slice(None)] * array.ndim
-        index[axis] = positions
-        if xp is jnp:
-            return jnp.zeros(shape, array.dtype).at[tuple(index)].set(array)
-        out = np.zeros(shape, array.dtype)
-        out[tuple(index)] = array
-        return out
-
-    def widen_moments(m):
-        return m._replace(cross=widen(m.cross, 1), class_grams=widen(m.class_grams, 0))
-
-    return dataclasses.replace(
-        stats,
-        moments=widen_moments(stats.moments),
-        compensation=None if stats.compensation is None else widen_moments(stats.compensation),
-        class_ids=class_ids,
-        class_count_words=widen(stats.class_count_words, 0),
-    )
-
-
-def select_classes(stats: Statistics, keep) -> Statistics:
-    """The state restricted to the class columns at positions ``keep`` (static), in their order."""
-    keep = np.asarray(keep, np.int64)
-
-    def select(m: Moments) -> Moments:
-        return m._replace(
-            cross=m.cross[:, keep], class_grams=None if m.class_grams is None else m.class_grams[keep]
-        )
-
-    return dataclasses.replace(
-        stats,
-        moments=select(stats.moments),
-        compensation=None if stats.compensation is None else select(stats.compensation),
-        class_ids=stats.class_ids[keep],
-        class_count_words=stats.class_count_words[keep],
-    )
-
-
 def state_hash(stats: Statistics) -> str:
     """A stable sha256 of the state (configuration, class ids, counts and every array's dtype, shape and bytes).
 
     The same in every home (host, device, any number of devices or processes): device states are read back to the
     host first. In fixed precision, equal multisets of samples give equal hashes for any order or partition.
     """
-    _check_state(stats)
+    check_state(stats)
     if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(stats)):
         raise InputError("state_hash reads the state on the host: call it outside jax.jit")
     stats = canonical(stats)
@@ -375,7 +324,7 @@ def canonical(stats: Statistics) -> Statistics:
 
 def host_moments(stats: Statistics) -> Moments:
     """The moments as host arrays: float64/float32 as stored, fixed precision as exact int64 on the grid."""
-    _check_state(stats)
+    check_state(stats)
     moments = jax.device_get(stats.moments)
     if stats.precision != "fixed":
         return moments
@@ -402,15 +351,9 @@ def from_host_moments(moments: Moments, count, class_ids, class_counts, *, preci
     return stats
 
 
-def _check_state(stats) -> None:
-    """Every operation starts here: leaves that match the precision, and no error flag (outside jit)."""
-    check_leaves(stats)
-    raise_flagged(stats.error)
-
-
 def _check_pair(a: Statistics, b: Statistics) -> None:
-    _check_state(a)
-    _check_state(b)
+    check_state(a)
+    check_state(b)
     _check_compatible(a, b)
 
 
@@ -787,8 +730,6 @@ def quantize(values: np.ndarray, frac_bits: int) -> np.ndarray:
 def _combine(a: Statistics, b: Statistics, sign: int) -> Statistics:
     """``a ± b`` for aligned, compatible states, in the home of either (JAX if one is on a device)."""
     if a.on_device or b.on_device:
-        from analytic import device
-
         return device.combine(a, b, sign)
     accumulator = _Accumulator(dataclasses.replace(a, shift=b.shift if a.count == 0 else a.shift))
     accumulator.add_state(b, sign)  # an empty state adopts the other's shift
