@@ -11,7 +11,7 @@ import analytic
 def test_readme_examples_run(tmp_path, monkeypatch):
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-    assert len(blocks) == 2, "the README has an API example and a federated example"
+    assert len(blocks) == 3, "the README has an API example, a JAX-device example and a federated example"
     monkeypatch.chdir(tmp_path)
     namespace = {}
     for block in blocks:
@@ -19,6 +19,8 @@ def test_readme_examples_run(tmp_path, monkeypatch):
     assert (tmp_path / "head.npz").exists()
     assert namespace["refit"].weights.shape == (64, 3)
     assert set(namespace["predicted"]) <= {3, 7, 42}
+    assert analytic.state_hash(namespace["on_device"]) == analytic.state_hash(namespace["on_host"])
+    assert namespace["on_device"].on_device and namespace["scores"].shape == (5, 3)
 
     head, afl_head, report = namespace["head"], namespace["afl_head"], namespace["report"]
     assert report.n_clients == 20 and report.bytes_per_client == 18_744
