@@ -47,6 +47,6 @@ from analytic.statistics import (
     subtract,
     with_classes,
 )
-from analytic.state import Moments, Statistics, check_leaves, x64_enabled
+from analytic.state import Moments, Statistics, check_leaves, mean_shift, x64_enabled
 
 __version__ = "0.1.0"

@@ -38,12 +38,12 @@ from analytic.state import (
     NEGATIVE_COUNT,
     NEGATIVE_DIAGONAL,
     NON_FINITE,
-    SHIFT_ROWS,
     UNKNOWN_LABEL,
     Moments,
     Statistics,
     check_leaves,
     device_float,
+    mean_shift,
     raise_flagged,
     with_classes,
 )
@@ -190,13 +190,13 @@ def _with_seen_classes(stats: Statistics, labels: jnp.ndarray) -> Statistics:
 
 
 def _first_rows_mean(x: jnp.ndarray) -> np.ndarray:
-    """The float32 shift from the first batch, exactly as the host computes it (a float64 mean on the host)."""
+    """The float32 shift from the first batch, as the host computes it (:func:`analytic.mean_shift`)."""
     if isinstance(x, jax.core.Tracer):
         raise InputError(
-            "a float32 state needs its mean shift before jit: init_statistics(d, precision='float32', shift=...) "
-            "(e.g. the mean of a few hundred feature rows), or accumulate a first batch outside jit"
+            "a float32 state needs its mean shift before jit: init_statistics(d, precision='float32', "
+            "shift=analytic.mean_shift(some_features)), or accumulate a first batch outside jit"
         )
-    return np.asarray(x[:SHIFT_ROWS], np.float64).mean(axis=0).astype(np.float32)
+    return mean_shift(x)
 
 
 # ----------------------------------------------------------------------------------------------------------------

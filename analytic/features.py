@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -42,6 +43,7 @@ from analytic.errors import InputError
 __all__ = [
     "Preprocess",
     "extract_features",
+    "default_path",
     "preprocess_jax",
     "preprocess_torch",
     "images_fingerprint",
@@ -296,16 +298,23 @@ def _is_torch_module(model) -> bool:
     return torch is not None and isinstance(model, torch.nn.Module)
 
 
+@functools.cache
+def _compiled_preprocess(preprocess: Preprocess) -> Callable[[Any], jax.Array]:
+    """``jax.jit`` of :func:`preprocess_jax` for one preprocessing, shared by all calls (compiled once per input
+    shape and dtype instead of once per :func:`extract_features` call)."""
+    return jax.jit(functools.partial(preprocess_jax, preprocess))
+
+
 def _flax_backbone_function(backbone, preprocess: Preprocess) -> BatchFunction:
     """Jit-compiled preprocessing, then ``backbone.features`` (jit-compiled by the backbone, weights as arguments)."""
-    preprocess_batch = jax.jit(lambda images: preprocess_jax(preprocess, images))
+    preprocess_batch = _compiled_preprocess(preprocess)
     return lambda images: backbone.features(preprocess_batch(images))
 
 
 def _callable_function(model: Callable, preprocess: Preprocess, jit: bool) -> BatchFunction:
     """Preprocessing plus a user callable: one ``jax.jit`` program, or JAX preprocessing then an eager call."""
     if not jit:
-        preprocess_batch = jax.jit(lambda images: preprocess_jax(preprocess, images))
+        preprocess_batch = _compiled_preprocess(preprocess)
         return lambda images: model(np.asarray(preprocess_batch(images)))
     compiled = jax.jit(lambda images: model(preprocess_jax(preprocess, images)))
 
@@ -425,6 +434,19 @@ def _check_features(features: np.ndarray, what: str) -> None:
         raise InputError(f"{what} contain NaN or Inf in {len(bad_rows)} rows (first: {bad_rows[:5].tolist()})")
 
 
+def default_path() -> ExecutionPath:
+    """The execution path for a backbone on this machine: ``"flax"`` when JAX runs on an accelerator (GPU or TPU),
+    otherwise ``"torch"`` when torch is installed (faster on CPU, most of all for MobileNetV2 and EfficientNet-Lite0)
+    and ``"flax"`` when it is not."""
+    if jax.default_backend() != "cpu":
+        return "flax"
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return "flax"
+    return "torch"
+
+
 def extract_features(
     model,
     images,
@@ -457,7 +479,8 @@ def extract_features(
         cache_dir: directory of the feature cache; ``None`` disables it.
         cache_key: identity of the model in the cache key. Required with ``cache_dir`` for callables and torch
             modules (name the architecture and weights); a backbone defaults to its name and weights fingerprint.
-        path: ``"flax"`` (JAX) or ``"torch"``; part of the cache key, and logged.
+        path: ``"flax"`` (JAX) or ``"torch"``; part of the cache key, and logged. :func:`default_path` picks the
+            faster one for a backbone on this machine.
         jit: for callables on the ``"flax"`` path, whether to trace them with ``jax.jit``.
         progress: show a progress bar when there is more than one batch.
 

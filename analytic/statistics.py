@@ -51,11 +51,11 @@ from analytic import device, words
 from analytic.errors import InputError, IntegrityError
 from analytic.state import (
     PRECISIONS,
-    SHIFT_ROWS,
     Moments,
     Statistics,
     check_leaves,
     check_state,
+    mean_shift,
     select_classes,
     with_classes,
 )
@@ -87,9 +87,9 @@ def init_statistics(
       class_ids: classes declared up front (classification): their columns exist from the start, which jitted code
         needs (static shapes). Outside jit, unseen classes are still added as they appear.
       class_grams: also keep one Gram per class (C·d² memory), needed by class re-weighting (AIR).
-      shift: fixed mean shift s of shape (d,). In float32 precision, ``None`` takes the mean of the first batch's
-        first ``SHIFT_ROWS`` rows outside jit (inside jit, declare it); pass the same shift to every state that will
-        be merged. Not allowed in fixed precision.
+      shift: fixed mean shift s of shape (d,). In float32 precision, ``None`` takes :func:`analytic.mean_shift` of
+        the first batch outside jit (inside jit, declare it, e.g. ``shift=analytic.mean_shift(x)``); pass the same
+        shift to every state that will be merged. Not allowed in fixed precision.
       frac_bits: fractional bits f of the fixed-point grid 2^-f (fixed precision only).
 
     Example:
@@ -611,7 +611,7 @@ class _Accumulator:
             y_index = None
         if state.precision == "float32" and state.shift is None:
             state = self.state = dataclasses.replace(
-                state, shift=x[:SHIFT_ROWS].mean(axis=0, dtype=np.float64).astype(np.float32)
+                state, shift=mean_shift(x)
             )
         chunk = CHUNK_ROWS  # bounded scratch memory for any batch size
         if state.precision == "fixed":

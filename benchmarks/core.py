@@ -213,9 +213,10 @@ def streamed_peak_memory(sizes: list[int], d: int, batch: int) -> list[dict]:
 
 
 def precision_errors(n: int, d: int) -> list[dict]:
-    """Relative Frobenius error of each mode's weights against a float64 direct solve on the same features."""
-    features, labels = pooled_like_features(n, d, seed=3)
-    f32 = features.astype(np.float32)
+    """Relative Frobenius error of each mode's weights against a float64 direct solve on the same features, on two
+    feature sets: offset, badly scaled pooled-like features, and ACIL's ReLU buffer expansion of them (sparse)."""
+    pooled, labels = pooled_like_features(n, d, seed=3)
+    layer = analytic.init_buffer(d, d, seed=0)
     targets = np.eye(N_CLASSES)[labels]
 
     def oracle(x):
@@ -225,28 +226,36 @@ def precision_errors(n: int, d: int) -> list[dict]:
     def error(weights, reference):
         return float(np.linalg.norm(weights - reference) / np.linalg.norm(reference))
 
-    exact64, exact32 = oracle(features), oracle(f32)
-    quantized = np.ldexp(analytic.quantize(features, 12), -12)
     batch = 1024
-    fixed = analytic.fit(batches(features, labels, batch), analytic.init_statistics(d, precision="fixed"))
     rows = []
-    for name, stats, reference in (
-        ("float64", analytic.fit(batches(features, labels, batch), analytic.init_statistics(d)), exact64),
-        ("float32 (shift + Kahan)", analytic.fit(batches(f32, labels, batch), analytic.init_statistics(
-            d, precision="float32")), exact32),
-        ("float32 without shift", analytic.fit(batches(f32, labels, batch), analytic.init_statistics(
-            d, precision="float32", shift=np.zeros(d))), exact32),
-        ("fixed, frac_bits=12 (vs its grid)", fixed, oracle(quantized)),
-        ("fixed, frac_bits=12 (vs raw features)", fixed, exact64),
-    ):
-        rows.append({"mode": name, "relative_error": error(analytic.solve(stats, RIDGE).weights, reference)})
-    recursive = analytic.init_recursive(d, RIDGE)
-    for x, y in batches(features, labels, batch):
-        recursive = analytic.recursive_learn(recursive, x, y)
-    rows.append({"mode": f"recursive float64 (batch {batch})", "relative_error": error(recursive.weights, exact64)})
-    condition = np.linalg.cond(features.T @ features + RIDGE * np.eye(d))
+    for kind, features in (("pooled", pooled), ("ReLU buffer", analytic.expand(layer, pooled).astype(np.float64))):
+        f32 = features.astype(np.float32)
+        exact64, exact32 = oracle(features), oracle(f32)
+
+        def float32_fit(shift):
+            return analytic.fit(batches(f32, labels, batch), analytic.init_statistics(d, precision="float32",
+                                                                                       shift=shift))
+
+        fixed = analytic.fit(batches(features, labels, batch), analytic.init_statistics(d, precision="fixed"))
+        modes = (
+            ("float64", analytic.fit(batches(features, labels, batch), analytic.init_statistics(d)), exact64),
+            ("float32, 4-bit mean shift (default)", float32_fit(None), exact32),
+            ("float32, exact mean shift", float32_fit(f32[:1024].mean(axis=0)), exact32),
+            ("float32 without shift", float32_fit(np.zeros(d, np.float32)), exact32),
+            ("fixed, frac_bits=12 (vs its grid)", fixed, oracle(np.ldexp(analytic.quantize(features, 12), -12))),
+            ("fixed, frac_bits=12 (vs raw features)", fixed, exact64),
+        )
+        condition = float(np.linalg.cond(features.T @ features + RIDGE * np.eye(d)))
+        for name, stats, reference in modes:
+            rows.append({"features": kind, "mode": name, "condition_number": condition,
+                         "relative_error": error(analytic.solve(stats, RIDGE).weights, reference)})
+        recursive = analytic.init_recursive(d, RIDGE)
+        for x, y in batches(features, labels, batch):
+            recursive = analytic.recursive_learn(recursive, x, y)
+        rows.append({"features": kind, "mode": f"recursive float64 (batch {batch})", "condition_number": condition,
+                     "relative_error": error(recursive.weights, exact64)})
     for row in rows:
-        row.update(n=n, d=d, condition_number=float(condition))
+        row.update(n=n, d=d)
     return rows
 
 
@@ -328,8 +337,8 @@ def main():
     memory = streamed_peak_memory(sizes["memory_n"], sizes["memory_d"], 1000)
     print_table("Peak memory of a streamed fit (tracemalloc)", memory, ["n", "d", "batch", "peak_mib", "state_mib"])
     errors = precision_errors(sizes["precision_n"], sizes["precision_d"])
-    print_table("Weight error against a float64 direct solve", errors, ["mode", "n", "d", "condition_number",
-                                                                        "relative_error"])
+    print_table("Weight error against a float64 direct solve", errors, ["features", "mode", "n", "d",
+                                                                        "condition_number", "relative_error"])
     from analytic.backbones import list_backbones
 
     extraction = extraction_speed(64, sizes["images"], sizes["backbones"] or list_backbones())

@@ -151,6 +151,26 @@ def test_float32_mode_error_is_small_and_reported():
     assert relative_error(analytic.solve(unshifted, RIDGE).weights, expected) > 10 * error
 
 
+def test_float32_shift_keeps_sparse_relu_features_accurate():
+    # ReLU buffer features are about half zeros: an exact mean shift turns each zero into a full 24-bit number whose
+    # products round in every row; the shift rounded to 4 significant bits keeps those products exact.
+    features, labels = make_classification(n=4000, d=64, offset=0.5, seed=4)
+    expanded = analytic.expand(analytic.init_buffer(64, 256, seed=1), features)
+    expected = ridge_oracle(expanded, one_hot_columns(labels, np.unique(labels)), RIDGE)
+
+    def error(shift):
+        stats = analytic.fit(batches(expanded, labels, 512), analytic.init_statistics(256, precision="float32",
+                                                                                       shift=shift))
+        return relative_error(analytic.solve(stats, RIDGE).weights, expected)
+
+    default = error(None)
+    assert default <= 1e-5
+    assert 2 * default < min(error(expanded[:1024].mean(axis=0)), error(np.zeros(256)))
+    shift = analytic.mean_shift(expanded)
+    mantissa, _ = np.frexp(shift)
+    np.testing.assert_array_equal(mantissa * 16, np.round(mantissa * 16))  # 4 significant bits
+
+
 def test_float32_states_merge_only_with_the_same_shift(data):
     features, labels = data
     d = features.shape[1]
