@@ -36,6 +36,8 @@ FIXED_RANGE = 4
 INT_OVERFLOW = 8
 NEGATIVE_COUNT = 16
 NEGATIVE_DIAGONAL = 32
+CLASS_NOT_EMPTY = 64
+FOREIGN_CLASS = 128
 ERROR_MESSAGES = {
     NON_FINITE: (InputError, "features or targets contain NaN or Inf, or values whose squares overflow"),
     UNKNOWN_LABEL: (InputError, "a label is not one of the state's declared class ids (or is negative)"),
@@ -44,6 +46,8 @@ ERROR_MESSAGES = {
     NEGATIVE_COUNT: (IntegrityError, "subtracting would make a sample count negative: these samples were never learned"),
     NEGATIVE_DIAGONAL: (IntegrityError, "subtracting would make the Gram matrix's diagonal negative: "
                                         "these samples were never learned"),
+    CLASS_NOT_EMPTY: (IntegrityError, "a class that still holds samples was dropped"),
+    FOREIGN_CLASS: (IntegrityError, "subtracted samples of a class that was never learned"),
 }
 
 
@@ -353,3 +357,10 @@ def mean_shift(features) -> np.ndarray:
     mantissa, exponent = np.frexp(mean)
     scale = 2.0**SHIFT_BITS
     return np.ldexp(np.round(mantissa * scale) / scale, exponent).astype(np.float32)
+
+
+def flag_if_held(stats: Statistics, class_count_words, bit: int) -> Statistics:
+    """Inside jit, ``stats`` with ``bit`` set in its error flag when any of the given class counts is not zero (the
+    check that raises outside jit)."""
+    held = jnp.any(jnp.asarray(class_count_words) != 0)
+    return dataclasses.replace(stats, error=jnp.asarray(stats.error) | jnp.where(held, bit, 0).astype(jnp.uint32))

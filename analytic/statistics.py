@@ -50,11 +50,14 @@ from rich.progress import track
 from analytic import device, words
 from analytic.errors import InputError, IntegrityError
 from analytic.state import (
+    CLASS_NOT_EMPTY,
+    FOREIGN_CLASS,
     PRECISIONS,
     Moments,
     Statistics,
     check_leaves,
     check_state,
+    flag_if_held,
     mean_shift,
     select_classes,
     with_classes,
@@ -249,7 +252,9 @@ def _aligned_for_subtraction(a: Statistics, b: Statistics) -> Statistics:
     if foreign.size:
         positions = np.searchsorted(b.class_ids, foreign)
         counts = b.class_count_words[positions]
-        if not isinstance(counts, jax.core.Tracer) and words.to_int64(counts).any():
+        if isinstance(counts, jax.core.Tracer):
+            b = flag_if_held(b, counts, FOREIGN_CLASS)
+        elif words.to_int64(counts).any():
             held = foreign[words.to_int64(counts) != 0]
             raise IntegrityError(f"cannot subtract classes {held.tolist()}: they were never learned")
         b = select_classes(b, np.flatnonzero(np.isin(b.class_ids, a.class_ids)))
@@ -274,7 +279,9 @@ def drop_classes(stats: Statistics, class_ids) -> Statistics:
         raise IntegrityError(f"cannot drop classes {unknown.tolist()}: they are not in the head")
     positions = np.searchsorted(stats.class_ids, ids)
     remaining = stats.class_count_words[positions]
-    if not isinstance(remaining, jax.core.Tracer):
+    if isinstance(remaining, jax.core.Tracer):
+        stats = flag_if_held(stats, remaining, CLASS_NOT_EMPTY)
+    else:
         held = words.to_int64(remaining)
         if held.any():
             c = int(np.flatnonzero(held)[0])

@@ -270,3 +270,17 @@ def test_masked_rows_are_not_learned_so_ragged_batches_pad_to_one_shape(data32):
     assert analytic.state_hash(analytic.accumulate(empty, padded_x, padded_y, mask=mask)) == analytic.state_hash(host)
     with pytest.raises(InputError, match="mask"):
         analytic.accumulate(empty, features, labels, mask=np.ones(3, bool))
+
+
+def test_dropping_or_subtracting_classes_inside_jit_cannot_lose_samples_silently(data32):
+    features, labels = data32
+    empty = analytic.init_statistics(DIM, class_ids=CLASSES, precision="fixed")
+    state = accumulate(empty, features, labels)
+    dropped = jax.jit(analytic.drop_classes, static_argnums=1)(state, (3,))
+    with pytest.raises(IntegrityError, match="still holds samples"):
+        analytic.solve(dropped, RIDGE)
+    without_seven = jax.jit(analytic.drop_classes, static_argnums=1)(
+        subtract(state, accumulate(empty, features[labels == 7], labels[labels == 7])), (7,))
+    assert int(without_seven.error) == 0 and without_seven.class_ids.tolist() == [0, 3, 11]
+    with pytest.raises(IntegrityError, match="never learned"):
+        analytic.solve(subtract(without_seven, state), RIDGE)
