@@ -136,28 +136,19 @@ def load_images(*, subset: int | None = None, seed: int = 0):
     return data
 
 
-def extraction_path() -> str:
-    """``"torch"`` when torch is installed (XLA on CPU is slow on depthwise convolutions), otherwise ``"flax"``."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return "flax"
-    return "torch"
-
-
 def frozen_features(*, subset: int | None = None, backbone: str = "mobilenetv2_100", image_side: int = 64,
                     cache_dir: str = ".cache/features") -> FrozenFeatures:
     """Pooled features of the default data under an ImageNet-pretrained backbone, cached on disk.
 
-    The torch path is used when torch is installed (XLA on CPU is slow on MobileNetV2's depthwise convolutions),
-    the flax path otherwise; the path is reported.
+    The path is :func:`analytic.features.default_path` (flax on an accelerator; on a CPU torch when installed,
+    flax otherwise); it is reported.
     """
     from analytic.backbones import create_backbone
-    from analytic.features import Preprocess, extract_features
+    from analytic.features import Preprocess, default_path, extract_features
 
     data = load_images(subset=subset)
     model = create_backbone(backbone, weights="pretrained")
-    path = extraction_path()
+    path = default_path()
     preprocess = Preprocess.for_backbone(model, size=image_side)
     extract = lambda images: extract_features(  # noqa: E731
         model, images, path=path, preprocess=preprocess, cache_dir=cache_dir, batch_size=256

@@ -23,7 +23,7 @@ import numpy as np
 
 import analytic
 import continual
-from benchmarks.common import extraction_path, parser, print_table, write_json
+from benchmarks.common import parser, print_table, write_json
 from continual.datasets import thirty_class_dataset
 
 RIDGE = 1.0
@@ -36,13 +36,13 @@ DS_AL_RATIO = 0.6  # the paper's compensation ratio on CIFAR-100
 def load_features(quick: bool):
     """Frozen MobileNetV2 features of the 30-class stream, cached under ``.cache/features``."""
     from analytic.backbones import create_backbone
-    from analytic.features import Preprocess, extract_features
+    from analytic.features import Preprocess, default_path, extract_features
 
     model = create_backbone("mobilenetv2_100", weights="pretrained")
     preprocess = Preprocess.for_backbone(model, size=64)
 
     def features(images):
-        return extract_features(model, images, path=extraction_path(), preprocess=preprocess,
+        return extract_features(model, images, path=default_path(), preprocess=preprocess,
                                 cache_dir=".cache/features", batch_size=256, progress=False)
 
     per_class, test_per_class = (40, 20) if quick else (600, 150)

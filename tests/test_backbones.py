@@ -235,3 +235,16 @@ def test_weights_fingerprint_is_stable_and_sensitive():
     assert weights_fingerprint(first) == weights_fingerprint(again)
     assert weights_fingerprint(first) != weights_fingerprint(other)
     assert len(weights_fingerprint(first)) == 64
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv2_100"])
+def test_cpu_forward_avoids_xla_cpu_slow_convolutions(name):
+    # XLA:CPU runs grouped (depthwise) convolutions and operand-swapped convolutions (a window larger than its
+    # input map, ResNet's last stage at 64 px) as naive loops, 15-100x slower: the CPU forward must contain neither.
+    import jax
+
+    backbone = create_backbone(name)
+    images = np.zeros((2, 64, 64, 3), np.float32)
+    hlo = jax.jit(backbone.features).lower(images).compile().as_text()
+    assert "rhs_reversal" not in hlo
+    assert "feature_group_count" not in hlo

