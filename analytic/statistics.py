@@ -673,7 +673,7 @@ class _Accumulator:
         small enough that no partial sum of the float64 syrk reaches 2^53 (so it is exact in any order)."""
         state = self.state
         q = quantize(x, state.frac_bits)
-        q_max = np.abs(q).max()
+        q_max = max(q.max(), -q.min())  # NaN propagates; no |q| array
         if not np.isfinite(q_max):
             raise InputError(_non_finite_message(x))
         if y is not None:
@@ -730,8 +730,10 @@ def one_hot(index: np.ndarray, m: int, dtype) -> np.ndarray:
 
 
 def quantize(values: np.ndarray, frac_bits: int) -> np.ndarray:
-    """Round to the fixed-point grid :math:`2^{-f}`: integer-valued float64 :math:`q = \\mathrm{rint}(x 2^f)`."""
-    return np.rint(np.ldexp(np.asarray(values, dtype=np.float64), frac_bits))
+    """Round to the fixed-point grid :math:`2^{-f}`: integer-valued float64 :math:`q = \\mathrm{rint}(x 2^f)`
+    (the product by a power of two is exact; one new array, rounded in place)."""
+    scaled = np.multiply(values, 2.0**frac_bits, dtype=np.float64)
+    return np.rint(scaled, out=scaled)
 
 
 def _combine(a: Statistics, b: Statistics, sign: int) -> Statistics:

@@ -45,11 +45,14 @@ def from_int64(values) -> np.ndarray:
 
 def to_int64(words) -> np.ndarray:
     """Host int64 values of words (canonical or not); raises ``OverflowError`` outside |v| < 2⁶²."""
-    w = np.asarray(words).astype(np.int64)
-    high = w[..., 2] + (w[..., 1] >> WORD_BITS)  # carries of a non-canonical middle word
-    if high.size and np.abs(high).max() >= _TOP_LIMIT:
+    w = np.asarray(words)
+    top = w[..., 2].astype(np.int64)
+    if top.size and not -_TOP_LIMIT < int(top.min()) - 1 <= int(top.max()) + 1 < _TOP_LIMIT:  # + carries of w_1
         raise OverflowError("exact integer total outside ±2^62")
-    return (w[..., 2] << (2 * WORD_BITS)) + (w[..., 1] << WORD_BITS) + w[..., 0]
+    top <<= 2 * WORD_BITS
+    top += w[..., 1].astype(np.int64) << WORD_BITS
+    top += w[..., 0]
+    return top
 
 
 def fits(values: np.ndarray) -> bool:
