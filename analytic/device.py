@@ -70,8 +70,8 @@ def accumulate(stats: Statistics, features, targets, mask=None) -> Statistics:
     stats = to_device(stats)
     if stats.is_classification:
         labels = _labels(targets, x.shape[0])
-        if mask is None:
-            stats = _with_seen_classes(stats, labels)
+        stats = _with_seen_classes(stats, labels if mask is None or isinstance(keep, jax.core.Tracer)
+                                   else labels[np.asarray(keep)])
         class_ids = jnp.asarray(stats.class_ids, labels.dtype)
         y = (labels[:, None] == class_ids[None, :]) & keep[:, None]
         label_error = jnp.where(jnp.all(jnp.any(y, axis=1) | ~keep), 0, UNKNOWN_LABEL).astype(jnp.uint32)
