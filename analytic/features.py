@@ -157,7 +157,9 @@ def preprocess_jax(preprocess: Preprocess, images) -> jax.Array:
     if preprocess.gray_to_rgb and x.shape[-1] == 1:
         x = jnp.repeat(x, 3, axis=-1)
     if preprocess.mean is not None:
-        x = (x - jnp.asarray(preprocess.mean, jnp.float32)) / jnp.asarray(preprocess.std, jnp.float32)
+        channel = (1,) * (x.ndim - 1) + (-1,)  # per-channel statistics, broadcast explicitly
+        x = (x - jnp.asarray(preprocess.mean, jnp.float32).reshape(channel)) / jnp.asarray(
+            preprocess.std, jnp.float32).reshape(channel)
     return x
 
 

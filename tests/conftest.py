@@ -35,8 +35,9 @@ def data():
     return make_classification()
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def strict_jax():
-    """Strict dtype promotion and no implicit rank promotion: accidental float64 leaks or broadcasts fail loudly."""
+    """Every test runs with strict dtype promotion and no implicit rank promotion: accidental float64 leaks or
+    broadcasts fail loudly."""
     with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
         yield

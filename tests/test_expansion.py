@@ -21,7 +21,7 @@ from analytic.expansion import (
     init_gaussian_kernel,
 )
 
-pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.usefixtures("strict_jax")]
+pytestmark = pytest.mark.filterwarnings("error")
 
 
 def _features(n, dim, seed=0, offset=2.0):

@@ -20,7 +20,7 @@ from analytic.gradient import (
     train,
 )
 
-pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.usefixtures("strict_jax")]
+pytestmark = pytest.mark.filterwarnings("error")
 
 
 def _blobs(n_per_class, dim, n_classes, *, seed, spread=0.5):

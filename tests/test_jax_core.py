@@ -14,8 +14,6 @@ CLASSES = (0, 3, 7, 11)
 RIDGE = 0.1
 DIM = 24
 
-pytestmark = pytest.mark.usefixtures("strict_jax")
-
 accumulate = jax.jit(analytic.accumulate)
 merge = jax.jit(analytic.merge)
 subtract = jax.jit(analytic.subtract)

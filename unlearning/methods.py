@@ -221,8 +221,8 @@ def _scrub_min(params, retain, teacher):
 
 
 def _forget_vector(delta, retain, forget, model):
-    retained = gradient.head_logits(model, retain["features"] + delta["delta"])
-    forgotten = gradient.head_logits(model, forget["features"] + delta["delta"])
+    retained = gradient.head_logits(model, retain["features"] + delta["delta"][None, :])
+    forgotten = gradient.head_logits(model, forget["features"] + delta["delta"][None, :])
     labels = forget["labels"]
     true = jnp.take_along_axis(forgotten, labels[:, None], axis=1)[:, 0]
     others = jnp.where(jax.nn.one_hot(labels, forgotten.shape[1]) > 0, -jnp.inf, forgotten).max(axis=1)
@@ -297,7 +297,7 @@ class GradientUnlearner:
         weights = np.asarray(params[0]["weights"], np.float64) if len(params) == 1 else None
 
         def logits(features):
-            return np.asarray(_head_logits(params, jnp.asarray(features, jnp.float32) + shift))
+            return np.asarray(_head_logits(params, jnp.asarray(features, jnp.float32) + shift[None, :]))
 
         return Unlearned(name=self.method, logits=logits, class_ids=np.arange(task.n_classes), seconds=seconds,
                          weights=weights, learning_rate=self.learning_rate)

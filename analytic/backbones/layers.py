@@ -101,7 +101,8 @@ def conv_general_dilated(
     def on_cpu(images: jax.Array, kernel: jax.Array) -> jax.Array:
         taps = kernel_taps(images, window, window_strides, padding)
         if depthwise:
-            return sum(tap * weights for tap, weights in zip(taps, kernel.reshape(len(taps), -1), strict=True))
+            per_tap = kernel.reshape(len(taps), 1, 1, 1, -1)  # one weight per channel, broadcast explicitly
+            return sum(tap * weights for tap, weights in zip(taps, per_tap, strict=True))
         return jnp.dot(jnp.concatenate(taps, axis=-1), kernel.reshape(-1, kernel.shape[-1]), precision=precision)
 
     return lax.platform_dependent(lhs, rhs, cpu=on_cpu, default=call_lax)
