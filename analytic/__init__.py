@@ -1,9 +1,12 @@
 """Closed-form (analytic) learning on frozen features: exact ridge heads as additive sufficient statistics.
 
 The core objects are :class:`Statistics` (the additive state), :class:`Head` (solved weights) and
-:class:`RecursiveHead` (the recursive least-squares form). Submodules: ``analytic.backbones`` (frozen flax
-backbones and weight import), ``analytic.features`` (cached feature extraction), ``analytic.data`` (datasets),
-``analytic.expansion`` (buffer / Gaussian-kernel layers), ``analytic.gradient`` (the optax-trained comparison head).
+:class:`RecursiveHead` (the recursive least-squares form). Every operation runs on the host for NumPy states and in
+JAX (under ``jax.jit`` too) for device states (README: where it runs). Submodules: ``analytic.device`` (the JAX
+path), ``analytic.words`` (exact 64-bit integers as int32 words), ``analytic.distributed`` (device meshes and
+processes), ``analytic.module`` (the head as a flax module), ``analytic.backbones`` (frozen flax backbones and weight
+import), ``analytic.features`` (cached feature extraction), ``analytic.data`` (datasets), ``analytic.expansion``
+(buffer / Gaussian-kernel layers), ``analytic.gradient`` (the optax-trained comparison head).
 """
 
 from analytic.errors import FileFormatError, InputError, IntegrityError
