@@ -41,10 +41,15 @@ from analytic.state import (
     UNKNOWN_LABEL,
     Moments,
     Statistics,
+    check_feature_shape,
+    check_label_shape,
     check_leaves,
+    check_mask_shape,
+    combined_shift,
     device_float,
     mean_shift,
     raise_flagged,
+    target_matrix,
     with_classes,
 )
 
@@ -65,11 +70,14 @@ def to_device(stats: Statistics) -> Statistics:
 def accumulate(stats: Statistics, features, targets, mask=None) -> Statistics:
     """:func:`analytic.accumulate` in JAX: the state plus the moments of one batch (see the module docstring);
     rows where ``mask`` is False are replaced by zeros and not counted."""
-    x = _features(features, stats.dim)
-    keep = jnp.ones(x.shape[0], bool) if mask is None else _mask(mask, x.shape[0])
+    x = jnp.asarray(features)
+    check_feature_shape(x, stats.dim)
+    keep = jnp.ones(x.shape[0], bool) if mask is None else jnp.asarray(mask)
+    check_mask_shape(keep, x.shape[0])
     stats = to_device(stats)
     if stats.is_classification:
-        labels = _labels(targets, x.shape[0])
+        labels = jnp.asarray(targets)
+        check_label_shape(labels, x.shape[0])
         stats = _with_seen_classes(stats, labels if mask is None or isinstance(keep, jax.core.Tracer)
                                    else labels[np.asarray(keep)])
         class_ids = jnp.asarray(stats.class_ids, labels.dtype)
@@ -77,7 +85,7 @@ def accumulate(stats: Statistics, features, targets, mask=None) -> Statistics:
         label_error = jnp.where(jnp.all(jnp.any(y, axis=1) | ~keep), 0, UNKNOWN_LABEL).astype(jnp.uint32)
         class_counts = jnp.sum(y, axis=0, dtype=jnp.int32)
     else:
-        y = jnp.where(keep[:, None], _regression_targets(targets, x.shape[0], stats.n_outputs), 0)
+        y = jnp.where(keep[:, None], target_matrix(jnp.asarray(targets), x.shape[0], stats.n_outputs), 0)
         label_error, class_counts = jnp.uint32(0), None
     if stats.precision == "float32" and stats.shift is None:
         stats = dataclasses.replace(stats, shift=_first_rows_mean(x))
@@ -99,9 +107,7 @@ def accumulate(stats: Statistics, features, targets, mask=None) -> Statistics:
 def combine(a: Statistics, b: Statistics, sign: int) -> Statistics:
     """``a ± b`` for aligned, compatible states, as JAX arrays; a subtraction flags negative counts or diagonals."""
     a, b = to_device(a), to_device(b)
-    shift = a.shift
-    if (a.shift is None) != (b.shift is None) or (a.shift is not None and not np.array_equal(a.shift, b.shift)):
-        shift = b.shift if int(a.count) == 0 else a.shift  # only outside jit: an empty state adopts the other's
+    shift = combined_shift(a, b)
     if a.precision == "fixed":
         moments, overflow = _add_words(a.moments, b.moments, sign)
         compensation, error = None, jnp.where(overflow, INT_OVERFLOW, 0).astype(jnp.uint32)
@@ -132,48 +138,6 @@ def combine(a: Statistics, b: Statistics, sign: int) -> Statistics:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Inputs: static checks raise (shapes and dtypes are known at trace time); value checks become flags.
-
-
-def _features(features, dim: int) -> jnp.ndarray:
-    x = jnp.asarray(features)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise InputError(f"features must be a floating-point array, got dtype {x.dtype}")
-    if x.ndim != 2:
-        raise InputError(f"features must be a 2-D array (n, d), got shape {x.shape}")
-    if x.shape[0] == 0:
-        raise InputError("empty batch: features have 0 rows")
-    if x.shape[1] != dim:
-        raise InputError(f"features have dimension {x.shape[1]}, the head expects {dim}")
-    return x
-
-
-def _mask(mask, n: int) -> jnp.ndarray:
-    keep = jnp.asarray(mask)
-    if keep.dtype != jnp.bool_ or keep.shape != (n,):
-        raise InputError(f"mask must be a ({n},) boolean array, got {keep.dtype} of shape {keep.shape}")
-    return keep
-
-
-def _labels(labels, n: int) -> jnp.ndarray:
-    y = jnp.asarray(labels)
-    if y.ndim != 1:
-        raise InputError(f"labels must be a 1-D array of class ids, got shape {y.shape}")
-    if y.shape[0] != n:
-        raise InputError(f"features have {n} rows but labels have {y.shape[0]}")
-    if not jnp.issubdtype(y.dtype, jnp.integer):
-        raise InputError(f"labels must be integer class ids, got dtype {y.dtype}")
-    return y
-
-
-def _regression_targets(targets, n: int, m: int) -> jnp.ndarray:
-    y = jnp.asarray(targets)
-    if not jnp.issubdtype(y.dtype, jnp.floating):
-        raise InputError(f"regression targets must be floating point, got dtype {y.dtype}")
-    if y.ndim == 1 and m == 1:
-        y = y[:, None]
-    if y.shape != (n, m):
-        raise InputError(f"regression targets must have shape ({n}, {m}), got {y.shape}")
-    return y
 
 
 def _with_seen_classes(stats: Statistics, labels: jnp.ndarray) -> Statistics:

@@ -25,7 +25,14 @@ import scipy.linalg
 
 from analytic.errors import InputError, IntegrityError
 from analytic.ridge import Head, factorize, solve
-from analytic.state import device_float, frozen, register_pytree
+from analytic.state import (
+    check_feature_shape,
+    check_label_shape,
+    device_float,
+    frozen,
+    register_pytree,
+    target_matrix,
+)
 from analytic.statistics import Statistics, check_targets, one_hot, check_features, check_labels
 
 
@@ -177,14 +184,12 @@ def _device_woodbury_step(head: RecursiveHead, features, targets, sign: int) -> 
     dtype = device_float("float64")
     head = jax.tree.map(jnp.asarray, head)
     x = jnp.asarray(features)
-    if not jnp.issubdtype(x.dtype, jnp.floating) or x.ndim != 2 or x.shape[1] != head.inverse.shape[0]:
-        raise InputError(f"features must be a floating (n, {head.inverse.shape[0]}) array, got {x.dtype} {x.shape}")
+    check_feature_shape(x, head.inverse.shape[0])
     x = x.astype(dtype)
     valid = jnp.bool_(True)
     if head.class_ids is not None:
         labels = jnp.asarray(targets)
-        if labels.shape != (x.shape[0],) or not jnp.issubdtype(labels.dtype, jnp.integer):
-            raise InputError(f"labels must be ({x.shape[0]},) integer class ids, got {labels.dtype} {labels.shape}")
+        check_label_shape(labels, x.shape[0])
         if not isinstance(labels, jax.core.Tracer):
             concrete = check_labels(np.asarray(labels), x.shape[0])
             if sign < 0:
@@ -196,8 +201,7 @@ def _device_woodbury_step(head: RecursiveHead, features, targets, sign: int) -> 
         class_counts = head.class_counts + sign * jnp.sum(y, axis=0).astype(head.class_counts.dtype)
         valid = valid & jnp.all(class_counts >= 0)
     else:
-        y = jnp.asarray(targets).astype(dtype)
-        y = y[:, None] if y.ndim == 1 else y
+        y = target_matrix(jnp.asarray(targets), x.shape[0], head.weights.shape[1]).astype(dtype)
         class_counts = None
     r_xt = jnp.matmul(head.inverse, x.T, precision=jax.lax.Precision.HIGHEST)
     s = jnp.eye(x.shape[0], dtype=dtype) + sign * jnp.matmul(x, r_xt, precision=jax.lax.Precision.HIGHEST)

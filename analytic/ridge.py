@@ -27,8 +27,16 @@ import scipy.linalg
 from analytic import words
 from analytic.errors import InputError, IntegrityError
 from analytic.device import to_device
-from analytic.state import Statistics, check_state, device_float, frozen, register_pytree
-from analytic.statistics import check_features, host_moments
+from analytic.state import (
+    Statistics,
+    check_feature_shape,
+    check_state,
+    device_float,
+    frozen,
+    register_pytree,
+    select_classes,
+)
+from analytic.statistics import check_features
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -77,42 +85,28 @@ class Factorization:
 register_pytree(Factorization, ("upper", "ridge"), ())
 
 
-def _moments_value(stats: Statistics):
-    """The moments in float64 on the host: Kahan-compensated for float32, rescaled from the integer grid for fixed."""
-    moments = host_moments(stats)
-    if stats.compensation is not None:
-        moments = jax.tree.map(lambda v, c: v.astype(np.float64) - c, moments, stats.compensation)
-    if stats.precision != "fixed":
-        return moments
-    return _rescaled(stats, jax.tree.map(lambda v: v.astype(np.float64), moments), np.ldexp)
-
-
-def _rescaled(stats: Statistics, moments, ldexp):
-    """Moments on the grid :math:`2^{-f}` back to feature units (Gram :math:`2^{-2f}`, cross :math:`2^{-f}` for
-    one-hot targets, which are not quantized, else :math:`2^{-2f}`)."""
+def _moment_values(stats: Statistics, names: tuple[str, ...], dtype=None) -> dict:
+    """The named moments as floats — host float64 for ``dtype=None``, else JAX arrays of ``dtype`` (float64 with
+    x64, else float32): Kahan-compensated for float32, rescaled from the grid :math:`2^{-f}` for fixed (Gram
+    :math:`2^{-2f}`; cross :math:`2^{-f}` for one-hot targets, which are not quantized, else :math:`2^{-2f}`). Only
+    the moments asked for are converted."""
     f = stats.frac_bits
-    cross_scale = f if stats.is_classification else 2 * f
-
-    def scale(value, bits):
-        return None if value is None else ldexp(value, -bits)
-
-    return moments._replace(
-        gram=scale(moments.gram, 2 * f), cross=scale(moments.cross, cross_scale),
-        feature_sum=scale(moments.feature_sum, f), target_sum=scale(moments.target_sum, f),
-        class_grams=scale(moments.class_grams, 2 * f),
-    )
-
-
-def _device_moments_value(stats: Statistics, dtype):
-    """The moments as JAX floats of ``dtype`` (float64 with x64, else float32), as :func:`_moments_value`."""
-    moments = stats.moments
-    if stats.precision == "fixed":
-        moments = jax.tree.map(lambda w: words.to_float(w, dtype), moments)
-        return _rescaled(stats, moments, lambda v, exponent: v * jnp.asarray(2.0**exponent, dtype))
-    moments = jax.tree.map(lambda v: v.astype(dtype), moments)
-    if stats.compensation is not None:
-        moments = jax.tree.map(lambda v, c: v - c.astype(dtype), moments, stats.compensation)
-    return moments
+    grid_exponents = {"gram": 2 * f, "cross": f if stats.is_classification else 2 * f, "feature_sum": f,
+                      "target_sum": f, "class_grams": 2 * f}
+    values = {}
+    for name in names:
+        value = getattr(stats.moments, name)
+        if stats.precision == "fixed":
+            value = words.to_int64(value).astype(np.float64) if dtype is None else words.to_float(value, dtype)
+            value = value * 2.0 ** -grid_exponents[name]  # a power of two: exact
+        elif dtype is None:
+            value = np.asarray(value, np.float64)
+        else:
+            value = value.astype(dtype)
+        if stats.compensation is not None:
+            value = value - getattr(stats.compensation, name).astype(value.dtype)
+        values[name] = value
+    return values
 
 
 def _unshifted(gram, shift, feature_sum, count, xp=np):
@@ -143,11 +137,9 @@ def gram_matrix(stats: Statistics):
     host, the device's float (float64 with x64) for a device state."""
     check_state(stats)
     dtype = _float_dtype(stats)
-    if dtype is None:
-        moments = _moments_value(stats)
-        return _unshifted(moments.gram, stats.shift, moments.feature_sum, _count(stats))
-    moments = _device_moments_value(stats, dtype)
-    return _unshifted(moments.gram, stats.shift, moments.feature_sum, _count(stats, dtype), jnp)
+    moments = _moment_values(stats, ("gram", "feature_sum"), dtype)
+    return _unshifted(moments["gram"], stats.shift, moments["feature_sum"], _count(stats, dtype),
+                      np if dtype is None else jnp)
 
 
 def cross_matrix(stats: Statistics):
@@ -155,10 +147,11 @@ def cross_matrix(stats: Statistics):
     check_state(stats)
     dtype = _float_dtype(stats)
     xp = np if dtype is None else jnp
-    moments = _moments_value(stats) if dtype is None else _device_moments_value(stats, dtype)
-    cross = xp.array(moments.cross, dtype=np.float64 if dtype is None else dtype)
+    names = ("cross",) if stats.is_classification or stats.shift is None else ("cross", "target_sum")
+    moments = _moment_values(stats, names, dtype)
+    cross = xp.array(moments["cross"], dtype=np.float64 if dtype is None else dtype)
     if stats.shift is not None:
-        target_sum = _class_counts(stats, dtype) if stats.is_classification else moments.target_sum
+        target_sum = _class_counts(stats, dtype) if stats.is_classification else moments["target_sum"]
         cross = cross + xp.outer(xp.asarray(stats.shift, cross.dtype), xp.asarray(target_sum, cross.dtype))
     return cross
 
@@ -168,9 +161,10 @@ def class_gram(stats: Statistics, position: int) -> np.ndarray:
     check_state(stats)
     if stats.moments.class_grams is None:
         raise IntegrityError("this state keeps no per-class Grams: create it with init_statistics(class_grams=True)")
-    moments = _moments_value(stats)
-    class_sum = moments.cross[:, position]  # Σ_{y=c} x̃
-    return _unshifted(moments.class_grams[position], stats.shift, class_sum, float(stats.class_counts[position]))
+    one_class = select_classes(jax.device_get(stats), [position])  # convert this class's Gram only
+    moments = _moment_values(one_class, ("cross", "class_grams"))
+    class_sum = moments["cross"][:, 0]  # Σ_{y=c} x̃
+    return _unshifted(moments["class_grams"][0], stats.shift, class_sum, float(one_class.class_counts[0]))
 
 
 def class_means(stats: Statistics) -> np.ndarray:
@@ -245,7 +239,7 @@ def predict(head: Head, features):
     weights = head.weights
     if isinstance(weights, jax.Array) or isinstance(features, jax.core.Tracer):
         x = jnp.asarray(features)
-        _check_feature_shape(x, weights.shape[0])
+        check_feature_shape(x, weights.shape[0])
         scores = jnp.matmul(x.astype(weights.dtype), weights, precision=_HIGHEST)
         if not isinstance(scores, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(scores))):
             raise InputError(_non_finite_scores_message(weights))
@@ -273,13 +267,6 @@ def _non_finite_scores_message(weights) -> str:
     if not bool(np.all(np.isfinite(np.asarray(weights)))):
         return "the head's weights are NaN: it was solved inside jit from a flagged state or an indefinite G + γI"
     return "features contain NaN or Inf (scores are not finite)"
-
-
-def _check_feature_shape(x, dim: int) -> None:
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise InputError(f"features must be a floating-point array, got dtype {x.dtype}")
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise InputError(f"features must have shape (n, {dim}), got {x.shape}")
 
 
 def _check_ridge(ridge) -> float:

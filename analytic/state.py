@@ -253,6 +253,50 @@ def _check_leaf(name, leaf, dtype, shape, precision) -> None:
         raise IntegrityError(f"the state's {name} has shape {tuple(leaf.shape)}, expected {tuple(shape)}")
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Static checks of inputs: shapes and dtypes only, so they hold for NumPy arrays, JAX arrays and tracers alike
+# (inside jit they raise at trace time). Value checks (NaN/Inf, negative ids) belong to each home.
+
+
+def check_feature_shape(x, dim: int | None = None) -> None:
+    """Raise :class:`InputError` unless ``x`` is a non-empty (n, d) floating array with d = ``dim`` (if given)."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise InputError(f"features must be a floating-point array, got dtype {x.dtype}")
+    if x.ndim != 2:
+        raise InputError(f"features must be a 2-D array (n, d), got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise InputError("empty batch: features have 0 rows")
+    if dim is not None and x.shape[1] != dim:
+        raise InputError(f"features have dimension {x.shape[1]}, the head expects {dim}")
+
+
+def check_label_shape(y, n: int) -> None:
+    """Raise :class:`InputError` unless ``y`` is an (n,) integer array."""
+    if y.ndim != 1:
+        raise InputError(f"labels must be a 1-D array of class ids, got shape {y.shape}")
+    if y.shape[0] != n:
+        raise InputError(f"features have {n} rows but labels have {y.shape[0]}")
+    if not jnp.issubdtype(y.dtype, jnp.integer):
+        raise InputError(f"labels must be integer class ids, got dtype {y.dtype}")
+
+
+def target_matrix(y, n: int, m: int):
+    """Floating regression targets as (n, m) (a 1-D ``y`` is one column when m = 1); raises :class:`InputError`."""
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        raise InputError(f"regression targets must be floating point, got dtype {y.dtype}")
+    if y.ndim == 1 and m == 1:
+        y = y[:, None]
+    if y.shape != (n, m):
+        raise InputError(f"regression targets must have shape ({n}, {m}), got {y.shape}")
+    return y
+
+
+def check_mask_shape(keep, n: int) -> None:
+    """Raise :class:`InputError` unless ``keep`` is an (n,) boolean array."""
+    if keep.dtype != np.bool_ or keep.shape != (n,):
+        raise InputError(f"mask must be a ({n},) boolean array, got {keep.dtype} of shape {keep.shape}")
+
+
 def x64_enabled() -> bool:
     """Whether JAX holds float64 arrays (``jax_enable_x64``); read, never set, by the library."""
     return jax.dtypes.canonicalize_dtype(np.float64) == np.float64
@@ -357,6 +401,21 @@ def mean_shift(features) -> np.ndarray:
     mantissa, exponent = np.frexp(mean)
     scale = 2.0**SHIFT_BITS
     return np.ldexp(np.round(mantissa * scale) / scale, exponent).astype(np.float32)
+
+
+def same_shift(a: Statistics, b: Statistics) -> bool:
+    """Whether two states were accumulated around the same (static) mean shift, or both around none."""
+    if a.shift is None or b.shift is None:
+        return a.shift is None and b.shift is None
+    return np.array_equal(a.shift, b.shift)
+
+
+def combined_shift(a: Statistics, b: Statistics):
+    """The shift of ``a ± b``: the common one; an empty ``a`` adopts ``b``'s (read outside jit only, where the
+    compatibility check allowed different shifts)."""
+    if same_shift(a, b):
+        return a.shift
+    return b.shift if int(a.count) == 0 else a.shift
 
 
 def flag_if_held(stats: Statistics, class_count_words, bit: int) -> Statistics:

@@ -43,7 +43,6 @@ import hashlib
 from typing import Iterable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from rich.progress import track
 
@@ -55,11 +54,17 @@ from analytic.state import (
     PRECISIONS,
     Moments,
     Statistics,
+    check_feature_shape,
+    check_label_shape,
     check_leaves,
+    check_mask_shape,
     check_state,
+    combined_shift,
     flag_if_held,
     mean_shift,
+    same_shift,
     select_classes,
+    target_matrix,
     with_classes,
 )
 
@@ -301,7 +306,7 @@ def state_hash(stats: Statistics) -> str:
     check_state(stats)
     if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(stats)):
         raise InputError("state_hash reads the state on the host: call it outside jax.jit")
-    stats = canonical(stats)
+    stats = _canonical_on_host(stats)
     digest = hashlib.sha256()
     digest.update(f"analytic.Statistics|{stats.precision}|{stats.frac_bits}".encode())
     for name, value in (("class_ids", stats.class_ids), ("shift", stats.shift)):
@@ -317,8 +322,8 @@ def state_hash(stats: Statistics) -> str:
     return digest.hexdigest()
 
 
-def canonical(stats: Statistics) -> Statistics:
-    """The same state with every integer leaf in canonical words, read back to host arrays (for hashing, saving)."""
+def _canonical_on_host(stats: Statistics) -> Statistics:
+    """The same state read back to host arrays, every integer leaf in canonical words (what a hash reads)."""
     host = jax.device_get(stats)
 
     def recode(leaf):
@@ -371,8 +376,7 @@ def _in_jax(stats: Statistics, *arrays) -> bool:
 
 def _check_mask(mask, n: int) -> np.ndarray:
     keep = np.asarray(mask)
-    if keep.dtype != np.bool_ or keep.shape != (n,):
-        raise InputError(f"mask must be a ({n},) boolean array, got {keep.dtype} of shape {keep.shape}")
+    check_mask_shape(keep, n)
     return keep
 
 
@@ -402,14 +406,7 @@ def check_features(features, dim: int | None = None, *, finite: bool = False) ->
         diagonal instead (a NaN or Inf in any row makes it non-finite), which costs O(d), not a pass over the batch.
     """
     x = np.asarray(features)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise InputError(f"features must be a floating-point array, got dtype {x.dtype}")
-    if x.ndim != 2:
-        raise InputError(f"features must be a 2-D array (n, d), got shape {x.shape}")
-    if x.shape[0] == 0:
-        raise InputError("empty batch: features have 0 rows")
-    if dim is not None and x.shape[1] != dim:
-        raise InputError(f"features have dimension {x.shape[1]}, the head expects {dim}")
+    check_feature_shape(x, dim)
     if finite and not np.isfinite(x).all():
         raise InputError(_non_finite_message(x))
     return x
@@ -418,25 +415,14 @@ def check_features(features, dim: int | None = None, *, finite: bool = False) ->
 def check_labels(labels, n: int) -> np.ndarray:
     """Class ids as a host (n,) int64 array of non-negative integers."""
     y = np.asarray(labels)
-    if y.ndim != 1:
-        raise InputError(f"labels must be a 1-D array of class ids, got shape {y.shape}")
-    if y.shape[0] != n:
-        raise InputError(f"features have {n} rows but labels have {y.shape[0]}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise InputError(f"labels must be integer class ids, got dtype {y.dtype}")
+    check_label_shape(y, n)
     if y.size and y.min() < 0:
         raise InputError(f"labels must be non-negative class ids, got {int(y.min())}")
     return y.astype(np.int64, copy=False)
 
 
 def check_targets(targets, n: int, m: int) -> np.ndarray:
-    y = np.asarray(targets)
-    if not jnp.issubdtype(y.dtype, jnp.floating):
-        raise InputError(f"regression targets must be floating point, got dtype {y.dtype}")
-    if y.ndim == 1 and m == 1:
-        y = y[:, None]
-    if y.shape != (n, m):
-        raise InputError(f"regression targets must have shape ({n}, {m}), got {y.shape}")
+    y = target_matrix(np.asarray(targets), n, m)
     if not np.isfinite(y).all():
         raise InputError("regression targets contain NaN or Inf")
     return y
@@ -471,11 +457,8 @@ def _check_compatible(a: Statistics, b: Statistics) -> None:
         raise IntegrityError("cannot combine statistics of different tasks (classification vs regression outputs)")
     if (a.moments.class_grams is None) != (b.moments.class_grams is None):
         raise IntegrityError("cannot combine statistics with and without per-class Grams")
-    shifts_differ = (a.shift is None) != (b.shift is None) or (
-        a.shift is not None and not np.array_equal(a.shift, b.shift)
-    )
     traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((a, b)))
-    if shifts_differ and (traced or (a.count > 0 and b.count > 0)):
+    if not same_shift(a, b) and (traced or (a.count > 0 and b.count > 0)):
         raise IntegrityError(
             "statistics were accumulated around different mean shifts: pass the same shift= to init_statistics "
             "for every state that will be combined"
@@ -740,6 +723,6 @@ def _combine(a: Statistics, b: Statistics, sign: int) -> Statistics:
     """``a ± b`` for aligned, compatible states, in the home of either (JAX if one is on a device)."""
     if a.on_device or b.on_device:
         return device.combine(a, b, sign)
-    accumulator = _Accumulator(dataclasses.replace(a, shift=b.shift if a.count == 0 else a.shift))
-    accumulator.add_state(b, sign)  # an empty state adopts the other's shift
+    accumulator = _Accumulator(dataclasses.replace(a, shift=combined_shift(a, b)))
+    accumulator.add_state(b, sign)
     return accumulator.result()

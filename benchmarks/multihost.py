@@ -54,8 +54,8 @@ def worker(process: int, processes: int, coordinator: str) -> dict:
     classes = np.unique(labels)
     empty = analytic.init_statistics(features.shape[1], precision="fixed", class_ids=classes)
     start = time.perf_counter()
-    local = jax.jit(analytic.accumulate)(empty, features[process_rows(len(labels), processes, process)],
-                                         labels[process_rows(len(labels), processes, process)])
+    rows = process_rows(len(labels), processes, process)
+    local = jax.jit(analytic.accumulate)(empty, features[rows], labels[rows])
     total = distributed.sum_over_processes(local)
     head = analytic.solve(total, RIDGE)
     seconds = time.perf_counter() - start
