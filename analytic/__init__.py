@@ -50,6 +50,14 @@ from analytic.statistics import (
     subtract,
     with_classes,
 )
-from analytic.state import Moments, Statistics, check_leaves, mean_shift, x64_enabled
+from analytic.state import (
+    Moments,
+    Statistics,
+    check_feature_shape,
+    check_label_shape,
+    check_leaves,
+    mean_shift,
+    x64_enabled,
+)
 
 __version__ = "0.1.0"

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from analytic import InputError, IntegrityError, check_features, expand
+from analytic import InputError, IntegrityError, check_feature_shape, check_features, check_label_shape, expand
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["model", "learned_classes", "phase"], meta_fields=[])
@@ -115,8 +115,7 @@ def check_phase_features(features):
         raise InputError("empty phase: the features have no rows")
     if not on_device:
         return check_features(x, finite=True)
-    if not jnp.issubdtype(x.dtype, jnp.floating) or x.ndim != 2:
-        raise InputError(f"features must be a 2-D floating array, got {x.dtype} of shape {x.shape}")
+    check_feature_shape(x)
     if not bool(jnp.all(jnp.isfinite(x))):
         raise InputError("features contain NaN or Inf")
     return x
@@ -126,10 +125,7 @@ def check_phase_labels(labels, n: int, declared: np.ndarray):
     """(n,) class ids, every one of them among the ``declared`` classes (int64 on the host; a JAX array stays one)."""
     on_device = isinstance(labels, jax.Array)
     y = labels if on_device else np.asarray(labels)
-    if y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer):
-        raise InputError(f"labels must be a 1-D integer array of class ids, got shape {y.shape} {y.dtype}")
-    if y.shape[0] != n:
-        raise InputError(f"features have {n} rows but labels have {y.shape[0]}")
+    check_label_shape(y, n)
     unknown = np.setdiff1d(np.unique(np.asarray(y)), declared)
     if unknown.size:
         raise InputError(f"labels {unknown.tolist()[:10]} are outside the declared classes")
