@@ -39,11 +39,12 @@ is 51 GiB, at d = 2048 it is 3.2 GiB.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from typing import Iterable
 
+import blake3
 import jax
 import numpy as np
+import scipy.linalg
 from rich.progress import track
 
 from analytic import device, words
@@ -68,7 +69,9 @@ from analytic.state import (
     with_classes,
 )
 
-CHUNK_ROWS = 16384  # float batches are folded in row chunks of at most this many: scratch stays O(chunk · d)
+BLOCK_ROWS = 2048  # rows prepared and multiplied at a time: scratch stays O(block · d), the block stays in cache
+CHUNK_ROWS = 16384  # float32 products (and per-class Grams) are added to the state at least every this many rows
+_BAND_ROWS = 128  # rows per band of the in-place (d, d) passes, so that each band stays in cache
 _STATE_DTYPES = {"float64": np.float64, "float32": np.float32, "fixed": np.int64}  # host working arrays
 _COMPUTE_DTYPES = {"float64": np.float64, "float32": np.float32, "fixed": np.float64}
 _EXACT_FLOAT_LIMIT = 2**53  # every integer below this is exact in float64
@@ -298,17 +301,26 @@ def drop_classes(stats: Statistics, class_ids) -> Statistics:
 
 
 def state_hash(stats: Statistics) -> str:
-    """A stable sha256 of the state (configuration, class ids, counts and every array's dtype, shape and bytes).
+    """A stable BLAKE3-256 hash (hex) of the state: configuration, class ids, shift, counts and every array's dtype,
+    shape and bytes.
 
     The same in every home (host, device, any number of devices or processes): device states are read back to the
-    host first. In fixed precision, equal multisets of samples give equal hashes for any order or partition.
+    host first and every integer leaf is hashed in canonical words. In fixed precision, equal multisets of samples
+    give equal hashes for any order or partition. The arrays are hashed in place (no copy) with BLAKE3, a
+    cryptographic hash that runs at memory speed, so a receipt's three hashes cost about as much as reading the
+    states once.
+
+    Example:
+      >>> stats = accumulate(init_statistics(4, precision="fixed"), np.eye(4), np.array([0, 1, 1, 0]))
+      >>> state_hash(stats) == state_hash(accumulate(init_statistics(4, precision="fixed"), np.eye(4)[::-1],
+      ...                                            np.array([0, 1, 1, 0])))
+      True
     """
     check_state(stats)
     if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(stats)):
         raise InputError("state_hash reads the state on the host: call it outside jax.jit")
     stats = _canonical_on_host(stats)
-    digest = hashlib.sha256()
-    digest.update(f"analytic.Statistics|{stats.precision}|{stats.frac_bits}".encode())
+    digest = blake3.blake3(f"analytic.Statistics|{stats.precision}|{stats.frac_bits}".encode())
     for name, value in (("class_ids", stats.class_ids), ("shift", stats.shift)):
         digest.update(name.encode() + (b"None" if value is None else np.ascontiguousarray(value).tobytes()))
     for path, leaf in jax.tree_util.tree_flatten_with_path(stats, is_leaf=lambda v: v is None)[0]:
@@ -316,19 +328,23 @@ def state_hash(stats: Statistics) -> str:
         if leaf is None:
             digest.update(b"None")
             continue
-        array = np.ascontiguousarray(np.asarray(leaf))
+        array = np.ascontiguousarray(leaf)
         digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(array.tobytes())
+        digest.update(array.reshape(-1).view(np.uint8))
     return digest.hexdigest()
 
 
 def _canonical_on_host(stats: Statistics) -> Statistics:
-    """The same state read back to host arrays, every integer leaf in canonical words (what a hash reads)."""
+    """The same state as host arrays (device leaves read back), every integer leaf in canonical words (what a hash
+    reads); leaves already so are not copied."""
     host = jax.device_get(stats)
 
     def recode(leaf):
-        if leaf is None or leaf.dtype != np.int32:
-            return None if leaf is None else np.asarray(leaf)
+        if leaf is None:
+            return None
+        leaf = np.asarray(leaf)
+        if leaf.dtype != np.int32 or not (leaf[..., :2] >> words.WORD_BITS).any():
+            return leaf
         return words.from_int64(words.to_int64(leaf))
 
     return jax.tree.map(recode, host, is_leaf=lambda v: v is None)
@@ -482,13 +498,44 @@ def _check_gram_diagonal(result: Statistics, before: Statistics) -> None:
 # Accumulation, in place on a private copy.
 
 
+def _syrk_upper_(product: np.ndarray, rows: np.ndarray, fresh: bool) -> None:
+    r"""``product`` (C-contiguous (d, d)) :math:`\mathrel{+}=` rowsᵀ rows on its upper triangle only, in place (BLAS
+    syrk: half the flops of a GEMM, no (d, d) temporary); ``fresh`` overwrites that triangle instead. The strictly
+    lower triangle is left as it was. ``rows`` (k, d) C-contiguous are read without a copy."""
+    syrk = scipy.linalg.blas.get_blas_funcs("syrk", dtype=rows.dtype)
+    syrk(1.0, rows.T, beta=0.0 if fresh else 1.0, c=product.T, trans=0, lower=1, overwrite_c=1)
+
+
+def _gemm_(total: np.ndarray, rows: np.ndarray, targets: np.ndarray, fresh: bool) -> None:
+    """``total`` (Fortran-ordered (d, t)) += rowsᵀ targets in place (BLAS gemm; ``targets`` Fortran-ordered (k, t));
+    ``fresh`` overwrites instead."""
+    gemm = scipy.linalg.blas.get_blas_funcs("gemm", dtype=rows.dtype)
+    gemm(1.0, rows.T, targets, beta=0.0 if fresh else 1.0, c=total, overwrite_c=1)
+
+
+def _symmetrize_upper_(matrix: np.ndarray) -> None:
+    """Copy the upper triangle of a square matrix onto its strictly lower triangle, in place, band by band."""
+    d = matrix.shape[0]
+    for start in range(0, d, _BAND_ROWS):
+        stop = min(start + _BAND_ROWS, d)
+        block = matrix[start:stop, start:stop]
+        block[...] = np.triu(block) + np.triu(block, 1).T
+        matrix[stop:, start:stop] = matrix[start:stop, stop:].T
+
+
 def _gram_into(buffer: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """rowsᵀ rows written into a reused (d, d) ``buffer`` (NumPy's transposed-product path, BLAS syrk)."""
     return np.matmul(rows.T, rows, out=buffer)
 
 
 def _kahan_add_(total: np.ndarray, residual: np.ndarray, increment: np.ndarray) -> None:
-    """In-place Kahan step ``total += increment`` (true sum ``total - residual``); ``increment`` is consumed."""
+    """In-place Kahan step ``total += increment`` (true sum ``total - residual``); ``increment`` is consumed. Runs in
+    bands of rows so that the five passes of each band stay in cache."""
+    if total.ndim == 2 and total.shape[0] > _BAND_ROWS:
+        for start in range(0, total.shape[0], _BAND_ROWS):
+            band = slice(start, start + _BAND_ROWS)
+            _kahan_add_(total[band], residual[band], increment[band])
+        return
     increment -= residual  # y = increment - c
     residual[...] = total  # keep the old total
     total += increment  # t = total + y
@@ -517,11 +564,20 @@ def _checked_int_add_(total: np.ndarray, increment: np.ndarray, sign: int) -> No
 
 
 class _Accumulator:
-    """A private, mutable copy of a state that batches and other states are added into in place.
+    r"""A private, mutable copy of a state that batches and other states are added into in place.
 
     :func:`accumulate`, :func:`fit`, :func:`merge` and :func:`subtract` stay pure: each copies the state once here
-    and adds in place, each batch's Gram going through one reused (d, d) buffer, so a stream of batches allocates
-    no d×d array per batch.
+    and adds in place. A batch is folded in blocks of ``BLOCK_ROWS`` rows, each read once while it is in cache, with
+    BLAS syrk on the upper triangle (half a GEMM's flops, no (d, d) temporary per block):
+
+    - float64: the caller's rows themselves (or a cast copy) go into the state's own Gram, and one GEMM of the block
+      with :math:`[Y, 1]` gives the cross-moment and the feature sum;
+    - float32 and fixed: the block is copied once into the augmented rows :math:`[\tilde X, Y, 1]` (shifted by
+      :math:`s`, or on the fixed grid), whose syrk gives every moment at once; float32 adds that product to the state
+      with a Kahan step after each batch (and every ``CHUNK_ROWS`` rows), fixed point flushes its float64 product to
+      the int64 state before any partial sum could reach :math:`2^{53}`.
+
+    The Gram's lower triangle is filled once, when the result is read.
     """
 
     def __init__(self, stats: Statistics):
@@ -538,9 +594,14 @@ class _Accumulator:
         self.count = np.int64(stats.count)
         self.class_counts = stats.class_counts
         self._scratch: dict[str, np.ndarray] = {}
+        self._pending_rows = 0  # rows in the block products not yet added to the state
+        self._pending_bound = 0.0  # fixed precision: a bound on every entry of those products
+        self._upper_only = False  # the Gram's strictly lower triangle is stale until symmetrized
 
     def result(self) -> Statistics:
-        """The state, its integers back in words."""
+        """The state, its Gram symmetric and its integers back in words."""
+        self._flush()
+        self._symmetrize()
         state, self.state = self.state, None
         if state.precision == "fixed":
             state = dataclasses.replace(state, moments=jax.tree.map(words.from_int64, state.moments))
@@ -552,38 +613,26 @@ class _Accumulator:
 
     def widen(self, class_ids) -> None:
         """Add zero columns for new classes (the working copy's counts too)."""
+        self._flush()
         positions = np.searchsorted(class_ids, self.state.class_ids)
         counts = np.zeros(class_ids.size, np.int64)
         counts[positions] = self.class_counts
         stale = dataclasses.replace(self.state, class_count_words=words.zeros((self.state.n_outputs,)))
         self.state, self.class_counts = with_classes(stale, class_ids), counts
 
-    def _buffer(self, name: str, dtype, shape: tuple[int, int] | None = None) -> np.ndarray:
-        """A scratch array reused across batches: (d, d) by default, or ``shape`` (its first ``shape[0]`` rows of a
-        kept array at least that tall and exactly that wide)."""
-        shape = (self.state.dim, self.state.dim) if shape is None else shape
+    def _buffer(self, name: str, dtype, shape: tuple[int, ...], order: str = "C") -> np.ndarray:
+        """A zero-initialized scratch array kept across batches (recreated when its shape changes)."""
         kept = self._scratch.get(name)
-        if kept is None or kept.shape[0] < shape[0] or kept.shape[1] != shape[1]:
-            self._scratch[name] = kept = np.zeros(shape, dtype)
-        return kept[: shape[0]]
+        if kept is None or kept.shape != shape or kept.dtype != dtype:
+            self._scratch[name] = kept = np.zeros(shape, dtype, order=order)
+        return kept
 
-    def _augmented(self, x: np.ndarray, y_index, y, dtype) -> np.ndarray:
-        r""":math:`[\tilde X,\; Y,\; 1]` in ``dtype``, written into a reused (n, d + m + 1) buffer (no new
-        batch-sized array per batch); :math:`\tilde X = X - s` when the state has a shift."""
-        state = self.state
-        d, m = state.dim, state.n_outputs
-        augmented = self._buffer("augmented", dtype, (x.shape[0], d + m + 1))
-        if state.shift is None:
-            np.copyto(augmented[:, :d], x, casting="same_kind")
-        else:
-            np.subtract(x, state.shift, out=augmented[:, :d], casting="same_kind")
-        if y_index is None:
-            augmented[:, d : d + m] = y
-        else:
-            augmented[:, d : d + m] = 0
-            augmented[np.arange(x.shape[0]), d + y_index] = 1
-        augmented[:, -1] = 1
-        return augmented
+    def _rows_buffer(self, name: str, dtype, rows: int, width: int) -> np.ndarray:
+        """A kept (rows, width) scratch array: the first ``rows`` rows of one at least that tall."""
+        kept = self._scratch.get(name)
+        if kept is None or kept.shape[0] < rows or kept.shape[1] != width or kept.dtype != dtype:
+            self._scratch[name] = kept = np.empty((rows, width), dtype)
+        return kept[:rows]
 
     def add_batch(self, features, targets) -> None:
         """Fold one batch in: :math:`G \\mathrel{+}= X^\\top X`, :math:`B \\mathrel{+}= X^\\top Y`."""
@@ -600,80 +649,187 @@ class _Accumulator:
             y = check_targets(targets, x.shape[0], state.n_outputs)
             y_index = None
         if state.precision == "float32" and state.shift is None:
-            state = self.state = dataclasses.replace(
-                state, shift=mean_shift(x)
-            )
-        chunk = CHUNK_ROWS  # bounded scratch memory for any batch size
-        if state.precision == "fixed":
-            x, y, exact_chunk = self._fixed_grid(x, y)
-            chunk = min(chunk, exact_chunk)
-        for start in range(0, x.shape[0], chunk):
-            part = slice(start, start + chunk)
-            index = None if y_index is None else y_index[part]
-            augmented = self._augmented(x[part], index, None if y is None else y[part],
-                                        _COMPUTE_DTYPES[state.precision])
-            with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported just below
-                self._add_rows(augmented, index)
-        if state.precision != "fixed" and not np.isfinite(np.diagonal(self.state.moments.gram)).all():
+            self.state = dataclasses.replace(state, shift=mean_shift(x))
+        fold = self._fold_float64 if state.precision == "float64" else self._fold_augmented
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported below
+            for start in range(0, x.shape[0], BLOCK_ROWS):
+                part = slice(start, start + BLOCK_ROWS)
+                fold(x, part, y_index, None if y is None else y[part])
+            if self.state.moments.class_grams is not None:
+                self._add_class_grams(x, y_index)
+        if state.precision == "float32":
+            self._flush()  # each batch's product takes its own Kahan step, as in a stream of accumulate calls
+        if state.precision != "fixed" and not self._diagonal_finite():
             raise InputError(_non_finite_message(x))
         counts = None if y_index is None else np.bincount(y_index, minlength=self.state.n_outputs)
         self._add_counts(np.int64(x.shape[0]), counts, +1)
 
-    def _add_rows(self, augmented, y_index) -> None:
-        r"""Every moment from one syrk of the augmented rows :math:`A = [\tilde X, Y, 1]`:
+    def _feature_rows(self, rows: np.ndarray, name: str, batch: np.ndarray, out=None) -> tuple[np.ndarray, float]:
+        """``rows`` of ``batch`` as the state multiplies them, C-contiguous in its compute dtype: the rows themselves
+        when they already are (float64), else written into ``out`` (default: the kept buffer ``name``), shifted by
+        :math:`s` (float32) or quantized to the grid :math:`2^{-f}` as :func:`quantize` does (fixed, checked against
+        its range). Also returns their largest magnitude in fixed precision (0 otherwise)."""
+        state = self.state
+        if state.precision == "float64" and rows.dtype == np.float64 and rows.flags.c_contiguous:
+            return rows, 0.0
+        if out is None:
+            out = self._rows_buffer(name, _COMPUTE_DTYPES[state.precision], rows.shape[0], state.dim)
+        if state.precision != "fixed":
+            if state.shift is None:
+                np.copyto(out, rows, casting="same_kind")
+            else:
+                np.subtract(rows, state.shift, out=out, casting="same_kind")
+            return out, 0.0
+        np.multiply(rows, 2.0**state.frac_bits, out=out)
+        np.rint(out, out=out)
+        largest = max(out.max(), -out.min())  # NaN propagates; no |q| array
+        if not np.isfinite(largest):
+            raise InputError(_non_finite_message(batch))
+        self._check_fixed_range("features", largest)
+        return out, float(largest)
+
+    def _target_values(self, y_index_part, y_part, out: np.ndarray) -> float:
+        r"""Write :math:`[Y, 1]` of a block into ``out`` (k, m + 1): one-hot columns of the class index, or the
+        regression targets (on the fixed grid in fixed precision). Returns their largest magnitude (at least 1)."""
+        m = self.state.n_outputs
+        out[:, m] = 1
+        if y_part is None:
+            out[:, :m] = 0
+            out[np.arange(y_index_part.size), y_index_part] = 1
+            return 1.0
+        if self.state.precision != "fixed":
+            out[:, :m] = y_part
+            return 1.0
+        values = quantize(y_part, self.state.frac_bits)
+        largest = max(float(np.abs(values).max()), 1.0)
+        self._check_fixed_range("targets", largest)
+        out[:, :m] = values
+        return largest
+
+    def _check_fixed_range(self, name: str, largest) -> None:
+        if largest >= _FIXED_VALUE_LIMIT:
+            f = self.state.frac_bits
+            raise InputError(
+                f"{name} reach {np.ldexp(largest, -f):.6g}, outside the fixed-point range |value| < 2^{26 - f} at "
+                f"frac_bits={f}: rescale them or lower frac_bits"
+            )
+
+    def _fold_float64(self, x: np.ndarray, part: slice, y_index, y_part) -> None:
+        r"""One float64 block: syrk of its rows into the state's Gram, and one GEMM :math:`X_b^\top [Y_b, 1]` into the
+        pending cross-moment and feature sum (and the regression target sum)."""
+        state = self.state
+        k, m = x[part].shape[0], state.n_outputs
+        rows, _ = self._feature_rows(x[part], "rows", x)
+        columns = np.empty((k, m + 1), np.float64, order="F")  # the GEMM's right operand, read without a copy
+        index = None if y_index is None else y_index[part]
+        self._target_values(index, y_part, columns)
+        fresh = self._pending_rows == 0
+        _syrk_upper_(state.moments.gram, rows, fresh=False)
+        _gemm_(self._buffer("cross", np.float64, (state.dim, m + 1), order="F"), rows, columns, fresh)
+        if y_part is not None:
+            sums = columns[:, :m].sum(axis=0)
+            total = self._buffer("target sum", np.float64, (m,))
+            total[...] = sums if fresh else total + sums
+        self._pending_rows += k
+        self._upper_only = True
+
+    def _fold_augmented(self, x: np.ndarray, part: slice, y_index, y_part) -> None:
+        r"""One float32 or fixed-point block: the augmented rows :math:`A = [\tilde X, Y, 1]` written once, then
 
         .. math::
             A^\top A = \begin{pmatrix} \tilde X^\top \tilde X & \tilde X^\top Y & \tilde X^\top 1 \\
-            \cdot & Y^\top Y & Y^\top 1 \\ \cdot & \cdot & n \end{pmatrix},
+            \cdot & Y^\top Y & Y^\top 1 \\ \cdot & \cdot & n \end{pmatrix}
 
-        so the Gram, cross-moment, feature sum and target sum cost one pass over the batch (m + 1 extra columns).
-        """
+        on the upper triangle of the pending product: every moment from one syrk (m + 1 extra columns). In fixed
+        precision the block is split where a partial sum could reach :math:`2^{53}`, and the product flushed first."""
+        state = self.state
+        k, d, m = x[part].shape[0], state.dim, state.n_outputs
+        augmented = self._rows_buffer("augmented", _COMPUTE_DTYPES[state.precision], k, d + m + 1)
+        _, largest = self._feature_rows(x[part], "augmented", x, out=augmented[:, :d])
+        target = self._target_values(None if y_index is None else y_index[part], y_part, augmented[:, d:])
+        row_bound = max(largest * largest, largest * target, target * target, 1.0)
+        step = k if state.precision != "fixed" else max(1, int(_EXACT_FLOAT_LIMIT // row_bound) - 1)
+        for start in range(0, k, step):
+            rows = augmented[start : start + step]
+            if self._pending_rows and self._full_after(rows.shape[0], rows.shape[0] * row_bound):
+                self._flush()
+            _syrk_upper_(self._product(), rows, fresh=self._pending_rows == 0)
+            self._pending_rows += rows.shape[0]
+            self._pending_bound += rows.shape[0] * row_bound
+            self._upper_only = True
+
+    def _full_after(self, rows: int, bound: float) -> bool:
+        """Whether the pending product must be flushed before taking ``rows`` more rows."""
+        if self.state.precision == "fixed":
+            return self._pending_bound + bound >= _EXACT_FLOAT_LIMIT
+        return self._pending_rows + rows > CHUNK_ROWS
+
+    def _product(self) -> np.ndarray:
+        width = self.state.dim + self.state.n_outputs + 1
+        return self._buffer("product", _COMPUTE_DTYPES[self.state.precision], (width, width))
+
+    def _flush(self) -> None:
+        """Add the pending block products to the state (Kahan in float32, checked int64 in fixed precision)."""
+        if self._pending_rows == 0:
+            return
         d, m = self.state.dim, self.state.n_outputs
-        product = self._in_state_arithmetic(
-            "product", _gram_into(self._buffer("product", augmented.dtype, (d + m + 1, d + m + 1)), augmented))
-        self._add_array("gram", product[:d, :d], +1)
-        self._add_array("cross", product[:d, d : d + m], +1)
-        self._add_array("feature_sum", product[:d, -1], +1)
-        if y_index is None:
-            self._add_array("target_sum", product[d : d + m, -1], +1)
-        elif self.state.moments.class_grams is not None:
-            rows = augmented[:, :d]
-            for c in np.unique(y_index):
-                gram = _gram_into(self._buffer("batch", rows.dtype), rows[y_index == c])
-                self._add_array("class_grams", self._in_state_arithmetic("batch", gram), +1, c)
+        if self.state.precision == "float64":
+            cross = self._scratch["cross"]
+            increments = {"cross": cross[:, :m], "feature_sum": cross[:, m]}
+            if not self.state.is_classification:
+                increments["target_sum"] = self._scratch["target sum"]
+        else:
+            product = self._product()
+            increments = {"gram": product[:d, :d], "cross": product[:d, d : d + m], "feature_sum": product[:d, -1]}
+            if not self.state.is_classification:
+                increments["target_sum"] = product[d : d + m, -1]
+        for name, increment in increments.items():
+            self._add_array(name, self._in_state_arithmetic(name, increment), +1, upper=name == "gram")
+        self._pending_rows, self._pending_bound = 0, 0.0
+
+    def _symmetrize(self) -> None:
+        """Mirror the Gram's (and its compensation's) upper triangle after blocks were folded into it."""
+        if not self._upper_only:
+            return
+        _symmetrize_upper_(self.state.moments.gram)
+        if self.state.compensation is not None:
+            _symmetrize_upper_(self.state.compensation.gram)
+        self._upper_only = False
+
+    def _diagonal_finite(self) -> bool:
+        """Whether the Gram's diagonal is finite: a NaN or Inf anywhere in a batch, or a square that overflows,
+        reaches it, so this O(d) check replaces a pass over the batch."""
+        return bool(np.isfinite(np.diagonal(self.state.moments.gram)).all())
+
+    def _add_class_grams(self, x: np.ndarray, y_index: np.ndarray) -> None:
+        """Each class's Gram, from the batch's rows of that class in chunks of at most ``CHUNK_ROWS`` rows (and
+        below :math:`2^{53}` per entry in fixed precision)."""
+        dtype = _COMPUTE_DTYPES[self.state.precision]
+        for start in range(0, x.shape[0], CHUNK_ROWS):
+            index = y_index[start : start + CHUNK_ROWS]
+            for c in np.unique(index):
+                rows, largest = self._feature_rows(x[start : start + CHUNK_ROWS][index == c], "class rows", x)
+                step = max(1, int(_EXACT_FLOAT_LIMIT // max(largest * largest, 1.0)) - 1)
+                for first in range(0, rows.shape[0], step):
+                    gram = _gram_into(self._buffer("class gram", dtype, (self.state.dim,) * 2),
+                                      rows[first : first + step])
+                    self._add_array("class_grams", self._in_state_arithmetic("class gram", gram), +1, c)
 
     def _in_state_arithmetic(self, name: str, product: np.ndarray) -> np.ndarray:
         """``product`` as the state adds it: as it is in float precisions, copied into a reused int64 buffer in
-        fixed precision (exact: :meth:`_fixed_grid` keeps every entry the state uses an integer below 2^53)."""
+        fixed precision (exact: every entry is an integer below 2^53)."""
         if self.state.precision != "fixed":
             return product
         integer = self._buffer(f"{name} int64", np.int64, product.shape)
         np.copyto(integer, product, casting="unsafe")
         return integer
 
-    def _fixed_grid(self, x, y) -> tuple[np.ndarray, np.ndarray | None, int]:
-        """Features (and regression targets) on the grid :math:`2^{-f}` as integer-valued float64, and the row chunk
-        small enough that no partial sum of the float64 syrk reaches 2^53 (so it is exact in any order)."""
-        state = self.state
-        q = quantize(x, state.frac_bits)
-        q_max = max(q.max(), -q.min())  # NaN propagates; no |q| array
-        if not np.isfinite(q_max):
-            raise InputError(_non_finite_message(x))
-        if y is not None:
-            y = quantize(y, state.frac_bits)
-        t_max = 1.0 if y is None else max(np.abs(y).max(), 1.0)
-        for name, largest in (("features", q_max), ("targets", t_max)):
-            if largest >= _FIXED_VALUE_LIMIT:
-                raise InputError(
-                    f"{name} reach {np.ldexp(largest, -state.frac_bits):.6g}, outside the fixed-point range "
-                    f"|value| < 2^{26 - state.frac_bits} at frac_bits={state.frac_bits}: rescale them or lower frac_bits"
-                )
-        return q, y, max(1, int(_EXACT_FLOAT_LIMIT // max(q_max * q_max, q_max * t_max, 1.0)))
-
-    def _add_array(self, name: str, increment: np.ndarray, sign: int, position: int | None = None) -> None:
+    def _add_array(self, name: str, increment: np.ndarray, sign: int, position: int | None = None, *,
+                   upper: bool = False) -> None:
         """``moments.<name>[position] += sign · increment`` in the state's arithmetic; ``increment`` may be consumed.
 
         float64 adds in place, float32 takes an in-place Kahan step, fixed adds int64 with an overflow check.
+        ``upper`` adds a (d, d) increment's upper triangle only, band by band (its lower triangle is stale).
         """
 
         def target(moments):
@@ -681,17 +837,25 @@ class _Accumulator:
             return array if position is None else array[position]
 
         total = target(self.state.moments)
+        residual = None if self.state.compensation is None else target(self.state.compensation)
+        bands = [np.s_[start : start + _BAND_ROWS, start:] for start in range(0, total.shape[0], _BAND_ROWS)]
+        for part in bands if upper else [...]:
+            self._add_in_place(total[part], None if residual is None else residual[part], increment[part], sign)
+
+    def _add_in_place(self, total: np.ndarray, residual: np.ndarray | None, increment: np.ndarray, sign: int) -> None:
         if self.state.precision == "fixed":
             _checked_int_add_(total, increment, sign)
-        elif self.state.compensation is not None:
+        elif residual is not None:
             if sign < 0:
                 np.negative(increment, out=increment)
-            _kahan_add_(total, target(self.state.compensation), increment)
+            _kahan_add_(total, residual, increment)
         else:
             (np.add if sign > 0 else np.subtract)(total, increment, out=total)
 
     def add_state(self, other: Statistics, sign: int) -> None:
         """``± other`` (same classes, same configuration): merging and subtracting states."""
+        self._flush()
+        self._symmetrize()
         value = host_moments(other)  # float64 and fixed adds leave the increment alone
         if other.compensation is not None:  # other's compensated value, as new arrays the Kahan step may consume
             value = jax.tree.map(np.subtract, other.moments, other.compensation)
