@@ -1,16 +1,17 @@
 """Analytic federated learning: one round of additive statistics gives exactly the centralized ridge head.
 
 Modules: ``federated.partition`` (IID, Dirichlet, shard and quantity-skew splits), ``federated.payload`` (what a
-client sends, packed and validated), ``federated.aggregation`` (the summed-statistics law, the paper's pairwise
-absolute-aggregation law and the regularization intermediary), ``federated.server`` (validated receipt and
-client-level unlearning), ``federated.secure`` (pairwise additive masking), ``federated.simulation`` (many clients
-in one process), ``federated.baselines`` (FedAvg / FedProx / SCAFFOLD on the shared gradient head) and
-``federated.flower_app`` (the same protocols as a Flower app) with ``federated.flower_runtime`` (``flwr run`` on
-Flower's simulation and deployment runtimes).
+client sends, packed and validated), ``federated.aggregation`` (the summed-statistics law, the paper's
+absolute-aggregation law, pairwise and folded into running sums, and the regularization intermediary),
+``federated.server`` (validated receipt and client-level unlearning), ``federated.secure`` (pairwise additive
+masking), ``federated.simulation`` (many clients in one process), ``federated.baselines`` (FedAvg / FedProx /
+SCAFFOLD on the shared gradient head) and ``federated.flower_app`` (the same protocols as a Flower app) with
+``federated.flower_runtime`` (``flwr run`` on Flower's simulation and deployment runtimes).
 """
 
 from federated.aggregation import (
     LocalSolution,
+    PartialSums,
     aggregate_pair,
     aggregate_solutions,
     aggregate_statistics,

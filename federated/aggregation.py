@@ -14,8 +14,11 @@ combine as
     W = (I - R_u C_v + R_u C_v C^{-1} C_v) W_u + (I - R_v C_u + R_v C_u C^{-1} C_u) W_v,
     \qquad C = C_u + C_v, \quad R_u = C_u^{-1}
 
-(:func:`aggregate_pair`), which folds to :math:`W = (\sum_k C_k)^{-1} \sum_k C_k W_k = (G + K\gamma I)^{-1} B`
-(:func:`aggregate_solutions`). The regularization intermediary (:func:`remove_regularization`) then removes the
+(:func:`aggregate_pair`), which folds to :math:`W = (\sum_k C_k)^{-1} \sum_k C_k W_k = (G + K\gamma I)^{-1} B`.
+:func:`aggregate_solutions` (and the server, :mod:`federated.server`) uses the folded law: it adds
+:math:`\sum_k C_k` and :math:`\sum_k C_k W_k` (:func:`push_solution`, one d×d by d×m product per client, no
+inverse) and solves once (:func:`combine_partials`): one d×d factorization for all K clients, where the pairwise
+law needs three per pair. The regularization intermediary (:func:`remove_regularization`) then removes the
 accumulated :math:`K\gamma`:
 
 .. math::
@@ -101,6 +104,9 @@ def aggregate_pair(u: LocalSolution, v: LocalSolution) -> LocalSolution:
     r"""Absolute aggregation of two (groups of) clients, the paper's law (module docstring).
 
     :math:`W = (I - R_u C_v + R_u C_v C^{-1} C_v) W_u + (I - R_v C_u + R_v C_u C^{-1} C_u) W_v`.
+
+    The reference form of the paper's equation (three d×d factorizations and several d×d products per pair);
+    :func:`aggregate_solutions` computes the same aggregate with one factorization in all.
     """
     if u.ridge != v.ridge or not np.array_equal(u.class_ids, v.class_ids):
         raise analytic.IntegrityError("solutions to combine must share the ridge and the class ids")
@@ -116,35 +122,96 @@ def aggregate_pair(u: LocalSolution, v: LocalSolution) -> LocalSolution:
     return LocalSolution(weights, combined, u.class_ids, np.int64(u.n_clients + v.n_clients), u.ridge)
 
 
-def push_solution(partials: tuple[LocalSolution, ...], solution: LocalSolution) -> tuple[LocalSolution, ...]:
-    """Add one client to a balanced pairwise reduction: partial aggregates of equal size are combined at once.
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["regularized_gram", "moment", "class_ids", "n_clients"],
+    meta_fields=["ridge"],
+)
+@dataclasses.dataclass(frozen=True)
+class PartialSums:
+    r"""The running sums of the folded absolute-aggregation law over the clients received so far.
 
-    ``partials`` holds at most log₂K + 1 aggregates of decreasing size, like the digits of a binary counter, so
-    every :func:`aggregate_pair` call joins groups of comparable size.
+    Attributes:
+      regularized_gram: (d, d) symmetric :math:`\sum_k C_k`.
+      moment: (d, m) :math:`\sum_k C_k W_k` (equal to :math:`\sum_k B_k` in exact arithmetic).
+      class_ids: (m,) the agreed class ids (column order).
+      n_clients: () number of clients added (K).
+      ridge: the clients' common γ.
     """
-    partials = (*partials, solution)
-    while len(partials) > 1 and partials[-1].n_clients == partials[-2].n_clients:
-        partials = (*partials[:-2], aggregate_pair(partials[-2], partials[-1]))
-    return partials
+
+    regularized_gram: np.ndarray
+    moment: np.ndarray
+    class_ids: np.ndarray
+    n_clients: np.ndarray
+    ridge: float
 
 
-def combine_partials(partials: tuple[LocalSolution, ...]) -> LocalSolution:
-    """The aggregate of every client in a :func:`push_solution` reduction (smallest groups joined first)."""
-    if not partials:
+def push_solution(partials: PartialSums | None, solution: LocalSolution) -> PartialSums:
+    r"""Add one client (or aggregate) to the running sums: :math:`\sum C \mathrel{+}= C_k`,
+    :math:`\sum C W \mathrel{+}= C_k W_k` (one d×d by d×m product, no inverse).
+
+    Args:
+      partials: the sums so far, or ``None`` before the first client.
+      solution: a :func:`local_solution` message, or an aggregate of several clients (:func:`combine_partials`).
+
+    Returns:
+      The sums with ``solution`` added.
+
+    Raises:
+      IntegrityError: ``solution`` differs from the sums in the ridge or the class ids.
+    """
+    if partials is not None and (
+        partials.ridge != solution.ridge or not np.array_equal(partials.class_ids, solution.class_ids)
+    ):
+        raise analytic.IntegrityError("solutions to combine must share the ridge and the class ids")
+    regularized = np.asarray(solution.regularized_gram, np.float64)
+    # C_k W_k as (W_kᵀ C_k)ᵀ (C_k is symmetric): the (m, d) product is the faster BLAS call (1.7 against 2.9 ms
+    # at d = 1,280, m = 10 on one core)
+    moment = (np.asarray(solution.weights, np.float64).T @ regularized).T
+    if partials is None:
+        return PartialSums(regularized.copy(), moment, solution.class_ids, np.int64(solution.n_clients),
+                           solution.ridge)
+    return PartialSums(partials.regularized_gram + regularized, partials.moment + moment, partials.class_ids,
+                       np.int64(partials.n_clients + solution.n_clients), partials.ridge)
+
+
+def combine_partials(partials: PartialSums | None) -> LocalSolution:
+    r"""The absolute aggregate of every client in the sums: :math:`C = \sum_k C_k`,
+    :math:`W = C^{-1} \sum_k C_k W_k` (one Cholesky factorization).
+
+    Args:
+      partials: the :func:`push_solution` sums.
+
+    Returns:
+      The aggregate :class:`LocalSolution` (W, C, K), input to :func:`remove_regularization`.
+
+    Raises:
+      IntegrityError: no client has been added.
+    """
+    if partials is None:
         raise analytic.IntegrityError("no client solution has been aggregated")
-    return functools.reduce(lambda total, part: aggregate_pair(part, total), reversed(partials[:-1]), partials[-1])
+    weights = scipy.linalg.cho_solve(_cho(partials.regularized_gram), partials.moment, check_finite=False)
+    return LocalSolution(weights, partials.regularized_gram, partials.class_ids, partials.n_clients, partials.ridge)
 
 
 def aggregate_solutions(solutions: Iterable[LocalSolution]) -> LocalSolution:
-    r"""Absolute aggregation of all clients, :math:`W = (\sum_k C_k)^{-1} \sum_k C_k W_k`, by pairwise laws.
+    r"""Absolute aggregation of all clients, :math:`W = (\sum_k C_k)^{-1} \sum_k C_k W_k` (the folded law).
 
-    The law is associative, so the pairs are joined as a balanced tree (:func:`push_solution`). A sequential fold
-    (one client at a time into the running aggregate) is equal in exact arithmetic but loses accuracy: joining a
-    client with :math:`C_v \approx \gamma I` to an aggregate of norm :math:`\|C_u\|` cancels terms of size
-    :math:`\|C_u\|/\gamma`, and the errors add up over K steps (measured on synthetic data, d = 8, γ = 0.1:
-    relative error 5e-10 after 1,000 Dirichlet-split clients sequentially, at most 3e-13 as a balanced tree).
+    Equal to joining the clients pairwise with :func:`aggregate_pair` (the law is associative), but with one d×d
+    factorization for all K clients instead of three per pair, and without the pairwise law's cancellation: joining
+    a client with :math:`C_v \approx \gamma I` to an aggregate of norm :math:`\|C_u\|` cancels terms of size
+    :math:`\|C_u\|/\gamma` unless the pairs are joined as a balanced tree, whereas the sums only add :math:`C_k` and
+    :math:`C_k W_k` in any order. Measured on synthetic data, d = 8, γ = 0.1, 1,000 Dirichlet-split clients
+    (α = 1, 0.1, 0.01), relative error against the direct solve: 7e-14 to 6e-13 for the sums; 2e-14 to 2e-13 for the
+    pairwise law as a balanced tree, 2e-10 to 7e-10 folded one client at a time.
+
+    Args:
+      solutions: the clients' :func:`local_solution` messages (same ridge and class ids).
+
+    Returns:
+      The aggregate :class:`LocalSolution` with :math:`C = \sum_k C_k` and K the number of clients.
     """
-    return combine_partials(functools.reduce(push_solution, solutions, ()))
+    return combine_partials(functools.reduce(push_solution, solutions, None))
 
 
 def remove_regularization(aggregate: LocalSolution, target_ridge: float = 0.0) -> analytic.Head:

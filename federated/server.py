@@ -22,7 +22,7 @@ import numpy as np
 import scipy.linalg
 
 import analytic
-from federated.aggregation import LocalSolution, combine_partials, push_solution
+from federated.aggregation import LocalSolution, PartialSums, combine_partials, push_solution
 from federated.payload import (
     UploadRejected,
     add_payloads,
@@ -180,29 +180,34 @@ def aggregate_head(aggregate: StatisticsAggregate, ridge: float) -> analytic.Hea
 
 @dataclasses.dataclass(frozen=True)
 class SolutionAggregate:
-    """Server state of the paper form: partial absolute aggregates of a balanced pairwise reduction.
+    """Server state of the paper form: the running sums :math:`\\sum_k C_k`, :math:`\\sum_k C_k W_k` of the folded
+    absolute-aggregation law.
 
     Attributes:
-      partials: at most log₂K + 1 partial aggregates (:func:`federated.aggregation.push_solution`).
+      partials: the sums over the accepted clients (:func:`federated.aggregation.push_solution`), ``None`` before
+        the first.
       received: the :class:`Ledger` of accepted clients.
       dim, class_ids, ridge: what every client message must match.
     """
 
-    partials: tuple[LocalSolution, ...]
+    partials: PartialSums | None
     received: Ledger
     dim: int
     class_ids: np.ndarray
     ridge: float
 
-    @property
+    @functools.cached_property
     def solution(self) -> LocalSolution:
-        """The absolute aggregate of every accepted client: :math:`(\\sum_k C_k, (\\sum_k C_k)^{-1} \\sum_k C_k W_k)`."""
+        """The absolute aggregate of every accepted client: :math:`(\\sum_k C_k, (\\sum_k C_k)^{-1} \\sum_k C_k W_k)`.
+
+        Solved (one d×d factorization) once per aggregate, which is immutable; treat the arrays as read-only.
+        """
         return combine_partials(self.partials)
 
 
 def start_solution_aggregate(dim: int, class_ids, ridge: float) -> SolutionAggregate:
     """An empty paper-form aggregate for clients that agreed on ``class_ids`` and the ridge γ."""
-    return SolutionAggregate((), Ledger(), int(dim), np.asarray(class_ids, np.int64), float(ridge))
+    return SolutionAggregate(None, Ledger(), int(dim), np.asarray(class_ids, np.int64), float(ridge))
 
 
 def check_solution(aggregate: SolutionAggregate, solution: LocalSolution) -> None:
@@ -270,7 +275,7 @@ def receive_solutions(
 
 
 def receive_solution(aggregate: SolutionAggregate, client_id: str, solution: LocalSolution) -> SolutionAggregate:
-    """Validate one client's (W_k, C_k) and add it with the absolute-aggregation law (a balanced reduction).
+    """Validate one client's (W_k, C_k) and add :math:`C_k` and :math:`C_k W_k` to the aggregate's sums.
 
     Raises:
       UploadRejected: the reason; ``aggregate`` is unchanged.

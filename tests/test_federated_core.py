@@ -123,6 +123,68 @@ def test_pairwise_law_matches_direct_formula(pooled):
     assert relative_error(law.weights, direct) <= 1e-10
 
 
+def pairwise_reference(messages):
+    """The paper's pairwise law joined as a balanced tree: the aggregation route before the folded sums."""
+    if len(messages) == 1:
+        return messages[0]
+    half = len(messages) // 2
+    return federated.aggregate_pair(pairwise_reference(messages[:half]), pairwise_reference(messages[half:]))
+
+
+@pytest.mark.parametrize("name", ["iid", "dirichlet-0.01"])
+@pytest.mark.parametrize("n_clients", [1, 2, 7, 64, 300])
+def test_folded_law_equals_pairwise_law_and_direct_solve(name, n_clients, pooled):
+    features, labels = pooled
+    parts = split(name, labels, n_clients)
+    if name == "dirichlet-0.01" and n_clients >= 64:  # clients whose C_k is γI plus a Gram of rank < d
+        assert any(0 < rows.size < D for rows in parts)
+    messages = list(solutions(features, labels, parts))
+    folded = federated.aggregate_solutions(messages)
+    pairwise = pairwise_reference(messages)
+    y = one_hot_columns(labels, CLASSES)
+    assert int(folded.n_clients) == int(pairwise.n_clients) == n_clients
+    assert relative_error(folded.regularized_gram, pairwise.regularized_gram) <= 1e-14
+    assert relative_error(folded.weights, pairwise.weights) <= 1e-9
+    assert relative_error(folded.weights, ridge_oracle(features, y, n_clients * RIDGE)) <= 1e-9
+    head = federated.remove_regularization(folded, RIDGE)
+    assert relative_error(head.weights, ridge_oracle(features, y, RIDGE)) <= 1e-9
+
+
+def test_folded_law_with_only_small_clients_equals_direct_solve(pooled):
+    features, labels = pooled
+    parts = np.array_split(np.arange(600), 200)  # 3 samples each, d = 8: every C_k is dominated by γI
+    messages = list(solutions(features, labels, parts))
+    folded = federated.aggregate_solutions(messages)
+    y = one_hot_columns(labels[:600], CLASSES)
+    assert relative_error(folded.weights, pairwise_reference(messages).weights) <= 1e-9
+    assert relative_error(folded.weights, ridge_oracle(features[:600], y, 200 * RIDGE)) <= 1e-9
+    head = federated.remove_regularization(folded, RIDGE)
+    assert relative_error(head.weights, ridge_oracle(features[:600], y, RIDGE)) <= 1e-9
+
+
+def test_server_sums_equal_aggregate_solutions(pooled):
+    features, labels = pooled
+    messages = list(solutions(features, labels, split("dirichlet-0.1", labels, 50)))
+    server, rejected = federated.receive_solutions(federated.start_solution_aggregate(D, CLASSES, RIDGE),
+                                                   ((f"client-{k}", s) for k, s in enumerate(messages)))
+    direct = federated.aggregate_solutions(messages)
+    assert rejected == {} and int(server.partials.n_clients) == 50
+    np.testing.assert_array_equal(server.solution.weights, direct.weights)
+    np.testing.assert_array_equal(server.solution.regularized_gram, direct.regularized_gram)
+
+
+def test_folded_law_refuses_mixed_ridges_and_no_clients(pooled):
+    features, labels = pooled
+    (u,) = solutions(features, labels, [np.arange(0, 50)])
+    (v,) = solutions(features, labels, [np.arange(50, 100)], ridge=2 * RIDGE)
+    with pytest.raises(analytic.IntegrityError, match="share the ridge and the class ids"):
+        federated.aggregate_solutions([u, v])
+    with pytest.raises(analytic.IntegrityError, match="no client solution has been aggregated"):
+        federated.aggregate_solutions([])
+    with pytest.raises(analytic.IntegrityError, match="no client solution has been aggregated"):
+        _ = federated.start_solution_aggregate(D, CLASSES, RIDGE).solution
+
+
 @pytest.mark.parametrize(
     ("name", "n_clients"),
     [(name, n) for name in PARTITIONS for n in (10, 1000)] + [("dirichlet-0.01", 10_000)],

@@ -220,6 +220,82 @@ def test_fixed_mode_subtract_gives_the_retrained_hash(data):
     assert analytic.state_hash(analytic.subtract(full, forget)) == analytic.state_hash(retrained)
 
 
+LAYOUTS = {
+    "float64 rows": lambda x: x,
+    "float32 rows": lambda x: x.astype(np.float32),
+    "Fortran order": np.asfortranarray,
+    "strided view": lambda x: np.repeat(x, 2, axis=1)[:, ::2],
+}
+
+
+def exact_moments(features, targets):
+    """Float64 oracle of G, B, the feature sum and the target sum (rows as given, no shift)."""
+    x, t = np.asarray(features, np.float64), np.asarray(targets, np.float64)
+    return x.T @ x, x.T @ t, x.sum(axis=0), t.sum(axis=0)
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32", "fixed"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_blocked_accumulation_gives_every_moment(precision, layout):
+    # Several blocks of analytic.statistics.BLOCK_ROWS rows, in one call and streamed: every moment against a
+    # float64 oracle (fixed: the exact integers), a symmetric Gram, and equal one-call and streamed states.
+    features, labels = make_classification(n=5_000, d=24, seed=8)
+    x = LAYOUTS[layout](features)
+    empty = analytic.init_statistics(24, precision=precision)
+    one_call = analytic.accumulate(empty, x, labels)
+    streamed = analytic.fit(batches(x, labels, 777), empty)
+    targets = one_hot_columns(labels, one_call.class_ids)
+    if precision == "fixed":
+        q = analytic.quantize(np.asarray(x, np.float64), 12).astype(np.int64)
+        moments = analytic.host_moments(one_call)
+        np.testing.assert_array_equal(moments.gram, q.T @ q)
+        np.testing.assert_array_equal(moments.cross, q.T @ targets.astype(np.int64))
+        np.testing.assert_array_equal(moments.feature_sum, q.sum(axis=0))
+        assert analytic.state_hash(streamed) == analytic.state_hash(one_call)
+        return
+    tolerance = 1e-13 if precision == "float64" else 1e-6
+    for state in (one_call, streamed):  # each around its own shift (float32: from its first batch)
+        shift = 0.0 if state.shift is None else state.shift.astype(np.float64)
+        gram, cross, feature_sum, _ = exact_moments(np.asarray(x, np.float64) - shift, targets)
+        moments = analytic.host_moments(state)
+        np.testing.assert_array_equal(moments.gram, moments.gram.T)
+        assert relative_error(moments.gram, gram) <= tolerance
+        assert relative_error(moments.cross, cross) <= tolerance
+        assert relative_error(moments.feature_sum, feature_sum) <= tolerance
+        np.testing.assert_array_equal(state.class_counts, np.bincount(labels)[state.class_ids])
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32", "fixed"])
+def test_blocked_regression_moments(precision):
+    rng = np.random.default_rng(9)
+    features = rng.normal(size=(4_500, 16)) + 1.0
+    targets = features @ rng.normal(size=(16, 3)) + rng.normal(size=(4_500, 3))
+    stats = analytic.fit(batches(features, targets, 2_000), analytic.init_statistics(16, precision=precision,
+                                                                                      n_targets=3))
+    moments = analytic.host_moments(stats)
+    if precision == "fixed":
+        q, t = (analytic.quantize(a, 12).astype(np.int64) for a in (features, targets))
+        for actual, expected in zip(moments[:4], (q.T @ q, q.T @ t, q.sum(axis=0), t.sum(axis=0))):
+            np.testing.assert_array_equal(actual, expected)
+        return
+    shift = 0.0 if stats.shift is None else stats.shift.astype(np.float64)
+    tolerance = 1e-13 if precision == "float64" else 1e-6
+    for actual, expected in zip(moments[:4], exact_moments(features - shift, targets)):
+        assert relative_error(actual, expected) <= tolerance
+
+
+def test_fixed_mode_flushes_before_a_partial_sum_could_round():
+    # Values near the top of the grid (|q| ~ 2^25, so q² ~ 2^50): only a few rows fit below 2^53 in the float64
+    # product, which must be split and flushed to the integers many times within one batch and stay exact.
+    rng = np.random.default_rng(10)
+    features = rng.uniform(-8191.0, 8191.0, size=(300, 5))
+    labels = rng.integers(0, 3, 300)
+    stats = analytic.accumulate(analytic.init_statistics(5, precision="fixed", frac_bits=12), features, labels)
+    q = [[int(v) for v in row] for row in analytic.quantize(features, 12)]
+    gram = [[sum(r[i] * r[j] for r in q) for j in range(5)] for i in range(5)]  # Python integers: no rounding
+    assert analytic.host_moments(stats).gram.tolist() == gram
+
+
 def test_fixed_mode_rejects_values_outside_the_grid():
     stats = analytic.init_statistics(3, precision="fixed", frac_bits=12)
     with pytest.raises(InputError, match="fixed-point range"):
