@@ -6,25 +6,29 @@ Flower app that :func:`federated.flower_runtime.write_app` writes, or ``flwr run
 samples through ``node_config["partition-id"]`` in a federation directory written by :func:`write_federation`
 (memory-mapped ``.npy`` files, so many virtual clients in one process share one copy).
 
-AFL (``method = "afl"``): one round. The server sends ``query.statistics`` to every node in waves of ``wave``
-nodes; each client replies with its payload (:func:`federated.payload.encode_statistics`, packed Gram); the server
-validates and sums each wave with :func:`federated.server.receive_many` and drops it, so memory stays at one wave
-of payloads. It then solves the head and writes ``head.npz`` and ``result.json`` (state hash, bytes, rejected
-uploads, test accuracy) to ``output``.
+AFL (``method = "afl"``): one round. The server sends ``query.statistics`` to every node, keeping at most ``wave``
+queries unanswered (a new query goes out as soon as a reply comes in, so the clients never wait for the slowest
+one of a batch); each client replies with its payload (:func:`federated.payload.encode_statistics`, packed Gram).
+Every ``pull-interval`` seconds the server pulls the replies that arrived, validates and sums them with
+:func:`federated.server.receive_many` and drops them, so memory stays at ``wave`` payloads. It then solves the head
+and writes ``head.npz`` and ``result.json`` (state hash, bytes, rejected uploads, nodes that sent no upload, test
+accuracy, and the seconds until the first upload arrived) to ``output``.
 
 FedAvg (``method = "fedavg"``): Flower's own :class:`flwr.serverapp.strategy.FedAvg`, clients training the shared
 softmax head with :func:`analytic.gradient.train`; the server evaluates the global head on the test set each round.
 
 Run configuration keys: ``federation`` (directory), ``output`` (directory), ``method``, ``ridge``, ``precision``,
-``num-clients`` (nodes to wait for), ``wave``, ``timeout`` (seconds), and for FedAvg ``rounds``, ``fraction``,
-``local-epochs``, ``learning-rate``, ``batch-size``.
+``num-clients`` (nodes to wait for), ``wave``, ``pull-interval`` and ``timeout`` (seconds), and for FedAvg
+``rounds``, ``fraction``, ``local-epochs``, ``learning-rate``, ``batch-size``.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +44,8 @@ from federated.payload import encode_statistics, payload_nbytes
 from federated.server import aggregate_head, receive_many, start_aggregate
 
 DEFAULTS = {
-    "method": "afl", "ridge": 1.0, "precision": "float64", "wave": 100, "timeout": 600.0, "rounds": 20,
-    "fraction": 0.1, "local-epochs": 1, "learning-rate": 0.05, "batch-size": 32,
+    "method": "afl", "ridge": 1.0, "precision": "float64", "wave": 100, "pull-interval": 0.05, "timeout": 600.0,
+    "rounds": 20, "fraction": 0.1, "local-epochs": 1, "learning-rate": 0.05, "batch-size": 32,
 }
 
 
@@ -147,7 +151,47 @@ def _wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
         nodes = sorted(grid.get_node_ids())
         if len(nodes) >= expected or time.monotonic() > deadline:
             return nodes
-        time.sleep(0.5)
+        time.sleep(0.1)
+
+
+def _statistics_queries(nodes: list[int], class_ids: np.ndarray) -> Iterator[Message]:
+    config = ConfigRecord({"class-ids": class_ids.tolist()})
+    for node in nodes:
+        yield Message(RecordDict({"config": config}), dst_node_id=node, message_type="query.statistics", group_id="1")
+
+
+def _stream_replies(grid: Grid, messages: Iterator[Message], window: int, interval: float,
+                    timeout: float) -> Iterator[list[Message]]:
+    """Push ``messages`` with at most ``window`` of them unanswered (one until the first reply arrives), and yield
+    the replies in the batches one pull every ``interval`` seconds brings, until every message is answered or
+    ``timeout`` seconds have passed.
+
+    The single first query matters on Flower's simulation runtime: every 0.1 s it scans all unanswered messages
+    once for each of its nodes, so a full window pushed while the clients start up only takes CPU from them.
+    """
+    deadline = time.monotonic() + timeout
+    unanswered: set[str] = set()
+    limit = 1
+    while True:
+        batch = list(itertools.islice(messages, max(limit - len(unanswered), 0)))
+        if batch:
+            unanswered.update(message_id for message_id in grid.push_messages(batch) if message_id)
+        if not unanswered or time.monotonic() > deadline:
+            return
+        time.sleep(interval)
+        replies = list(grid.pull_messages(unanswered))
+        unanswered.difference_update(reply.metadata.reply_to_message_id for reply in replies)
+        if replies:
+            limit = window
+            yield replies
+
+
+def _upload(reply: Message) -> tuple[str, dict[str, np.ndarray]]:
+    """A statistics reply as ``(client id, payload)`` for :func:`federated.server.receive_many`."""
+    payload = _from_record(reply.content["statistics"])
+    if payload.get("count", np.zeros(0)).shape == (1,):  # Flower's Array carries 0-d arrays as shape (1,)
+        payload["count"] = payload["count"].reshape(())
+    return str(reply.content["config"]["client-id"]), payload
 
 
 def _run_afl(grid: Grid, settings: dict) -> dict:
@@ -157,34 +201,25 @@ def _run_afl(grid: Grid, settings: dict) -> dict:
     started = time.perf_counter()
     nodes = _wait_for_nodes(grid, int(settings["num-clients"]), float(settings["timeout"]))
     aggregate = start_aggregate(dim, class_ids, precision=settings["precision"])
-    rejected, bytes_up, failures = {}, 0, 0
-    config = ConfigRecord({"class-ids": class_ids.tolist()})
-    wave = int(settings["wave"])
-    for start in range(0, len(nodes), wave):
-        messages = [
-            Message(RecordDict({"config": config}), dst_node_id=node, message_type="query.statistics", group_id="1")
-            for node in nodes[start : start + wave]
-        ]
-        uploads = []
-        for reply in grid.send_and_receive(messages, timeout=float(settings["timeout"])):
-            if reply.has_error():
-                failures += 1
-                continue
-            payload = _from_record(reply.content["statistics"])
-            if payload.get("count", np.zeros(0)).shape == (1,):  # Flower's Array carries 0-d arrays as shape (1,)
-                payload["count"] = payload["count"].reshape(())
-            bytes_up += payload_nbytes(payload)
-            uploads.append((str(reply.content["config"]["client-id"]), payload))
-        aggregate, wave_rejected = receive_many(aggregate, uploads)
-        rejected.update(wave_rejected)
+    rejected, bytes_up, first_upload = {}, 0, None
+    replies = _stream_replies(grid, _statistics_queries(nodes, class_ids), int(settings["wave"]),
+                              float(settings["pull-interval"]), float(settings["timeout"]))
+    for batch in replies:
+        uploads = [_upload(reply) for reply in batch if not reply.has_error()]
+        if uploads and first_upload is None:
+            first_upload = time.perf_counter() - started
+        bytes_up += sum(payload_nbytes(payload) for _, payload in uploads)
+        aggregate, batch_rejected = receive_many(aggregate, uploads)
+        rejected.update(batch_rejected)
     head = aggregate_head(aggregate, float(settings["ridge"]))
     seconds = time.perf_counter() - started
     output = Path(settings["output"])
     output.mkdir(parents=True, exist_ok=True)
     analytic.save(output / "head.npz", head)
     result = {
-        "method": "afl", "nodes": len(nodes), "n_clients": aggregate.n_clients, "failures": failures,
-        "rejected": rejected, "bytes_up": bytes_up, "seconds": seconds,
+        "method": "afl", "nodes": len(nodes), "n_clients": aggregate.n_clients,
+        "failures": len(nodes) - aggregate.n_clients - len(rejected), "rejected": rejected, "bytes_up": bytes_up,
+        "seconds": seconds, "seconds_to_first_upload": first_upload,
         "state_hash": analytic.state_hash(aggregate.statistics), "clients": sorted(aggregate.received.clients),
     }
     if "test_features" in federation:

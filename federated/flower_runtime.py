@@ -34,6 +34,9 @@ BIN = Path(sys.executable).parent  # flwr, flower-superlink and flower-supernode
 APP_NAME = "analytic-federation"
 CONNECTION = "local"
 PATH_SETTINGS = ("federation", "output")  # made absolute: Flower runs the apps in directories of its own
+# Seconds between two SuperExec polls for a submitted run. Flower's default, 1 s, adds 0.5 s on average before a
+# run starts; each poll costs the idle SuperLink and SuperExec about 5 ms of CPU (2 % of a core at 0.25 s).
+TASK_POLL_INTERVAL = 0.25
 
 _APP_TOML = f"""[build-system]
 requires = ["setuptools"]
@@ -98,9 +101,10 @@ def _free_port() -> int:
 
 
 def _environment(home: Path) -> dict[str, str]:
-    """The Flower processes' environment: this Flower home, this environment's executables, no update check."""
+    """The Flower processes' environment: this Flower home, this environment's executables, no update check, and
+    a SuperExec that looks for a submitted run every :data:`TASK_POLL_INTERVAL` seconds."""
     return {**os.environ, "FLWR_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "FLWR_DISABLE_UPDATE_CHECK": "1"}
+            "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(TASK_POLL_INTERVAL)}
 
 
 def _log_tail(log: Path, lines: int = 40) -> str:
@@ -130,7 +134,7 @@ def _wait_until_listening(port: int, process: subprocess.Popen, log: Path, timeo
             with socket.create_connection(("127.0.0.1", port), timeout=1.0):
                 return
         except OSError:
-            time.sleep(0.2)
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager

@@ -2,13 +2,16 @@
 by ``flwr run``, give exactly the in-process simulator's aggregate. FedAvg through Flower runs in
 ``benchmarks/federated.py``."""
 
+import time
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from conftest import make_classification
 
 import analytic
 import federated
-from federated.flower_app import write_federation
+from federated.flower_app import _stream_replies, write_federation
 from federated.flower_runtime import run_flower_deployment, run_flower_simulation
 from federated.simulation import simulate_afl
 
@@ -66,3 +69,40 @@ def test_a_run_without_a_written_federation_is_refused(tmp_path):
         run_flower_simulation({"output": str(tmp_path / "out")}, 2)
     with pytest.raises(FileNotFoundError, match="write it with write_federation first"):
         run_flower_deployment({"federation": str(tmp_path / "nowhere"), "output": str(tmp_path / "out")}, 2)
+
+
+class AnsweringGrid:
+    """The push and pull of a grid whose clients answer every pushed message by the next pull (never if
+    ``silent``); it records the size of each push and the most messages ever unanswered."""
+
+    def __init__(self, silent: bool = False):
+        self.silent, self.pushes, self.unanswered, self.most_unanswered = silent, [], [], 0
+
+    def push_messages(self, messages):
+        ids = [f"message-{len(self.pushes)}-{k}" for k in range(len(messages))]
+        self.pushes.append(len(ids))
+        self.unanswered += ids
+        self.most_unanswered = max(self.most_unanswered, len(self.unanswered))
+        return ids
+
+    def pull_messages(self, message_ids):
+        if self.silent:
+            return []
+        replies = [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i)) for i in self.unanswered]
+        assert set(self.unanswered) <= set(message_ids)
+        self.unanswered = []
+        return replies
+
+
+def test_queries_go_out_one_first_then_in_a_sliding_window():
+    grid = AnsweringGrid()
+    batches = list(_stream_replies(grid, iter(range(25)), window=10, interval=0.0, timeout=60.0))
+    assert grid.pushes[0] == 1 and grid.most_unanswered == 10 and sum(grid.pushes) == 25
+    assert sum(len(batch) for batch in batches) == 25
+
+
+def test_streaming_replies_ends_at_the_timeout():
+    grid = AnsweringGrid(silent=True)
+    started = time.monotonic()
+    assert list(_stream_replies(grid, iter(range(5)), window=2, interval=0.01, timeout=0.05)) == []
+    assert grid.pushes == [1] and time.monotonic() - started < 5.0
