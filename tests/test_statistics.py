@@ -234,11 +234,18 @@ def exact_moments(features, targets):
     return x.T @ x, x.T @ t, x.sum(axis=0), t.sum(axis=0)
 
 
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of 256 rows and float32 Kahan steps every 1,000 rows, so that small batches span many of each."""
+    monkeypatch.setattr(analytic.statistics, "BLOCK_ENTRIES", 1)
+    monkeypatch.setattr(analytic.statistics, "CHUNK_ROWS", 1_000)
+
+
 @pytest.mark.parametrize("precision", ["float64", "float32", "fixed"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_blocked_accumulation_gives_every_moment(precision, layout):
-    # Several blocks of analytic.statistics.BLOCK_ROWS rows, in one call and streamed: every moment against a
-    # float64 oracle (fixed: the exact integers), a symmetric Gram, and equal one-call and streamed states.
+def test_blocked_accumulation_gives_every_moment(precision, layout, small_blocks):
+    # Many blocks, in one call and streamed: every moment against a float64 oracle (fixed: the exact integers), a
+    # symmetric Gram, and equal one-call and streamed states.
     features, labels = make_classification(n=5_000, d=24, seed=8)
     x = LAYOUTS[layout](features)
     empty = analytic.init_statistics(24, precision=precision)
@@ -266,7 +273,7 @@ def test_blocked_accumulation_gives_every_moment(precision, layout):
 
 
 @pytest.mark.parametrize("precision", ["float64", "float32", "fixed"])
-def test_blocked_regression_moments(precision):
+def test_blocked_regression_moments(precision, small_blocks):
     rng = np.random.default_rng(9)
     features = rng.normal(size=(4_500, 16)) + 1.0
     targets = features @ rng.normal(size=(16, 3)) + rng.normal(size=(4_500, 3))
