@@ -68,8 +68,8 @@ register_pytree(Head, ("weights", "ridge"), ("class_ids",))
 class Factorization:
     """Upper Cholesky factor U of :math:`G + \\gamma I` for one state and one ridge (a pytree of both).
 
-    On the host ``upper`` is LAPACK's output as it comes (Fortran-ordered): only its upper triangle is U; the strictly
-    lower triangle holds leftovers of the input. Use ``np.triu(upper)`` for U itself.
+    On the host ``upper`` is LAPACK's output as it comes: only its upper triangle is U; the strictly lower triangle
+    holds leftovers of the input. Use ``np.triu(upper)`` for U itself.
     """
 
     upper: np.ndarray
@@ -79,7 +79,9 @@ class Factorization:
         """:math:`(G + \\gamma I)^{-1}` rhs, for any number of right-hand-side columns."""
         if isinstance(self.upper, jax.Array):
             return jax.scipy.linalg.cho_solve((self.upper, False), jnp.asarray(rhs, self.upper.dtype))
-        return scipy.linalg.cho_solve((self.upper, False), rhs, check_finite=False)
+        # U of a C-ordered factor is, read in Fortran order, the lower factor L = Uᵀ: LAPACK takes it without a copy
+        lower = self.upper.flags.c_contiguous
+        return scipy.linalg.cho_solve((self.upper.T if lower else self.upper, lower), rhs, check_finite=False)
 
 
 register_pytree(Factorization, ("upper", "ridge"), ())
