@@ -7,7 +7,8 @@ Sections (each a table, all in ``speed.json`` and ``speed.png``):
 - ``gram``: host ``accumulate`` (one call) and ``fit`` (streamed in batches of 8,192) against NumPy's ``X.T @ X`` of
   the same dtype, in float64, float32 and fixed point, at d = 512, 2,048 and 8,192 (ratio ≥ 1: at least as fast);
 - ``forget``: forgetting a class as a user does it (``forget_class`` from per-class statistics with its receipt,
-  then ``solve_head``) against the closed-form retrain on the retained features, n = 60,000, d = 1,280;
+  then ``solve_head``) against the closed-form retrain on the retained features, n = 60,000, d = 1,280, and k
+  samples through the kept factor's low-rank correction against subtracting and refactoring;
 - ``paper``: AFL's paper-form aggregation of 100 clients' local solutions against the summed-statistics form,
   d = 1,280;
 - ``flower``: one AFL round on Flower's simulation engine with 1,000 virtual clients at d = 64, per client, against
@@ -54,27 +55,49 @@ def gram_ratios(sizes, repeats: int) -> list[dict]:
     return rows
 
 
-def forget_class_speed(n: int, d: int, repeats: int, ridge: float = 1.0) -> dict:
-    """A class forgotten from per-class statistics with its receipt and solved (as a user does it), without the
-    receipt, and the closed-form retrain on the retained features (``ClosedFormRetrain``), interleaved."""
-    features, labels = pooled_like_features(n, d, dtype=np.float32)
-    head = unlearning.init_unlearning_head(d, ridge, per_class=True)
-    for start in range(0, n, STREAM_BATCH):
+def learned_head(features, labels, ridge: float, per_class: bool):
+    head = unlearning.init_unlearning_head(features.shape[1], ridge, per_class=per_class)
+    for start in range(0, len(labels), STREAM_BATCH):
         head = unlearning.learn(head, features[start : start + STREAM_BATCH], labels[start : start + STREAM_BATCH])
-    head = unlearning.factorized(head)
+    return unlearning.factorized(head)
+
+
+def forget_speed(n: int, d: int, repeats: int, ridge: float = 1.0) -> dict:
+    """A class forgotten from per-class statistics with its receipt and solved (as a user does it), without the
+    receipt, and the closed-form retrain on the retained features (``ClosedFormRetrain``), interleaved; then k
+    samples forgotten through the kept factor's low-rank correction against subtracting and refactoring."""
+    features, labels = pooled_like_features(n, d, dtype=np.float32)
     forgotten = 3
+    class_head = learned_head(features, labels, ridge, per_class=True)
     task = methods.UnlearningTask(features, labels, labels == forgotten, features[:0], labels[:0], (forgotten,),
                                   N_CLASSES)
     times = interleaved_times({
         "forget_class + receipt + solve_head": lambda: unlearning.solve_head(
-            unlearning.forget_class(head, forgotten)[0]),
+            unlearning.forget_class(class_head, forgotten)[0]),
         "forget_class + solve_head (no receipt)": lambda: unlearning.solve_head(
-            unlearning.forget_class(head, forgotten, receipt=False)[0]),
+            unlearning.forget_class(class_head, forgotten, receipt=False)[0]),
         "closed-form retrain": lambda: methods.ClosedFormRetrain(ridge).unlearn(task),
     }, repeats)
     retrain = times["closed-form retrain"]
-    return {"n": n, "d": d, "rows": [{"route": route, "seconds": seconds, "speedup_vs_retrain": retrain / seconds}
-                                     for route, seconds in times.items()]}
+    rows = [{"route": route, "seconds": seconds, "speedup_vs_retrain": retrain / seconds}
+            for route, seconds in times.items()]
+    head = learned_head(features, labels, ridge, per_class=False)
+    samples = []
+    for k in sorted({1, max(1, d // 100), d // 10}):
+        rows_k, labels_k = features[-k:], labels[-k:]
+
+        def refactor():
+            removed = analytic.accumulate(analytic.init_statistics(d), rows_k, labels_k)
+            return analytic.solve(analytic.subtract(head.statistics, removed), ridge)
+
+        def downdate():
+            return unlearning.solve_head(unlearning.forget_samples(head, rows_k, labels_k, receipt=False)[0])
+
+        pair = interleaved_times({"downdate": downdate, "refactor": refactor}, repeats)
+        samples.append({"k": k, "route": unlearning.forget_samples(head, rows_k, labels_k)[1].route,
+                        "downdate_seconds": pair["downdate"], "refactor_seconds": pair["refactor"],
+                        "speedup": pair["refactor"] / pair["downdate"]})
+    return {"n": n, "d": d, "rows": rows, "samples": samples}
 
 
 def paper_form_speed(n: int, d: int, n_clients: int, repeats: int, ridge: float = 1.0) -> dict:
@@ -170,10 +193,12 @@ def main():
         print_table("Gram accumulation vs NumPy X.T @ X, same dtype, interleaved", payload["gram"],
                     ["d", "n", "precision", "numpy_seconds", "one_call_ratio", "streamed_ratio"])
     if "forget" in sections:
-        payload["forget"] = forget_class_speed(6_000 if args.quick else 60_000, 256 if args.quick else 1_280,
-                                               repeats)
-        print_table(f"Forgetting a class, n = {payload['forget']['n']:,}, d = {payload['forget']['d']:,}",
-                    payload["forget"]["rows"], ["route", "seconds", "speedup_vs_retrain"])
+        forget = payload["forget"] = forget_speed(6_000 if args.quick else 60_000, 256 if args.quick else 1_280,
+                                                  repeats)
+        print_table(f"Forgetting a class, n = {forget['n']:,}, d = {forget['d']:,}", forget["rows"],
+                    ["route", "seconds", "speedup_vs_retrain"])
+        print_table("Forgetting k samples: low-rank correction of the kept factor vs subtract and refactor",
+                    forget["samples"], ["k", "route", "downdate_seconds", "refactor_seconds", "speedup"])
     if "paper" in sections:
         payload["paper"] = paper_form_speed(6_000 if args.quick else 60_000, 128 if args.quick else 1_280,
                                             20 if args.quick else 100, repeats)
