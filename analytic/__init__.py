@@ -53,6 +53,7 @@ from analytic.statistics import (
 from analytic.state import (
     Moments,
     Statistics,
+    check_class_ids,
     check_feature_shape,
     check_label_shape,
     check_leaves,

@@ -17,7 +17,8 @@ import zipfile
 
 import numpy as np
 
-from analytic.errors import FileFormatError
+from analytic.errors import FileFormatError, IntegrityError
+from analytic.state import check_leaves
 
 FORMAT_NAME = "analytic-learning"
 FORMAT_VERSION = 2
@@ -78,7 +79,29 @@ def _decode(node, arrays, kinds):
     if node["kind"] not in kinds:
         raise FileFormatError(f"unknown object kind {node['kind']!r} in file")
     fields = {name: _decode(v, arrays, kinds) for name, v in node["fields"].items()}
-    return kinds[node["kind"]](**fields)
+    rebuilt = kinds[node["kind"]](**fields)
+    if node["kind"] == "Statistics":
+        _check_consistent(rebuilt)
+    return rebuilt
+
+
+def _check_consistent(stats) -> None:
+    """Refuse statistics that no sequence of operations could have made (a file whose arrays were edited and whose
+    digest was recomputed): leaves that do not match the precision, negative counts, class counts that do not add
+    up to the count, an asymmetric Gram."""
+    try:
+        check_leaves(stats)
+        count, class_counts = stats.count, stats.class_counts
+    except (IntegrityError, OverflowError, ValueError) as error:
+        raise FileFormatError(f"the file's statistics are malformed: {error}") from error
+    if count < 0 or (class_counts is not None and (class_counts.min(initial=0) < 0 or class_counts.sum() != count)):
+        raise FileFormatError(
+            f"the file's statistics are inconsistent: count {int(count)}, class counts summing to "
+            f"{None if class_counts is None else int(class_counts.sum())}"
+        )
+    gram = np.asarray(stats.moments.gram)
+    if not np.array_equal(gram, np.swapaxes(gram, 0, 1)):
+        raise FileFormatError("the file's statistics are inconsistent: the Gram matrix is not symmetric")
 
 
 def _digest(tree, arrays: dict[str, np.ndarray]) -> str:
@@ -101,6 +124,11 @@ def save(path: str | os.PathLike, state) -> None:
         np.savez(handle, **arrays, **{_METADATA_KEY: encoded})
 
 
+# what reading a damaged or foreign file raises (zipfile: "compression method", "encrypted" for a flipped header bit)
+_UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, NotImplementedError,
+               RuntimeError, TypeError)
+
+
 def load(path: str | os.PathLike):
     """Read a state written by :func:`save`.
 
@@ -111,11 +139,15 @@ def load(path: str | os.PathLike):
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            metadata = json.loads(archive[_METADATA_KEY].tobytes().decode())
-            arrays = {key: archive[key] for key in archive.files if key != _METADATA_KEY}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as error:
+        archive = np.load(path, allow_pickle=False)
+        if isinstance(archive, np.lib.npyio.NpzFile):
+            with archive:
+                metadata = json.loads(archive[_METADATA_KEY].tobytes().decode())
+                arrays = {key: archive[key] for key in archive.files if key != _METADATA_KEY}
+    except _UNREADABLE as error:
         raise FileFormatError(f"{path} is not a readable {FORMAT_NAME} file: {error}") from error
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise FileFormatError(f"{path} holds a plain array, not a {FORMAT_NAME} file")
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
         raise FileFormatError(f"{path} was not written by this library")
     if metadata.get("version") != FORMAT_VERSION:

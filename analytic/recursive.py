@@ -91,7 +91,12 @@ def init_recursive(dim: int, ridge: float, *, n_targets: int | None = None, clas
 
 
 def recursive_learn(head: RecursiveHead, features, targets) -> RecursiveHead:
-    """Learn a batch with one Woodbury update (σ = +1); unseen class ids add zero weight columns."""
+    """Learn a batch with one Woodbury update (σ = +1); unseen class ids add zero weight columns.
+
+    Raises:
+      InputError: bad features or labels, including features so large that the update would overflow float64
+        (refused before the head changes).
+    """
     return _woodbury_step(head, features, targets, +1)
 
 
@@ -124,6 +129,11 @@ def _woodbury_step(head: RecursiveHead, features, targets, sign: int) -> Recursi
     if isinstance(head.inverse, jax.Array) or isinstance(features, jax.core.Tracer):
         return _device_woodbury_step(head, features, targets, sign)
     x = check_features(features, head.inverse.shape[0], finite=True).astype(np.float64, copy=False)
+    with np.errstate(over="ignore"):
+        too_large = ~np.isfinite(np.einsum("ij,ij->i", x, x))
+    if too_large.any():
+        raise InputError(f"features are too large: the squared norm of row {int(np.flatnonzero(too_large)[0])} "
+                         "overflows float64 (rescale them)")
     weights, class_ids, class_counts = head.weights, head.class_ids, head.class_counts
     if head.class_ids is not None:
         labels = check_labels(targets, x.shape[0])
@@ -155,6 +165,8 @@ def _woodbury_step(head: RecursiveHead, features, targets, sign: int) -> Recursi
     inverse = head.inverse - sign * (gain @ r_xt.T)
     inverse = (inverse + inverse.T) / 2
     weights = weights + sign * (gain @ (y - x @ weights))
+    if not (np.isfinite(inverse).all() and np.isfinite(weights).all()):
+        raise InputError("features are too large for a float64 Woodbury step (the update overflowed): rescale them")
     return dataclasses.replace(
         head,
         inverse=inverse,

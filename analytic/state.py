@@ -278,6 +278,26 @@ def check_label_shape(y, n: int) -> None:
         raise InputError(f"features have {n} rows but labels have {y.shape[0]}")
     if not jnp.issubdtype(y.dtype, jnp.integer):
         raise InputError(f"labels must be integer class ids, got dtype {y.dtype}")
+    if isinstance(y, np.ndarray) and y.dtype.kind == "u" and y.size and int(y.max()) > np.iinfo(np.int64).max:
+        raise InputError(f"label {int(y.max())} does not fit int64: class ids must be below 2^63")
+
+
+def check_class_ids(class_ids) -> np.ndarray:
+    """Class ids given by a caller as a 1-D int64 array; raises :class:`InputError` unless every id is an integer
+    (booleans, floats such as 1.7 or 1.0, and strings are refused, never truncated) that fits int64.
+
+    Example:
+      >>> check_class_ids([3, 7]), check_class_ids(np.uint8(2))
+      (array([3, 7]), array([2]))
+    """
+    ids = np.asarray(class_ids)
+    if ids.dtype == bool or not (np.issubdtype(ids.dtype, np.integer) or (ids.size == 0 and ids.dtype == float)):
+        raise InputError(f"class ids must be integers, got {class_ids!r} ({ids.dtype})")
+    if ids.ndim > 1:
+        raise InputError(f"class ids must be an integer or a 1-D sequence of integers, got shape {ids.shape}")
+    if ids.dtype.kind == "u" and ids.size and int(ids.max()) > np.iinfo(np.int64).max:
+        raise InputError(f"class id {int(ids.max())} does not fit int64")
+    return ids.reshape(-1).astype(np.int64)
 
 
 def target_matrix(y, n: int, m: int):

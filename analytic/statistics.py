@@ -55,6 +55,7 @@ from analytic.state import (
     PRECISIONS,
     Moments,
     Statistics,
+    check_class_ids,
     check_feature_shape,
     check_label_shape,
     check_leaves,
@@ -198,9 +199,12 @@ def fit(batches: Iterable, stats: Statistics, *, progress: bool = False, total: 
       stats: starting state, e.g. :func:`init_statistics` (d) or a state to continue.
       progress: show a progress bar.
       total: number of batches, for the progress bar.
+
+    Raises:
+      InputError: a batch that is not a (features, targets) pair or holds bad input (see :func:`accumulate`).
     """
     check_state(stats)
-    stream = track(batches, total=total, disable=not progress, description="accumulating")
+    stream = track(_batch_pairs(batches), total=total, disable=not progress, description="accumulating")
     if stats.on_device:
         for features, targets in stream:
             stats = accumulate(stats, features, targets)
@@ -209,6 +213,19 @@ def fit(batches: Iterable, stats: Statistics, *, progress: bool = False, total: 
     for features, targets in stream:
         accumulator.add_batch(features, targets)
     return accumulator.result()
+
+
+def _batch_pairs(batches: Iterable):
+    """The ``(features, targets)`` pairs of a stream, refusing what is not one (e.g. a single batch's pair itself)."""
+    if isinstance(batches, tuple) and len(batches) == 2 and np.ndim(batches[0]) == 2:
+        raise InputError("fit takes an iterable of (features, targets) batches, not one pair: pass [(features, "
+                         "targets)], or call accumulate(stats, features, targets)")
+    for number, batch in enumerate(batches):
+        try:
+            features, targets = batch
+        except (TypeError, ValueError) as error:
+            raise InputError(f"batch {number} of the stream is not a (features, targets) pair") from error
+        yield features, targets
 
 
 def merge(a: Statistics, b: Statistics) -> Statistics:
@@ -277,12 +294,13 @@ def drop_classes(stats: Statistics, class_ids) -> Statistics:
     (the field's evaluation conventions, the class-removal trap). Under jit ``class_ids`` must be static.
 
     Raises:
+      InputError: a class id is not an integer.
       IntegrityError: a class is unknown or still holds samples.
     """
     check_state(stats)
     if not stats.is_classification:
         raise IntegrityError("drop_classes needs a classification state")
-    ids = np.unique(np.asarray(class_ids, dtype=np.int64))
+    ids = np.unique(check_class_ids(class_ids))
     unknown = np.setdiff1d(ids, stats.class_ids)
     if unknown.size:
         raise IntegrityError(f"cannot drop classes {unknown.tolist()}: they are not in the head")

@@ -141,3 +141,53 @@ def test_edited_configuration_fails_the_digest(saved):
     rewrite_member(saved, "__metadata__.npy", edit_precision)
     with pytest.raises(FileFormatError, match="sha256"):
         analytic.load(saved)
+
+
+def test_plain_npy_file_is_refused(tmp_path):
+    path = tmp_path / "features.npy"
+    np.save(path, np.ones((3, 2)))
+    with pytest.raises(FileFormatError, match="plain array"):
+        analytic.load(path)
+
+
+@pytest.mark.parametrize("field, value", [(10, 0x63), (8, 0x01)])  # compression method 99; the "encrypted" flag
+def test_damaged_zip_header_is_a_file_format_error(saved, field, value):
+    payload = bytearray(saved.read_bytes())
+    payload[payload.find(b"PK\x01\x02") + field] = value  # the first central-directory record
+    saved.write_bytes(bytes(payload))
+    with pytest.raises(FileFormatError, match="not a readable"):
+        analytic.load(saved)
+
+
+def resaved_with_edit(path, edit):
+    """The file with its arrays edited by ``edit`` and its sha256 recomputed, as someone rewriting it would."""
+    from analytic import persistence
+
+    with np.load(path) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    metadata = json.loads(arrays.pop(persistence._METADATA_KEY).tobytes().decode())
+    edit(arrays)
+    metadata["sha256"] = persistence._digest(metadata["root"], arrays)
+    encoded = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays, **{persistence._METADATA_KEY: encoded})
+
+
+def test_edited_counts_with_a_recomputed_digest_are_refused(saved):
+    def inflate_class_counts(arrays):
+        key = next(k for k, v in arrays.items() if v.dtype == np.int32 and v.ndim == 2)  # class count words (m, 3)
+        arrays[key] = arrays[key] * 50
+
+    resaved_with_edit(saved, inflate_class_counts)
+    with pytest.raises(FileFormatError, match="inconsistent"):
+        analytic.load(saved)
+
+
+def test_asymmetric_gram_with_a_recomputed_digest_is_refused(saved):
+    def skew_gram(arrays):
+        key = next(k for k, v in arrays.items() if v.ndim == 2 and v.shape[0] == v.shape[1] == 6)
+        arrays[key] = arrays[key] + np.triu(np.ones((6, 6)), 1)
+
+    resaved_with_edit(saved, skew_gram)
+    with pytest.raises(FileFormatError, match="not symmetric"):
+        analytic.load(saved)

@@ -57,5 +57,9 @@ def test_recursive_refuses_to_forget_what_was_not_learned():
         analytic.recursive_forget(rec, 50 * features[:3], labels[:3])
     with pytest.raises(InputError, match="NaN"):
         analytic.recursive_learn(rec, np.full((1, 10), np.nan), np.array([0]))
+    huge = features[:2].copy()
+    huge[1, 3] = 1e160  # finite, but its square overflows float64
+    with pytest.raises(InputError, match="too large"):
+        analytic.recursive_learn(rec, huge, labels[:2])
     np.testing.assert_array_equal(rec.inverse, before[0])
     np.testing.assert_array_equal(rec.weights, before[1])

@@ -342,6 +342,28 @@ def assert_rejected(stats, digest, error, match, call):
     assert analytic.state_hash(stats) == digest
 
 
+@pytest.mark.parametrize("class_ids", [[1.5], [1.0], ["a"], [True], np.array([2.0])])
+def test_non_integer_class_ids_to_drop_are_refused(learned, class_ids):
+    stats, digest = learned
+    assert_rejected(stats, digest, InputError, "class ids must be integers",
+                    lambda: analytic.drop_classes(stats, class_ids))
+
+
+def test_labels_beyond_int64_are_refused(learned):
+    stats, digest = learned
+    labels = np.full(60, 2**63 + 5, np.uint64)
+    assert_rejected(stats, digest, InputError, "does not fit int64",
+                    lambda: analytic.accumulate(stats, np.ones((60, stats.dim)), labels))
+
+
+def test_fit_refuses_what_is_not_a_stream_of_pairs(learned, data):
+    stats, digest = learned
+    features, labels = data
+    assert_rejected(stats, digest, InputError, "not one pair", lambda: analytic.fit((features, labels), stats))
+    assert_rejected(stats, digest, InputError, "batch 1 of the stream",
+                    lambda: analytic.fit([(features, labels), features], stats))
+
+
 def test_nan_features_rejected(learned):
     stats, digest = learned
     x = np.ones((4, stats.dim))

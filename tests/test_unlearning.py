@@ -114,6 +114,16 @@ def test_forget_class_from_statistics_drops_its_column():
     assert not np.isin(analytic.predict_labels(unlearning.solve_head(forgotten), test_features), 7).any()
 
 
+@pytest.mark.parametrize("class_id", [7.0, 1.7, True, [7], "7"])
+def test_forget_class_refuses_what_is_not_one_integer_class_id(class_id):
+    features, labels = make_classification(n=200, d=D)
+    head = trained_head(features, labels, per_class=True)
+    before = analytic.state_hash(head.statistics)
+    with pytest.raises(analytic.InputError):
+        unlearning.forget_class(head, class_id)
+    assert analytic.state_hash(head.statistics) == before
+
+
 def test_forget_class_from_its_data():
     features, labels = make_classification(n=600, d=D)
     test_features, _ = make_classification(n=200, d=D, seed=1)

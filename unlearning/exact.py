@@ -306,13 +306,16 @@ def forget_class(
     class's samples, as learned) the rows are subtracted as in :func:`forget_samples`. ``receipt`` as there.
 
     Raises:
+      analytic.InputError: ``class_id`` is not one integer.
       analytic.IntegrityError: the class was never learned, the features are not all of the class's samples, no
         per-class statistics are kept, or the class is the last one in the head.
     """
     statistics = head.statistics
     if not statistics.is_classification:
         raise analytic.IntegrityError("forget_class needs a classification head")
-    class_id = int(class_id)
+    if np.ndim(class_id) != 0:
+        raise analytic.InputError(f"forget_class takes one class id, got {class_id!r}")
+    class_id = int(analytic.check_class_ids(class_id)[0])
     position = int(np.searchsorted(statistics.class_ids, class_id))
     if position == statistics.n_outputs or statistics.class_ids[position] != class_id:
         raise analytic.IntegrityError(
