@@ -12,7 +12,9 @@ per-class Grams :math:`A_c` must be kept: C·d² numbers. Two storages:
     the core's per-class Grams (``init_statistics(class_grams=True)``): float64, d² per class, as the reference code.
 ``"packed32"``
     the upper triangle of each :math:`A_c` packed into d(d+1)/2 float32 numbers — 4× less memory — with the weighted
-    Gram assembled and solved in float64. Relative weight error ~1e-6 instead of ~1e-13 (float32 rounding of A_c).
+    Gram assembled and solved in float64. Relative weight error against ``"full"`` measured at 5e-6 to 1.6e-5
+    (64-d features, 10 classes in 5 phases) and 5e-5 to 1.4e-4 on offset, badly scaled 256-d pooled-like features —
+    largest in the first phase, shrinking as phases add up — instead of ~1e-13 (float32 rounding of A_c).
 
 G-AIR is the same head on generalized streams (classes reappear).
 """
