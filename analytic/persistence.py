@@ -3,21 +3,28 @@
 A file holds every array of the state verbatim (so a round trip is bit-exact) plus a small JSON record:
 the format name, the format version, the tree of dataclasses / named tuples that rebuilds the object, and a
 sha256 of the tree and the arrays. Loading refuses, with :class:`~analytic.errors.FileFormatError`, a file that is not a zip
-archive, is truncated or altered (the digest or a zip CRC fails), or was written with another format version.
-No pickle is ever read.
+archive, is truncated or altered (the digest or a zip CRC fails), or was written with another format version, and
+statistics whose counts or Gram are inconsistent. No pickle is ever read.
+
+What the digest protects against: accidental damage (a flipped bit, a truncated copy). Not against a deliberate
+edit: anyone can change the arrays and recompute a sha256. For files that cross a trust boundary, sign them:
+``save(path, state, key=secret)`` adds an HMAC-SHA256 of the digest under ``secret``, and ``load(path, key=secret)``
+refuses a file without that signature or whose signature does not match, so only a holder of the key can produce a
+file that loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import json
 import os
 import zipfile
 
 import numpy as np
 
-from analytic.errors import FileFormatError, IntegrityError
+from analytic.errors import FileFormatError, InputError, IntegrityError
 from analytic.state import check_leaves
 
 FORMAT_NAME = "analytic-learning"
@@ -114,11 +121,31 @@ def _digest(tree, arrays: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def save(path: str | os.PathLike, state) -> None:
-    """Write ``state`` (statistics, head, recursive head or expansion layer) to ``path`` (.npz, bit-exact)."""
+def _signature(key: bytes, digest: str) -> str:
+    """HMAC-SHA256 of a file's digest under a user's secret key."""
+    if not isinstance(key, (bytes, bytearray)) or not key:
+        raise InputError("key must be non-empty bytes (a secret shared by whoever writes and reads the file)")
+    return hmac.new(bytes(key), digest.encode(), hashlib.sha256).hexdigest()
+
+
+def save(path: str | os.PathLike, state, *, key: bytes | None = None) -> None:
+    """Write ``state`` (statistics, head, recursive head or expansion layer) to ``path`` (.npz, bit-exact).
+
+    Args:
+      path: the file to write.
+      state: what to save.
+      key: optional secret bytes: the file is signed (HMAC-SHA256, module docstring) so that
+        ``load(path, key=key)`` accepts it and nothing edited without the key.
+
+    Example:
+      >>> save("head.npz", head, key=b"shared secret")  # doctest: +SKIP
+      >>> load("head.npz", key=b"shared secret")  # doctest: +SKIP
+    """
     arrays: dict[str, np.ndarray] = {}
     tree = _encode(state, arrays, _persistable_kinds())
     metadata = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "root": tree, "sha256": _digest(tree, arrays)}
+    if key is not None:
+        metadata["hmac_sha256"] = _signature(key, metadata["sha256"])
     encoded = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
     with open(path, "wb") as handle:
         np.savez(handle, **arrays, **{_METADATA_KEY: encoded})
@@ -129,12 +156,17 @@ _UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, Unic
                RuntimeError, TypeError)
 
 
-def load(path: str | os.PathLike):
+def load(path: str | os.PathLike, *, key: bytes | None = None):
     """Read a state written by :func:`save`.
+
+    Args:
+      path: the file to read.
+      key: the secret the file was signed with: the file must carry a matching signature.
 
     Raises:
       FileNotFoundError: no such file.
-      FileFormatError: corrupted, foreign or incompatible-version file.
+      FileFormatError: corrupted, foreign, inconsistent or incompatible-version file, or (with ``key``) a file that
+        is unsigned or whose signature does not match.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
@@ -156,6 +188,12 @@ def load(path: str | os.PathLike):
         )
     if "root" not in metadata or metadata.get("sha256") != _digest(metadata["root"], arrays):
         raise FileFormatError(f"{path} is corrupted: its contents do not match the recorded sha256")
+    if key is not None:
+        signature = metadata.get("hmac_sha256")
+        if not isinstance(signature, str) or not hmac.compare_digest(signature, _signature(key, metadata["sha256"])):
+            reason = "is not signed" if signature is None else "has a signature that does not match this key"
+            raise FileFormatError(f"{path} {reason} (edited, or signed with another key): its contents cannot be "
+                                  "trusted")
     try:
         return _decode(metadata["root"], arrays, _persistable_kinds())
     except (KeyError, TypeError, ValueError) as error:

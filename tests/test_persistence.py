@@ -191,3 +191,34 @@ def test_asymmetric_gram_with_a_recomputed_digest_is_refused(saved):
     resaved_with_edit(saved, skew_gram)
     with pytest.raises(FileFormatError, match="not symmetric"):
         analytic.load(saved)
+
+
+def test_signed_file_loads_only_with_its_key(tmp_path):
+    features, labels = make_classification(n=100, d=6)
+    stats = analytic.accumulate(analytic.init_statistics(6), features, labels)
+    path, unsigned = tmp_path / "signed.npz", tmp_path / "plain.npz"
+    analytic.save(path, stats, key=b"shared secret")
+    analytic.save(unsigned, stats)
+    assert leaves_equal(analytic.load(path, key=b"shared secret"), stats)
+    assert leaves_equal(analytic.load(path), stats)  # the digest alone still guards against damage
+    with pytest.raises(FileFormatError, match="does not match"):
+        analytic.load(path, key=b"wrong secret")
+    with pytest.raises(FileFormatError, match="not signed"):
+        analytic.load(unsigned, key=b"shared secret")
+    with pytest.raises(analytic.InputError, match="non-empty bytes"):
+        analytic.save(path, stats, key="text, not bytes")
+
+
+def test_edit_with_a_recomputed_digest_fails_the_signature(tmp_path):
+    features, labels = make_classification(n=100, d=6)
+    path = tmp_path / "signed.npz"
+    analytic.save(path, analytic.accumulate(analytic.init_statistics(6), features, labels), key=b"k")
+
+    def scale_cross(arrays):  # a consistent-looking edit: the cross-moments only
+        key = next(k for k, v in arrays.items() if v.ndim == 2 and v.shape == (6, 4))
+        arrays[key] = 2 * arrays[key]
+
+    resaved_with_edit(path, scale_cross)
+    assert analytic.load(path) is not None  # the plain digest cannot tell
+    with pytest.raises(FileFormatError, match="does not match"):
+        analytic.load(path, key=b"k")
