@@ -282,12 +282,25 @@ def test_refuses_a_request_that_would_empty_the_head(guarded):
 
 def test_refuses_rows_that_were_never_learned_without_a_ledger():
     features, labels = make_classification(n=300, d=D)
-    head = trained_head(features, labels)
+    head = trained_head(features, labels, ledger=False)
     before = snapshot(head)
     eigenvalues, eigenvectors = np.linalg.eigh(features.T @ features)
     stranger = np.sqrt(eigenvalues[0] + RIDGE + 1.0) * eigenvectors[:, :1].T  # G + γI − xxᵀ is indefinite
     with pytest.raises(analytic.IntegrityError, match="positive definiteness"):
         unlearning.forget_samples(head, stranger, labels[:1])
+    assert_unchanged(head, before)
+
+
+def test_default_head_refuses_samples_never_learned_or_under_another_source():
+    features, labels = make_classification(n=300, d=D)
+    head = unlearning.init_unlearning_head(D, RIDGE, track_sources=True)
+    head = unlearning.learn(head, features[:150], labels[:150], source="a")
+    head = unlearning.learn(head, features[150:], labels[150:], source="b")
+    before = snapshot(head)
+    with pytest.raises(analytic.IntegrityError, match="never learned"):
+        unlearning.forget_samples(head, features[:5] + 0.25, labels[:5], source="a")
+    with pytest.raises(analytic.IntegrityError, match="never learned"):
+        unlearning.forget_samples(head, features[:5], labels[:5], source="b")  # learned under "a"
     assert_unchanged(head, before)
 
 

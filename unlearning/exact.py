@@ -37,9 +37,9 @@ follows them. :func:`forget_samples` / :func:`learn` on k rows of dimension d ch
 
 Integrity. Every request is validated before anything changes (states are immutable; a refused request returns
 nothing and leaves the head as it was): the core refuses negative counts, unknown classes and negative Gram
-diagonals; the downdate refuses a loss of positive definiteness; an optional ledger of sample fingerprints
-(:mod:`unlearning.ledger`) refuses samples that were never learned; a request that would leave no samples is
-refused. Each completed request returns a :class:`Receipt`.
+diagonals; the downdate refuses a loss of positive definiteness; a ledger of sample fingerprints
+(:mod:`unlearning.ledger`, on by default) refuses samples that were never learned; a request that would leave no
+samples is refused. Each completed request returns a :class:`Receipt`.
 
 Exactness is relative to retraining the *head*: it equals full retraining only if the backbone never saw the
 forgotten data (the field's evaluation conventions).
@@ -144,7 +144,7 @@ def init_unlearning_head(
     precision: str = "float64",
     n_targets: int | None = None,
     per_class: bool = False,
-    ledger: bool = False,
+    ledger: bool = True,
     track_sources: bool = False,
     frac_bits: int = 12,
     shift=None,
@@ -161,7 +161,10 @@ def init_unlearning_head(
       per_class: keep each class's statistics, so a class can be forgotten from the statistics alone, without
         its data (C·d² memory; kept beside the head's statistics so that forgetting a class touches only d²
         numbers and the class's own part).
-      ledger: keep sample fingerprints and refuse to forget samples that were never learned.
+      ledger: keep sample fingerprints and refuse to forget samples that were never learned, or learned under
+        another source (on by default; costs 40 bytes and one 16-byte BLAKE3 fingerprint per sample: about 7 µs
+        per sample at d = 1,280, which made learning 60,000 samples 1.4× slower, 1.15 s to 1.59 s). ``False`` opts
+        out: then only the core's checks (counts, Gram diagonal, positive definiteness) guard a request.
       track_sources: keep each source's statistics, so a source can be forgotten; every learn names its source.
       device: a JAX device to keep the statistics on (the ``"device"`` route); ``None`` keeps them on the host.
     """

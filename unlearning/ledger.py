@@ -1,6 +1,6 @@
 """A ledger of sample fingerprints: the multiset of samples a head has learned, so it can refuse to forget others.
 
-A fingerprint is a 16-byte BLAKE2b digest of the sample's float64 feature bytes, its target bytes and the source
+A fingerprint is a 16-byte BLAKE3 digest of the sample's float64 feature bytes, its target bytes and the source
 it was learned under. The ledger keeps sorted unique fingerprints with their multiplicities (a sample learned twice
 must be forgotten twice), plus the class label of each (to forget a whole class) and its source (to forget a
 source). It is a pytree of NumPy arrays, like the statistics it guards.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 
+import blake3
 import jax
 import numpy as np
 
@@ -60,10 +60,8 @@ def fingerprint(features: np.ndarray, targets: np.ndarray, source: int) -> np.nd
     rows = np.ascontiguousarray(features, dtype=np.float64)
     values = np.ascontiguousarray(np.asarray(targets).reshape(rows.shape[0], -1).astype(np.float64))
     tag = int(source).to_bytes(8, "little", signed=True)
-    digests = [
-        hashlib.blake2b(row.tobytes() + value.tobytes() + tag, digest_size=FINGERPRINT_BYTES).digest()
-        for row, value in zip(rows, values)
-    ]
+    digests = [blake3.blake3(row.tobytes() + value.tobytes() + tag).digest(FINGERPRINT_BYTES)
+               for row, value in zip(rows, values)]
     return np.array(digests, dtype=_FINGERPRINT_DTYPE)
 
 
