@@ -96,7 +96,10 @@ def write_json(out_dir: str, name: str, payload: dict) -> Path:
 
 def pyplot():
     """matplotlib's pyplot with a file-only backend."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError(f"plots need matplotlib ({error}): pip install 'analytic-learning[plots]'") from error
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

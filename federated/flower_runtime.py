@@ -147,9 +147,18 @@ def _processes() -> Iterator[list[subprocess.Popen]]:
             _stop(process)
 
 
+def flower_command(name: str) -> str:
+    """The path of one of Flower's command-line tools in this environment; raises ImportError naming the extra to
+    install when Flower is missing."""
+    path = BIN / name
+    if not path.exists():
+        raise ImportError(f"{name} is not installed beside this Python: pip install 'analytic-learning[flower]'")
+    return str(path)
+
+
 def _start(processes: list, home: Path, log: Path, *command: str) -> subprocess.Popen:
     with open(log, "w") as output:
-        process = subprocess.Popen([str(BIN / command[0]), *command[1:]], stdout=output, stderr=subprocess.STDOUT,
+        process = subprocess.Popen([flower_command(command[0]), *command[1:]], stdout=output, stderr=subprocess.STDOUT,
                                    env=_environment(home), cwd=home, start_new_session=True)
     processes.append(process)
     return process
@@ -209,7 +218,7 @@ def flwr_run(link: LocalSuperLink, app, settings: dict, *, federation_config: st
     app = write_app(app, settings)
     result = Path(settings["output"]).resolve() / "result.json"
     result.unlink(missing_ok=True)
-    command = [str(BIN / "flwr"), "run", str(app), CONNECTION, "--stream"]
+    command = [flower_command("flwr"), "run", str(app), CONNECTION, "--stream"]
     if federation_config:
         command += ["--federation-config", federation_config]
     try:

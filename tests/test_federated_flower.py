@@ -106,3 +106,18 @@ def test_streaming_replies_ends_at_the_timeout():
     started = time.monotonic()
     assert list(_stream_replies(grid, iter(range(5)), window=2, interval=0.01, timeout=0.05)) == []
     assert grid.pushes == [1] and time.monotonic() - started < 5.0
+
+
+def test_missing_flower_names_the_extra_to_install(monkeypatch):
+    import importlib
+    import sys
+
+    from federated import flower_runtime
+
+    monkeypatch.setitem(sys.modules, "flwr.app", None)  # as if Flower were not installed
+    monkeypatch.delitem(sys.modules, "federated.flower_app")
+    with pytest.raises(ImportError, match=r"analytic-learning\[flower\]"):
+        importlib.import_module("federated.flower_app")
+    monkeypatch.setattr(flower_runtime, "BIN", flower_runtime.BIN / "absent")
+    with pytest.raises(ImportError, match=r"analytic-learning\[flower\]"):
+        flower_runtime.flower_command("flwr")
