@@ -18,7 +18,7 @@ import numpy as np
 import analytic
 from analytic import gradient
 from benchmarks import demo_continual, demo_federated, demo_unlearning
-from benchmarks.common import frozen_features, parser, print_table
+from benchmarks.common import frozen_features, parser, print_table, write_json
 
 RIDGES = (1e-2, 1e-1, 1.0, 10.0, 100.0)
 
@@ -59,12 +59,15 @@ def main():
     epochs = 5 if args.quick else 20
     params, gradient_seconds = gradient_head(data.train_features, data.train_labels, len(data.class_names), epochs)
     gradient_accuracy = gradient.accuracy(params, data.test_features, data.test_labels)
-    print_table("Heads on the same frozen features", [
+    heads = [
         {"head": f"analytic ridge (one pass, γ={ridge:g} chosen on held-out)", "test_accuracy_%":
          100 * analytic_accuracy, "seconds": analytic_seconds},
         {"head": f"softmax, optax SGD ({epochs} epochs)", "test_accuracy_%": 100 * gradient_accuracy,
          "seconds": gradient_seconds},
-    ], ["head", "test_accuracy_%", "seconds"])
+    ]
+    print_table("Heads on the same frozen features", heads, ["head", "test_accuracy_%", "seconds"])
+    write_json(args.out, "demo", {"quick": args.quick, "dataset": data.dataset, "backbone": data.backbone,
+                                  "ridge": ridge, "heads": heads})
     print(f"analytic head: {gradient_seconds / analytic_seconds:.1f}x faster than the gradient head")
 
     print("\n== One-round exact federated learning: 100 non-IID clients ==")
