@@ -23,6 +23,16 @@ def parser(description: str) -> argparse.ArgumentParser:
     return args
 
 
+def has_extra(module: str, extra: str, what: str) -> bool:
+    """Whether ``module`` imports; if not, say which part is skipped and which extra brings it back."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is not None:
+        return True
+    print(f"\nskipped {what}: needs {module} (pip install 'analytic-learning[{extra}]')")
+    return False
+
+
 def best_time(function: Callable[[], object], repeats: int = 3) -> tuple[float, object]:
     """Minimum wall time of ``repeats`` calls, and the last result."""
     best, result = float("inf"), None
@@ -139,9 +149,19 @@ def load_images(*, subset: int | None = None, seed: int = 0):
     return data
 
 
+def feature_cache_dir() -> Path:
+    """Where extracted features are cached: ``features`` in the user cache directory
+    (:func:`analytic.data.default_cache_dir`, ``$XDG_CACHE_HOME/analytic``, ``~/.cache/analytic`` by default), whatever
+    the working directory. Set ``XDG_CACHE_HOME`` to move it."""
+    from analytic.data import default_cache_dir
+
+    return default_cache_dir() / "features"
+
+
 def frozen_features(*, subset: int | None = None, backbone: str = "mobilenetv2_100", image_side: int = 64,
-                    cache_dir: str = ".cache/features") -> FrozenFeatures:
-    """Pooled features of the default data under an ImageNet-pretrained backbone, cached on disk.
+                    cache_dir: str | None = None) -> FrozenFeatures:
+    """Pooled features of the default data under an ImageNet-pretrained backbone, cached on disk (``cache_dir``,
+    by default :func:`feature_cache_dir`).
 
     The path is :func:`analytic.features.default_path` (flax on an accelerator; on a CPU torch when installed,
     flax otherwise); it is reported.
@@ -154,7 +174,7 @@ def frozen_features(*, subset: int | None = None, backbone: str = "mobilenetv2_1
     path = default_path()
     preprocess = Preprocess.for_backbone(model, size=image_side)
     extract = lambda images: extract_features(  # noqa: E731
-        model, images, path=path, preprocess=preprocess, cache_dir=cache_dir, batch_size=256
+        model, images, path=path, preprocess=preprocess, cache_dir=cache_dir or feature_cache_dir(), batch_size=256
     )
     return FrozenFeatures(
         dataset=data.name, backbone=f"{backbone} (ImageNet, {image_side}px)", path=path,

@@ -23,7 +23,7 @@ import numpy as np
 
 import analytic
 import continual
-from benchmarks.common import parser, print_table, write_json
+from .common import feature_cache_dir, parser, print_table, write_json
 from continual.datasets import thirty_class_dataset
 
 RIDGE = 1.0
@@ -34,7 +34,7 @@ DS_AL_RATIO = 0.6  # the paper's compensation ratio on CIFAR-100
 
 
 def load_features(quick: bool):
-    """Frozen MobileNetV2 features of the 30-class stream, cached under ``.cache/features``."""
+    """Frozen MobileNetV2 features of the 30-class stream, cached in :func:`feature_cache_dir`."""
     from analytic.backbones import create_backbone
     from analytic.features import Preprocess, default_path, extract_features
 
@@ -43,7 +43,7 @@ def load_features(quick: bool):
 
     def features(images):
         return extract_features(model, images, path=default_path(), preprocess=preprocess,
-                                cache_dir=".cache/features", batch_size=256, progress=False)
+                                cache_dir=feature_cache_dir(), batch_size=256, progress=False)
 
     per_class, test_per_class = (40, 20) if quick else (600, 150)
     return thirty_class_dataset(per_class=per_class, test_per_class=test_per_class, features=features)

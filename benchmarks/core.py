@@ -20,7 +20,7 @@ import tracemalloc
 import numpy as np
 
 import analytic
-from benchmarks.common import best_time, interleaved_times, parser, print_table, pyplot, write_json
+from .common import best_time, has_extra, interleaved_times, parser, print_table, pyplot, write_json
 
 RIDGE = 0.1
 N_CLASSES = 10
@@ -97,8 +97,8 @@ import json, sys, time
 import jax, numpy as np
 import analytic
 from analytic import distributed
-from benchmarks.core import N_CLASSES, pooled_like_features
-from benchmarks.common import interleaved_times
+from PACKAGE.core import N_CLASSES, pooled_like_features
+from PACKAGE.common import interleaved_times
 
 n, d, repeats = (int(a) for a in sys.argv[1:4])
 features, labels = pooled_like_features(n, d)
@@ -137,10 +137,11 @@ def device_scaling(n: int, d: int, repeats: int) -> list[dict]:
     import sys
 
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    done = subprocess.run([sys.executable, "-c", DEVICE_SCALING, str(n), str(d), str(repeats)], capture_output=True,
-                          text=True, env=env, check=True)
+    script = DEVICE_SCALING.replace("PACKAGE", __package__)
+    done = subprocess.run([sys.executable, "-c", script, str(n), str(d), str(repeats)], capture_output=True, text=True,
+                          env=env, check=True)
     rows = json.loads(done.stdout.strip().splitlines()[-1])
-    from benchmarks.multihost import launch, one_process_hash
+    from .multihost import launch, one_process_hash
 
     start = time.perf_counter()
     reports = launch(2)
@@ -263,8 +264,8 @@ def precision_errors(n: int, d: int) -> list[dict]:
     return rows
 
 
-def extraction_speed(image_side: int, n_images: int, names: list[str]) -> list[dict]:
-    """Images/s of the flax and torch paths with random weights (speed does not depend on the weights)."""
+def extraction_speed(image_side: int, n_images: int, names: list[str], paths: tuple[str, ...]) -> list[dict]:
+    """Images/s of the flax and torch ``paths`` with random weights (speed does not depend on the weights)."""
     from analytic.backbones import create_backbone
     from analytic.features import Preprocess, extract_features
 
@@ -273,7 +274,7 @@ def extraction_speed(image_side: int, n_images: int, names: list[str]) -> list[d
     for name in names:
         backbone = create_backbone(name)
         side = image_side if not name.startswith("vit") else 224
-        for path in ("flax", "torch"):
+        for path in paths:
             preprocess = Preprocess.for_backbone(backbone, size=side)
             run = lambda: extract_features(  # noqa: E731
                 backbone, images, path=path, preprocess=preprocess, batch_size=32, progress=False
@@ -345,13 +346,15 @@ def main():
                                                                         "condition_number", "relative_error"])
     from analytic.backbones import list_backbones
 
-    extraction = extraction_speed(64, sizes["images"], sizes["backbones"] or list_backbones())
+    paths = ("flax", "torch") if has_extra("torch", "backbones", "the torch path of feature extraction") else ("flax",)
+    extraction = extraction_speed(64, sizes["images"], sizes["backbones"] or list_backbones(), paths)
     print_table("Feature extraction (random weights, 28x28 grayscale input resized)", extraction,
                 ["backbone", "path", "image_side", "images_per_second"])
     write_json(args.out, "core", {"quick": args.quick, "gram_throughput": throughput, "device_scaling": scaling,
                                   "gpu": gpu, "solve": solves,
                                   "streamed_memory": memory, "precision": errors, "extraction": extraction})
-    plot(throughput, solves, args.out)
+    if has_extra("matplotlib", "plots", "the plot"):
+        plot(throughput, solves, args.out)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ import numpy as np
 
 import analytic
 from analytic import gradient
-from benchmarks import demo_continual, demo_federated, demo_unlearning
-from benchmarks.common import frozen_features, parser, print_table, write_json
+from . import demo_continual, demo_federated, demo_unlearning
+from .common import frozen_features, parser, print_table, write_json
 
 RIDGES = (1e-2, 1e-1, 1.0, 10.0, 100.0)
 

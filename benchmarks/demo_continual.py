@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 import continual
-from benchmarks.common import print_table
+from .common import print_table
 
 
 def demo_section(data, *, increment: int = 2, seed: int = continual.SEEDS[0], ridge: float = 1.0) -> list[dict]:

@@ -12,7 +12,7 @@ import numpy as np
 
 import analytic
 import federated
-from benchmarks.common import FrozenFeatures, frozen_features, parser, print_table
+from .common import FrozenFeatures, frozen_features, parser, print_table
 from federated.baselines import run_federated_gradient
 from federated.simulation import simulate_afl
 

@@ -30,7 +30,7 @@ import numpy as np
 import analytic
 import federated
 from analytic import gradient
-from benchmarks.common import frozen_features, interleaved_times, parser, print_table, pyplot, write_json
+from .common import frozen_features, interleaved_times, parser, print_table, pyplot, write_json
 from federated.baselines import run_federated_gradient
 from federated.simulation import simulate_afl
 

@@ -85,7 +85,7 @@ def launch(processes: int, timeout: float = 300) -> list[dict]:
     """Run ``processes`` workers on 127.0.0.1 and return their reports (raises if any fails)."""
     coordinator = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    commands = [[sys.executable, "-m", "benchmarks.multihost", "--worker", str(p), "--processes", str(processes),
+    commands = [[sys.executable, "-m", f"{__package__}.multihost", "--worker", str(p), "--processes", str(processes),
                  "--coordinator", coordinator] for p in range(processes)]
     workers = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for c in commands]
     reports = []
@@ -111,7 +111,7 @@ def one_process_hash(rows: int | None = None) -> str:
 
 
 def main() -> None:
-    from benchmarks.common import parser, print_table, write_json
+    from .common import parser, print_table, write_json
 
     arguments = parser(__doc__)
     arguments.add_argument("--processes", type=int, default=2)

@@ -24,8 +24,9 @@ import numpy as np
 
 import analytic
 import unlearning
-from benchmarks.common import interleaved_times, parser, print_table, pyplot, write_json
-from benchmarks.core import N_CLASSES, batches, pooled_like_features
+from .common import interleaved_times, parser, print_table, pyplot, write_json
+from .core import N_CLASSES, batches, pooled_like_features
+from .unlearning import sample_forgetting_speed
 from unlearning import methods
 
 STREAM_BATCH = 8192
@@ -82,21 +83,7 @@ def forget_speed(n: int, d: int, repeats: int, ridge: float = 1.0) -> dict:
     rows = [{"route": route, "seconds": seconds, "speedup_vs_retrain": retrain / seconds}
             for route, seconds in times.items()]
     head = learned_head(features, labels, ridge, per_class=False)
-    samples = []
-    for k in sorted({1, max(1, d // 100), d // 10}):
-        rows_k, labels_k = features[-k:], labels[-k:]
-
-        def refactor():
-            removed = analytic.accumulate(analytic.init_statistics(d), rows_k, labels_k)
-            return analytic.solve(analytic.subtract(head.statistics, removed), ridge)
-
-        def downdate():
-            return unlearning.solve_head(unlearning.forget_samples(head, rows_k, labels_k, receipt=False)[0])
-
-        pair = interleaved_times({"downdate": downdate, "refactor": refactor}, repeats)
-        samples.append({"k": k, "route": unlearning.forget_samples(head, rows_k, labels_k)[1].route,
-                        "downdate_seconds": pair["downdate"], "refactor_seconds": pair["refactor"],
-                        "speedup": pair["refactor"] / pair["downdate"]})
+    samples = sample_forgetting_speed(head, features, labels, ridge, repeats)
     return {"n": n, "d": d, "rows": rows, "samples": samples}
 
 
@@ -143,8 +130,8 @@ def flower_speed(n_clients: int, dim: int) -> dict:
     """One AFL round on Flower's simulation engine (``benchmarks.federated.flower_afl``: Dirichlet α = 0.1, fixed
     precision, checked against the in-process simulation by state hash), split into start-up, the round itself and
     the rest, per client."""
-    from benchmarks.common import FrozenFeatures
-    from benchmarks.federated import flower_afl
+    from .common import FrozenFeatures
+    from .federated import flower_afl
 
     features, labels = pooled_like_features(70_000, dim, dtype=np.float32)
     data = FrozenFeatures("synthetic", "none", "none", features[:60_000], labels[:60_000], features[60_000:],

@@ -28,7 +28,7 @@ import numpy as np
 import analytic
 import unlearning
 from analytic import gradient
-from benchmarks.common import best_time, frozen_features, parser, print_table, pyplot, write_json
+from .common import frozen_features, interleaved_times, parser, print_table, pyplot, write_json
 from unlearning import methods, metrics
 
 RIDGES = (1e-2, 1e-1, 1.0, 10.0, 100.0)
@@ -95,40 +95,52 @@ def scenario_rows(name, task, exact_head, original, ridge, epochs, method_names,
     return rows
 
 
+def sample_forgetting_speed(head, features, labels, ridge: float, repeats: int) -> list[dict]:
+    """k = 1, d/100 and d/10 samples forgotten through the kept factor's low-rank correction (``forget_samples`` +
+    ``solve_head``) against subtracting their statistics and refactoring, interleaved; with the weights' difference.
+
+    ``head`` is a factorized, pooled (not per-class) unlearning head that learned ``features`` / ``labels``."""
+    d = features.shape[1]
+    samples = []
+    for k in sorted({1, max(1, d // 100), d // 10}):
+        rows, labels_k = features[-k:], labels[-k:]
+
+        def refactor():
+            removed = analytic.accumulate(analytic.init_statistics(d), rows, labels_k)
+            return analytic.solve(analytic.subtract(head.statistics, removed), ridge)
+
+        def downdate():
+            return unlearning.solve_head(unlearning.forget_samples(head, rows, labels_k, receipt=False)[0])
+
+        pair = interleaved_times({"downdate": downdate, "refactor": refactor}, repeats)
+        samples.append({"k": k, "route": unlearning.forget_samples(head, rows, labels_k)[1].route,
+                        "downdate_seconds": pair["downdate"], "refactor_seconds": pair["refactor"],
+                        "speedup": pair["refactor"] / pair["downdate"],
+                        "weight_error_vs_refactor": metrics.relative_weight_error(downdate().weights,
+                                                                                  refactor().weights)})
+    return samples
+
+
 def speed(data, class_head, exact_head, ridge, epochs, hidden, repeats):
-    """Class forgetting from statistics vs closed-form and gradient retraining; k-sample downdate vs refactor."""
+    """Class forgetting from statistics (with and without receipt) vs closed-form retraining, interleaved, and vs
+    gradient retraining (timed once); k-sample downdate vs refactor."""
     x, y = data.train_features, data.train_labels
     c = int(y[0])
     task = methods.UnlearningTask(x, y, y == c, data.test_features, data.test_labels, (c,), int(y.max()) + 1)
-    class_seconds, _ = best_time(lambda: methods.ExactUnlearner(class_head, receipt=False).unlearn(task), repeats)
-    receipt_seconds, _ = best_time(lambda: methods.ExactUnlearner(class_head).unlearn(task), repeats)
-    retrain_seconds, _ = best_time(lambda: methods.ClosedFormRetrain(ridge).unlearn(task), repeats)
+    times = interleaved_times({
+        "class": lambda: methods.ExactUnlearner(class_head, receipt=False).unlearn(task),
+        "receipt": lambda: methods.ExactUnlearner(class_head).unlearn(task),
+        "retrain": lambda: methods.ClosedFormRetrain(ridge).unlearn(task),
+    }, repeats)
     gradient_seconds = methods.GradientUnlearner("retrain", None, ORIGINAL_LEARNING_RATE, epochs=epochs,
                                                  hidden=hidden).unlearn(task).seconds
-    d = x.shape[1]
-    samples = []
-    for k in sorted({1, max(1, d // 100), d // 10}):
-        rows, labels = x[-k:], y[-k:]
-
-        def refactor():
-            removed = analytic.accumulate(analytic.init_statistics(d), rows, labels)
-            return analytic.solve(analytic.subtract(exact_head.statistics, removed), ridge)
-
-        downdate_seconds, (forgotten, _) = best_time(
-            lambda: (lambda out: (unlearning.solve_head(out[0]), out[1]))(
-                unlearning.forget_samples(exact_head, rows, labels, receipt=False)), repeats)
-        route = unlearning.forget_samples(exact_head, rows, labels, receipt=True)[1].route
-        refactor_seconds, refactored = best_time(refactor, repeats)
-        samples.append({"k": k, "route": route, "downdate_seconds": downdate_seconds,
-                        "refactor_seconds": refactor_seconds, "speedup": refactor_seconds / downdate_seconds,
-                        "weight_error_vs_refactor": metrics.relative_weight_error(forgotten.weights,
-                                                                                  refactored.weights)})
-    return {"n": len(y), "d": d, "class_from_statistics_seconds": class_seconds,
-            "class_from_statistics_with_receipt_seconds": receipt_seconds,
-            "closed_form_retrain_seconds": retrain_seconds, "gradient_retrain_seconds": gradient_seconds,
+    return {"n": len(y), "d": x.shape[1], "class_from_statistics_seconds": times["class"],
+            "class_from_statistics_with_receipt_seconds": times["receipt"],
+            "closed_form_retrain_seconds": times["retrain"], "gradient_retrain_seconds": gradient_seconds,
             "gradient_retrain_epochs": epochs,
-            "class_speedup_vs_closed_form": retrain_seconds / class_seconds,
-            "class_speedup_vs_gradient": gradient_seconds / class_seconds, "samples": samples}
+            "class_speedup_vs_closed_form": times["retrain"] / times["class"],
+            "class_speedup_vs_gradient": gradient_seconds / times["class"],
+            "samples": sample_forgetting_speed(exact_head, x, y, ridge, repeats)}
 
 
 def regression(quick: bool):
