@@ -13,6 +13,7 @@ from analytic.errors import FileFormatError, InputError, IntegrityError
 from analytic.expansion import expand, init_buffer, init_gaussian_kernel
 from analytic.packing import pack_upper, packed_length, unpack_upper
 from analytic.persistence import load, save
+from analytic.precision import int_sum_fits, quantize
 from analytic.recursive import (
     RecursiveHead,
     init_recursive,
@@ -42,9 +43,7 @@ from analytic.statistics import (
     from_host_moments,
     host_moments,
     init_statistics,
-    int_sum_fits,
     merge,
-    quantize,
     select_classes,
     state_hash,
     subtract,

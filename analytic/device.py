@@ -32,6 +32,7 @@ import numpy as np
 
 from analytic import words
 from analytic.errors import InputError
+from analytic.precision import FIXED_VALUE_LIMIT, precision_of
 from analytic.state import (
     FIXED_RANGE,
     INT_OVERFLOW,
@@ -46,7 +47,6 @@ from analytic.state import (
     check_leaves,
     check_mask_shape,
     combined_shift,
-    device_float,
     mean_shift,
     raise_flagged,
     target_matrix,
@@ -56,7 +56,6 @@ from analytic.state import (
 LIMB_BITS = 7
 N_LIMBS = 4  # 4 limbs of 7 bits hold the fixed-point range |q| < 2^26
 LIMB_CHUNK_ROWS = 16384  # 4 · 127² · rows (plus a carry) stays below 2^31
-_FIXED_VALUE_LIMIT = 2**26
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -87,12 +86,11 @@ def accumulate(stats: Statistics, features, targets, mask=None) -> Statistics:
     else:
         y = jnp.where(keep[:, None], target_matrix(jnp.asarray(targets), x.shape[0], stats.n_outputs), 0)
         label_error, class_counts = jnp.uint32(0), None
-    if stats.precision == "float32" and stats.shift is None:
+    arithmetic = precision_of(stats.precision)
+    if arithmetic.default_shift and stats.shift is None:
         stats = dataclasses.replace(stats, shift=_first_rows_mean(x))
-    if stats.precision == "fixed":
-        increment, batch_error = _fixed_moments(stats, x, y, keep)
-    else:
-        increment, batch_error = _float_moments(stats, x, y, keep)
+    batch_moments = _fixed_moments if arithmetic.on_grid else _float_moments
+    increment, batch_error = batch_moments(stats, x, y, keep)
     batch = dataclasses.replace(
         stats,
         moments=increment,
@@ -108,16 +106,9 @@ def combine(a: Statistics, b: Statistics, sign: int) -> Statistics:
     """``a ± b`` for aligned, compatible states, as JAX arrays; a subtraction flags negative counts or diagonals."""
     a, b = to_device(a), to_device(b)
     shift = combined_shift(a, b)
-    if a.precision == "fixed":
-        moments, overflow = _add_words(a.moments, b.moments, sign)
-        compensation, error = None, jnp.where(overflow, INT_OVERFLOW, 0).astype(jnp.uint32)
-    elif a.compensation is not None:
-        value = jax.tree.map(jnp.subtract, b.moments, b.compensation)
-        moments, compensation = _kahan(a.moments, a.compensation, jax.tree.map(lambda v: sign * v, value))
-        error = jnp.uint32(0)
-    else:
-        moments = jax.tree.map(lambda t, v: t + sign * v, a.moments, b.moments)
-        compensation, error = None, jnp.uint32(0)
+    arithmetic = precision_of(a.precision)
+    moments, compensation, overflow = arithmetic.add(a.moments, a.compensation, b.moments, b.compensation, sign)
+    error = jnp.where(overflow, INT_OVERFLOW, 0).astype(jnp.uint32)
     count_words = _add_count_words(a.count_words, b.count_words, sign)
     class_count_words = (None if a.class_count_words is None
                          else _add_count_words(a.class_count_words, b.class_count_words, sign))
@@ -127,7 +118,8 @@ def combine(a: Statistics, b: Statistics, sign: int) -> Statistics:
         if class_count_words is not None:
             negative = negative | jnp.any(words.is_negative(class_count_words))
         error = error | jnp.where(negative, NEGATIVE_COUNT, 0).astype(jnp.uint32)
-        error = error | jnp.where(_negative_diagonal(a, moments), NEGATIVE_DIAGONAL, 0).astype(jnp.uint32)
+        negative_diagonal = arithmetic.negative_diagonal(moments.gram, a.moments.gram)
+        error = error | jnp.where(negative_diagonal, NEGATIVE_DIAGONAL, 0).astype(jnp.uint32)
     result = dataclasses.replace(
         a, moments=moments, compensation=compensation, count_words=count_words,
         class_count_words=class_count_words, error=error, shift=shift,
@@ -168,7 +160,7 @@ def _first_rows_mean(x: jnp.ndarray) -> np.ndarray:
 
 
 def _float_moments(stats: Statistics, x: jnp.ndarray, y: jnp.ndarray, keep) -> tuple[Moments, jnp.ndarray]:
-    dtype = jnp.float32 if stats.precision == "float32" else device_float("float64")
+    dtype = precision_of(stats.precision).device_dtype()
     x = x.astype(dtype)
     if stats.shift is not None:
         x = x - jnp.asarray(stats.shift, dtype)[None, :]
@@ -217,7 +209,7 @@ def _on_grid(scaled: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     """rint(scaled) as int32 and the flag for NaN/Inf or values outside |q| < 2^26 (those become 0)."""
     q = jnp.rint(scaled)
     finite = jnp.isfinite(q)
-    inside = jnp.abs(q) < _FIXED_VALUE_LIMIT
+    inside = jnp.abs(q) < FIXED_VALUE_LIMIT
     error = (jnp.where(jnp.all(finite), 0, NON_FINITE) | jnp.where(jnp.all(inside | ~finite), 0, FIXED_RANGE))
     return jnp.where(finite & inside, q, 0).astype(jnp.int32), error.astype(jnp.uint32)
 
@@ -255,29 +247,5 @@ def _exact_gram(rows: jnp.ndarray) -> jnp.ndarray:
 # Adding states.
 
 
-def _kahan(total: Moments, residual: Moments, increment: Moments) -> tuple[Moments, Moments]:
-    """One Kahan step ``total += increment`` per moment (true sum ``total - residual``): new totals and residuals."""
-    corrected = jax.tree.map(jnp.subtract, increment, residual)
-    new_total = jax.tree.map(jnp.add, total, corrected)
-    return new_total, jax.tree.map(lambda t, old, c: (t - old) - c, new_total, total, corrected)
-
-
-def _add_words(a: Moments, b: Moments, sign: int) -> tuple[Moments, jnp.ndarray]:
-    """``a ± b`` of fixed-point moments in words, and whether any total left the exact range."""
-    b = b if sign > 0 else jax.tree.map(words.negate, b)
-    total = jax.tree.map(words.add, a, b)
-    overflow = jnp.logical_not(jnp.all(jnp.stack([words.in_range(leaf) for leaf in jax.tree.leaves(total)])))
-    return total, overflow
-
-
 def _add_count_words(a, b, sign: int):
     return words.add(a, b if sign > 0 else words.negate(b))
-
-
-def _negative_diagonal(before: Statistics, moments: Moments) -> jnp.ndarray:
-    """Whether a subtraction left a Gram diagonal below zero (float: below −1e-6 of the largest one before)."""
-    diagonal = jnp.diagonal(moments.gram, axis1=0, axis2=1)
-    if before.precision == "fixed":
-        return jnp.any(words.is_negative(diagonal.T))
-    scale = jnp.max(jnp.abs(jnp.diagonal(before.moments.gram)))
-    return jnp.any(diagonal < -1e-6 * scale)

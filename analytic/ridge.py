@@ -27,6 +27,7 @@ import scipy.linalg
 from analytic import words
 from analytic.errors import InputError, IntegrityError
 from analytic.device import to_device
+from analytic.precision import precision_of
 from analytic.state import (
     Statistics,
     check_feature_shape,
@@ -95,16 +96,10 @@ def _moment_values(stats: Statistics, names: tuple[str, ...], dtype=None) -> dic
     f = stats.frac_bits
     grid_exponents = {"gram": 2 * f, "cross": f if stats.is_classification else 2 * f, "feature_sum": f,
                       "target_sum": f, "class_grams": 2 * f}
+    arithmetic = precision_of(stats.precision)
     values = {}
     for name in names:
-        value = getattr(stats.moments, name)
-        if stats.precision == "fixed":
-            value = words.to_int64(value).astype(np.float64) if dtype is None else words.to_float(value, dtype)
-            value = value * 2.0 ** -grid_exponents[name]  # a power of two: exact
-        elif dtype is None:
-            value = np.asarray(value, np.float64)
-        else:
-            value = value.astype(dtype)
+        value = arithmetic.to_float(getattr(stats.moments, name), grid_exponents[name], dtype)
         if stats.compensation is not None:
             value = value - getattr(stats.compensation, name).astype(value.dtype)
         values[name] = value

@@ -22,9 +22,8 @@ import numpy as np
 
 from analytic import words
 from analytic.errors import InputError, IntegrityError
+from analytic.precision import PRECISIONS, x64_enabled
 
-PRECISIONS = ("float64", "float32", "fixed")
-FLOAT_DTYPES = {"float64": np.float64, "float32": np.float32}
 SHIFT_ROWS = 1024  # rows of the first batch whose mean becomes the float32 shift
 SHIFT_BITS = 4  # significant bits the float32 shift keeps
 
@@ -207,25 +206,23 @@ def check_leaves(stats) -> None:
     """
     if not isinstance(stats, Statistics):
         raise InputError(f"expected analytic.Statistics, got {type(stats).__name__}")
-    if stats.precision not in PRECISIONS:
+    arithmetic = PRECISIONS.get(stats.precision) if isinstance(stats.precision, str) else None
+    if arithmetic is None:
         raise IntegrityError(f"unknown precision {stats.precision!r}")
-    fixed = stats.precision == "fixed"
-    moment_dtype = np.int32 if fixed else FLOAT_DTYPES[stats.precision]
     d, m = stats.dim, stats.n_outputs
     expected = {
         "gram": (d, d), "cross": (d, m), "feature_sum": (d,),
         "target_sum": None if stats.is_classification else (m,),
         "class_grams": None if stats.moments.class_grams is None else (m, d, d),
     }
-    tail = (words.N_WORDS,) if fixed else ()
     for part in ("moments", "compensation"):
         moments = getattr(stats, part)
         if moments is None:
             continue
         for name, shape in expected.items():
-            _check_leaf(f"{part}.{name}", getattr(moments, name), moment_dtype, None if shape is None else shape + tail,
-                        stats.precision)
-    if (stats.compensation is None) != (stats.precision != "float32"):
+            _check_leaf(f"{part}.{name}", getattr(moments, name), arithmetic.leaf_dtype,
+                        None if shape is None else arithmetic.leaf_shape(shape), stats.precision)
+    if (stats.compensation is None) == arithmetic.compensated:
         raise IntegrityError("Kahan residuals belong to float32 states only")
     _check_leaf("count_words", stats.count_words, np.int32, (words.N_WORDS,), stats.precision)
     _check_leaf("class_count_words", stats.class_count_words, np.int32,
@@ -317,17 +314,9 @@ def check_mask_shape(keep, n: int) -> None:
         raise InputError(f"mask must be a ({n},) boolean array, got {keep.dtype} of shape {keep.shape}")
 
 
-def x64_enabled() -> bool:
-    """Whether JAX holds float64 arrays (``jax_enable_x64``); read, never set, by the library."""
-    return jax.dtypes.canonicalize_dtype(np.float64) == np.float64
-
-
 def device_float(precision: str):
     """The float dtype a device computes in: float64 with x64, else float32 (float64 states need x64)."""
-    if precision == "float64" and not x64_enabled():
-        raise IntegrityError(
-            "float64 statistics on a JAX device need jax_enable_x64; without it use precision='float32' or 'fixed'"
-        )
+    PRECISIONS[precision].device_dtype()  # refuses float64 states without x64
     return jnp.float64 if x64_enabled() else jnp.float32
 
 

@@ -49,10 +49,10 @@ from rich.progress import track
 
 from analytic import device, words
 from analytic.errors import InputError, IntegrityError
+from analytic.precision import BAND_ROWS, non_finite_message, precision_of
 from analytic.state import (
     CLASS_NOT_EMPTY,
     FOREIGN_CLASS,
-    PRECISIONS,
     Moments,
     Statistics,
     check_class_ids,
@@ -72,12 +72,7 @@ from analytic.state import (
 
 BLOCK_ENTRIES = 2**21  # a block of rows prepared and multiplied at a time holds about this many numbers (8-16 MiB)
 MIN_BLOCK_ROWS = 256  # but at least this many rows, so that each syrk call still does a GEMM's worth of work
-CHUNK_ROWS = 16384  # float32 products (and per-class Grams) are added to the state at least every this many rows
-_BAND_ROWS = 128  # rows per band of the in-place (d, d) passes, so that each band stays in cache
-_STATE_DTYPES = {"float64": np.float64, "float32": np.float32, "fixed": np.int64}  # host working arrays
-_COMPUTE_DTYPES = {"float64": np.float64, "float32": np.float32, "fixed": np.float64}
-_EXACT_FLOAT_LIMIT = 2**53  # every integer below this is exact in float64
-_FIXED_VALUE_LIMIT = 2**26  # a quantized value's square stays below 2^53
+CLASS_CHUNK_ROWS = 16384  # per-class Grams are added to the state at least every this many rows
 
 
 def init_statistics(
@@ -109,27 +104,23 @@ def init_statistics(
       >>> stats = init_statistics(64, class_ids=[0, 1, 2], precision="fixed")
       >>> stats = jax.jit(accumulate)(stats, features, labels)  # doctest: +SKIP
     """
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    arithmetic = precision_of(precision)
     if int(dim) < 1:
         raise InputError(f"dim must be a positive integer, got {dim}")
     if n_targets is not None and int(n_targets) < 1:
         raise InputError(f"n_targets must be a positive integer or None for classification, got {n_targets}")
     if n_targets is not None and class_ids is not None:
         raise InputError("class_ids declare the classes of a classification head; regression takes n_targets")
-    if precision == "fixed" and shift is not None:
-        raise InputError("fixed precision takes no shift: the integer grid is already exact")
-    if precision == "fixed" and not 0 <= frac_bits <= 24:
+    if arithmetic.on_grid and shift is not None:
+        raise InputError(f"{precision} precision takes no shift: the integer grid is already exact")
+    if arithmetic.on_grid and not 0 <= frac_bits <= 24:
         raise InputError(f"frac_bits must be in [0, 24], got {frac_bits}")
     if class_grams and n_targets is not None:
         raise InputError("class_grams needs a classification head (n_targets=None)")
     classification = n_targets is None
     ids = _check_class_ids(class_ids) if classification else None
     m = ids.size if classification else int(n_targets)
-
-    def zeros(*shape):
-        return words.zeros(shape) if precision == "fixed" else np.zeros(shape, _STATE_DTYPES[precision])
-
+    zeros = arithmetic.zeros
     moments = Moments(
         gram=zeros(dim, dim),
         cross=zeros(dim, m),
@@ -138,17 +129,17 @@ def init_statistics(
         class_grams=zeros(m, dim, dim) if class_grams else None,
     )
     if shift is not None:
-        shift = _check_shift(shift, dim, _COMPUTE_DTYPES[precision])
+        shift = _check_shift(shift, dim, arithmetic.compute_dtype)
     return Statistics(
         moments=moments,
-        compensation=jax.tree.map(np.zeros_like, moments) if precision == "float32" else None,
+        compensation=jax.tree.map(np.zeros_like, moments) if arithmetic.compensated else None,
         count_words=words.zeros(()),
         class_count_words=words.zeros((m,)) if classification else None,
         error=np.uint32(0),
         class_ids=ids,
         shift=shift,
         precision=precision,
-        frac_bits=frac_bits if precision == "fixed" else 0,
+        frac_bits=frac_bits if arithmetic.on_grid else 0,
     )
 
 
@@ -372,19 +363,16 @@ def _canonical_on_host(stats: Statistics) -> Statistics:
 def host_moments(stats: Statistics) -> Moments:
     """The moments as host arrays: float64/float32 as stored, fixed precision as exact int64 on the grid."""
     check_state(stats)
-    moments = jax.device_get(stats.moments)
-    if stats.precision != "fixed":
-        return moments
-    return jax.tree.map(words.to_int64, moments)
+    return precision_of(stats.precision).host(stats.moments)
 
 
 def from_host_moments(moments: Moments, count, class_ids, class_counts, *, precision: str = "float64",
                       frac_bits: int = 0, shift=None) -> Statistics:
     """A host :class:`Statistics` from host moments (int64 in fixed precision, as :func:`host_moments` gives them)
     and int64 counts, checked like any state."""
-    encode = words.from_int64 if precision == "fixed" else (lambda a: a)
+    arithmetic = precision_of(precision)
     stats = Statistics(
-        moments=jax.tree.map(encode, moments),
+        moments=arithmetic.stored(moments),
         compensation=None,
         count_words=words.from_int64(count),
         class_count_words=None if class_counts is None else words.from_int64(class_counts),
@@ -392,7 +380,7 @@ def from_host_moments(moments: Moments, count, class_ids, class_counts, *, preci
         class_ids=class_ids,
         shift=shift,
         precision=precision,
-        frac_bits=frac_bits if precision == "fixed" else 0,
+        frac_bits=frac_bits if arithmetic.on_grid else 0,
     )
     check_leaves(stats)
     return stats
@@ -443,7 +431,7 @@ def check_features(features, dim: int | None = None, *, finite: bool = False) ->
     x = np.asarray(features)
     check_feature_shape(x, dim)
     if finite and not np.isfinite(x).all():
-        raise InputError(_non_finite_message(x))
+        raise InputError(non_finite_message(x))
     return x
 
 
@@ -472,14 +460,6 @@ def _check_shift(shift, dim: int, dtype) -> np.ndarray:
     return s.astype(dtype)
 
 
-def _non_finite_message(x: np.ndarray) -> str:
-    rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
-    if rows.size == 0:
-        return "features are too large: their squares overflow the accumulation dtype"
-    kind = "NaN" if np.isnan(x[rows[0]]).any() else "Inf"
-    return f"features contain {kind} (first in row {int(rows[0])}, {rows.size} bad rows)"
-
-
 def _check_compatible(a: Statistics, b: Statistics) -> None:
     if (a.precision, a.frac_bits) != (b.precision, b.frac_bits):
         raise IntegrityError(
@@ -501,13 +481,7 @@ def _check_compatible(a: Statistics, b: Statistics) -> None:
 
 
 def _check_gram_diagonal(result: Statistics, before: Statistics) -> None:
-    if result.precision == "fixed":
-        bad = words.to_int64(np.diagonal(result.moments.gram).T) < 0
-    else:
-        diagonal = np.diagonal(result.moments.gram)
-        scale = np.abs(np.diagonal(before.moments.gram)).max(initial=0.0)
-        bad = diagonal < -1e-6 * scale
-    if bad.any():
+    if precision_of(result.precision).negative_diagonal(result.moments.gram, before.moments.gram):
         raise IntegrityError(
             "subtracting would make the Gram matrix's diagonal negative: these samples were never learned"
         )
@@ -542,8 +516,8 @@ def _gemm_(total: np.ndarray, rows: np.ndarray, targets: np.ndarray, fresh: bool
 def _symmetrize_upper_(matrix: np.ndarray) -> None:
     """Copy the upper triangle of a square matrix onto its strictly lower triangle, in place, band by band."""
     d = matrix.shape[0]
-    for start in range(0, d, _BAND_ROWS):
-        stop = min(start + _BAND_ROWS, d)
+    for start in range(0, d, BAND_ROWS):
+        stop = min(start + BAND_ROWS, d)
         block = matrix[start:stop, start:stop]
         block[...] = np.triu(block) + np.triu(block, 1).T
         matrix[stop:, start:stop] = matrix[start:stop, stop:].T
@@ -552,41 +526,6 @@ def _symmetrize_upper_(matrix: np.ndarray) -> None:
 def _gram_into(buffer: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """rowsᵀ rows written into a reused (d, d) ``buffer`` (NumPy's transposed-product path, BLAS syrk)."""
     return np.matmul(rows.T, rows, out=buffer)
-
-
-def _kahan_add_(total: np.ndarray, residual: np.ndarray, increment: np.ndarray) -> None:
-    """In-place Kahan step ``total += increment`` (true sum ``total - residual``); ``increment`` is consumed. Runs in
-    bands of rows so that the five passes of each band stay in cache."""
-    if total.ndim == 2 and total.shape[0] > _BAND_ROWS:
-        for start in range(0, total.shape[0], _BAND_ROWS):
-            band = slice(start, start + _BAND_ROWS)
-            _kahan_add_(total[band], residual[band], increment[band])
-        return
-    increment -= residual  # y = increment - c
-    residual[...] = total  # keep the old total
-    total += increment  # t = total + y
-    np.subtract(total, residual, out=residual)
-    residual -= increment  # c = (t - total) - y
-
-
-def _largest_magnitude(array: np.ndarray) -> int:
-    return int(max(array.max(initial=0), -array.min(initial=0)))
-
-
-def int_sum_fits(total: np.ndarray, increment: np.ndarray) -> bool:
-    r"""Whether ``total ± increment`` of int64 arrays provably stays exact: :math:`\max|t| + \max|i| < 2^{62}`.
-
-    Every fixed-point sum in the library (batches, merged states, federated totals) is checked against this bound,
-    the exact range of :mod:`analytic.words`, which keeps each total a factor of two inside int64's range.
-    """
-    return _largest_magnitude(total) + _largest_magnitude(increment) < words.INT_HEADROOM
-
-
-def _checked_int_add_(total: np.ndarray, increment: np.ndarray, sign: int) -> None:
-    """``total += sign · increment`` for int64 arrays, refusing sums that could overflow."""
-    if not int_sum_fits(total, increment):
-        raise IntegrityError("fixed-point statistics would overflow int64: lower frac_bits or rescale the features")
-    (np.add if sign > 0 else np.subtract)(total, increment, out=total)
 
 
 class _Accumulator:
@@ -608,14 +547,12 @@ class _Accumulator:
 
     def __init__(self, stats: Statistics):
         """Working copies: float moments as they are, fixed-point moments and counts as int64 (from their words)."""
-        def copy(tree):
-            return None if tree is None else jax.tree.map(np.array, tree)
-
-        moments = host_moments(stats)
+        check_state(stats)
+        self.arithmetic = precision_of(stats.precision)
         self.state = dataclasses.replace(
             stats,
-            moments=jax.tree.map(np.array, moments) if stats.precision != "fixed" else moments,
-            compensation=copy(stats.compensation),
+            moments=self.arithmetic.working(stats.moments),
+            compensation=None if stats.compensation is None else jax.tree.map(np.array, stats.compensation),
         )
         self.count = np.int64(stats.count)
         self.class_counts = stats.class_counts
@@ -629,10 +566,9 @@ class _Accumulator:
         self._flush()
         self._symmetrize()
         state, self.state = self.state, None
-        if state.precision == "fixed":
-            state = dataclasses.replace(state, moments=jax.tree.map(words.from_int64, state.moments))
         return dataclasses.replace(
             state,
+            moments=self.arithmetic.stored(state.moments),
             count_words=words.from_int64(self.count),
             class_count_words=None if self.class_counts is None else words.from_int64(self.class_counts),
         )
@@ -674,9 +610,9 @@ class _Accumulator:
         else:
             y = check_targets(targets, x.shape[0], state.n_outputs)
             y_index = None
-        if state.precision == "float32" and state.shift is None:
+        if self.arithmetic.default_shift and state.shift is None:
             self.state = dataclasses.replace(state, shift=mean_shift(x))
-        fold = self._fold_float64 if state.precision == "float64" else self._fold_augmented
+        fold = self._fold_direct if self.arithmetic.direct_fold else self._fold_augmented
         with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported below
             step = block_rows(state.dim + state.n_outputs + 1)
             for start in range(0, x.shape[0], step):
@@ -684,36 +620,26 @@ class _Accumulator:
                 fold(x, part, y_index, None if y is None else y[part])
             if self.state.moments.class_grams is not None:
                 self._add_class_grams(x, y_index)
-        if state.precision == "float32":
+        if self.arithmetic.compensated:
             self._flush()  # each batch's product takes its own Kahan step, as in a stream of accumulate calls
-        if state.precision != "fixed" and not self._diagonal_finite():
-            raise InputError(_non_finite_message(x))
+        if not self._diagonal_finite():
+            raise InputError(non_finite_message(x))
         counts = None if y_index is None else np.bincount(y_index, minlength=self.state.n_outputs)
         self._add_counts(np.int64(x.shape[0]), counts, +1)
 
     def _feature_rows(self, rows: np.ndarray, name: str, batch: np.ndarray, out=None) -> tuple[np.ndarray, float]:
         """``rows`` of ``batch`` as the state multiplies them, C-contiguous in its compute dtype: the rows themselves
-        when they already are (float64), else written into ``out`` (default: the kept buffer ``name``), shifted by
-        :math:`s` (float32) or quantized to the grid :math:`2^{-f}` as :func:`quantize` does (fixed, checked against
-        its range). Also returns their largest magnitude in fixed precision (0 otherwise)."""
-        state = self.state
-        if state.precision == "float64" and rows.dtype == np.float64 and rows.flags.c_contiguous:
+        when they already are (and need no shift), else prepared by the precision (cast, shifted by :math:`s`, or
+        quantized to the grid :math:`2^{-f}` as :func:`quantize` does) into ``out`` (default: the kept buffer
+        ``name``). Also returns the bound :meth:`~analytic.precision.Precision.prepare_rows` gives."""
+        state, arithmetic = self.state, self.arithmetic
+        if (state.shift is None and not arithmetic.on_grid and rows.dtype == arithmetic.compute_dtype
+                and rows.flags.c_contiguous and out is None):
             return rows, 0.0
         if out is None:
-            out = self._rows_buffer(name, _COMPUTE_DTYPES[state.precision], rows.shape[0], state.dim)
-        if state.precision != "fixed":
-            if state.shift is None:
-                np.copyto(out, rows, casting="same_kind")
-            else:
-                np.subtract(rows, state.shift, out=out, casting="same_kind")
-            return out, 0.0
-        np.multiply(rows, 2.0**state.frac_bits, out=out)
-        np.rint(out, out=out)
-        largest = max(out.max(), -out.min())  # NaN propagates; no |q| array
-        if not np.isfinite(largest):
-            raise InputError(_non_finite_message(batch))
-        self._check_fixed_range("features", largest)
-        return out, float(largest)
+            out = self._rows_buffer(name, arithmetic.compute_dtype, rows.shape[0], state.dim)
+        largest = arithmetic.prepare_rows(rows, out, shift=state.shift, frac_bits=state.frac_bits, batch=batch)
+        return out, largest
 
     def _target_values(self, y_index_part, y_part, out: np.ndarray) -> float:
         r"""Write :math:`[Y, 1]` of a block into ``out`` (k, m + 1): one-hot columns of the class index, or the
@@ -724,25 +650,10 @@ class _Accumulator:
             out[:, :m] = 0
             out[np.arange(y_index_part.size), y_index_part] = 1
             return 1.0
-        if self.state.precision != "fixed":
-            out[:, :m] = y_part
-            return 1.0
-        values = quantize(y_part, self.state.frac_bits)
-        largest = max(float(np.abs(values).max()), 1.0)
-        self._check_fixed_range("targets", largest)
-        out[:, :m] = values
-        return largest
+        return self.arithmetic.prepare_targets(y_part, out[:, :m], self.state.frac_bits)
 
-    def _check_fixed_range(self, name: str, largest) -> None:
-        if largest >= _FIXED_VALUE_LIMIT:
-            f = self.state.frac_bits
-            raise InputError(
-                f"{name} reach {np.ldexp(largest, -f):.6g}, outside the fixed-point range |value| < 2^{26 - f} at "
-                f"frac_bits={f}: rescale them or lower frac_bits"
-            )
-
-    def _fold_float64(self, x: np.ndarray, part: slice, y_index, y_part) -> None:
-        r"""One float64 block: syrk of its rows into the state's Gram, and one GEMM :math:`X_b^\top [Y_b, 1]` into the
+    def _fold_direct(self, x: np.ndarray, part: slice, y_index, y_part) -> None:
+        r"""One block of a precision that folds directly (float64): syrk of its rows into the state's Gram, and one GEMM :math:`X_b^\top [Y_b, 1]` into the
         pending cross-moment and feature sum (and the regression target sum)."""
         state = self.state
         k, m = x[part].shape[0], state.n_outputs
@@ -771,36 +682,31 @@ class _Accumulator:
         precision the block is split where a partial sum could reach :math:`2^{53}`, and the product flushed first."""
         state = self.state
         k, d, m = x[part].shape[0], state.dim, state.n_outputs
-        augmented = self._rows_buffer("augmented", _COMPUTE_DTYPES[state.precision], k, d + m + 1)
+        augmented = self._rows_buffer("augmented", self.arithmetic.compute_dtype, k, d + m + 1)
         _, largest = self._feature_rows(x[part], "augmented", x, out=augmented[:, :d])
         target = self._target_values(None if y_index is None else y_index[part], y_part, augmented[:, d:])
         row_bound = max(largest * largest, largest * target, target * target, 1.0)
-        step = k if state.precision != "fixed" else max(1, int(_EXACT_FLOAT_LIMIT // row_bound) - 1)
+        step = self.arithmetic.rows_per_product(k, row_bound)
         for start in range(0, k, step):
             rows = augmented[start : start + step]
-            if self._pending_rows and self._full_after(rows.shape[0], rows.shape[0] * row_bound):
+            if self._pending_rows and self.arithmetic.flush_due(self._pending_rows, self._pending_bound,
+                                                                rows.shape[0], rows.shape[0] * row_bound):
                 self._flush()
             _syrk_upper_(self._product(), rows, fresh=self._pending_rows == 0)
             self._pending_rows += rows.shape[0]
             self._pending_bound += rows.shape[0] * row_bound
             self._upper_only = True
 
-    def _full_after(self, rows: int, bound: float) -> bool:
-        """Whether the pending product must be flushed before taking ``rows`` more rows."""
-        if self.state.precision == "fixed":
-            return self._pending_bound + bound >= _EXACT_FLOAT_LIMIT
-        return self._pending_rows + rows > CHUNK_ROWS
-
     def _product(self) -> np.ndarray:
         width = self.state.dim + self.state.n_outputs + 1
-        return self._buffer("product", _COMPUTE_DTYPES[self.state.precision], (width, width))
+        return self._buffer("product", self.arithmetic.compute_dtype, (width, width))
 
     def _flush(self) -> None:
         """Add the pending block products to the state (Kahan in float32, checked int64 in fixed precision)."""
         if self._pending_rows == 0:
             return
         d, m = self.state.dim, self.state.n_outputs
-        if self.state.precision == "float64":
+        if self.arithmetic.direct_fold:
             cross = self._scratch["cross"]
             increments = {"cross": cross[:, :m], "feature_sum": cross[:, m]}
             if not self.state.is_classification:
@@ -831,31 +737,28 @@ class _Accumulator:
     def _add_class_grams(self, x: np.ndarray, y_index: np.ndarray) -> None:
         """Each class's Gram, from the batch's rows of that class in chunks of at most ``CHUNK_ROWS`` rows (and
         below :math:`2^{53}` per entry in fixed precision)."""
-        dtype = _COMPUTE_DTYPES[self.state.precision]
-        for start in range(0, x.shape[0], CHUNK_ROWS):
-            index = y_index[start : start + CHUNK_ROWS]
+        dtype = self.arithmetic.compute_dtype
+        for start in range(0, x.shape[0], CLASS_CHUNK_ROWS):
+            index = y_index[start : start + CLASS_CHUNK_ROWS]
             for c in np.unique(index):
-                rows, largest = self._feature_rows(x[start : start + CHUNK_ROWS][index == c], "class rows", x)
-                step = max(1, int(_EXACT_FLOAT_LIMIT // max(largest * largest, 1.0)) - 1)
+                rows, largest = self._feature_rows(x[start : start + CLASS_CHUNK_ROWS][index == c], "class rows", x)
+                step = self.arithmetic.rows_per_product(rows.shape[0], max(largest * largest, 1.0))
                 for first in range(0, rows.shape[0], step):
                     gram = _gram_into(self._buffer("class gram", dtype, (self.state.dim,) * 2),
                                       rows[first : first + step])
                     self._add_array("class_grams", self._in_state_arithmetic("class gram", gram), +1, c)
 
     def _in_state_arithmetic(self, name: str, product: np.ndarray) -> np.ndarray:
-        """``product`` as the state adds it: as it is in float precisions, copied into a reused int64 buffer in
-        fixed precision (exact: every entry is an integer below 2^53)."""
-        if self.state.precision != "fixed":
-            return product
-        integer = self._buffer(f"{name} int64", np.int64, product.shape)
-        np.copyto(integer, product, casting="unsafe")
-        return integer
+        """``product`` as the state adds it (fixed precision: copied into a reused int64 buffer)."""
+        return self.arithmetic.in_state_arithmetic(
+            product, lambda shape, dtype: self._buffer(f"{name} {np.dtype(dtype)}", dtype, shape))
 
     def _add_array(self, name: str, increment: np.ndarray, sign: int, position: int | None = None, *,
                    upper: bool = False) -> None:
         """``moments.<name>[position] += sign · increment`` in the state's arithmetic; ``increment`` may be consumed.
 
-        float64 adds in place, float32 takes an in-place Kahan step, fixed adds int64 with an overflow check.
+        The precision's :meth:`~analytic.precision.Precision.add_` does it: float64 adds in place, float32 takes an
+        in-place Kahan step, fixed adds int64 with an overflow check.
         ``upper`` adds a (d, d) increment's upper triangle only, band by band (its lower triangle is stale).
         """
 
@@ -865,19 +768,9 @@ class _Accumulator:
 
         total = target(self.state.moments)
         residual = None if self.state.compensation is None else target(self.state.compensation)
-        bands = [np.s_[start : start + _BAND_ROWS, start:] for start in range(0, total.shape[0], _BAND_ROWS)]
+        bands = [np.s_[start : start + BAND_ROWS, start:] for start in range(0, total.shape[0], BAND_ROWS)]
         for part in bands if upper else [...]:
-            self._add_in_place(total[part], None if residual is None else residual[part], increment[part], sign)
-
-    def _add_in_place(self, total: np.ndarray, residual: np.ndarray | None, increment: np.ndarray, sign: int) -> None:
-        if self.state.precision == "fixed":
-            _checked_int_add_(total, increment, sign)
-        elif residual is not None:
-            if sign < 0:
-                np.negative(increment, out=increment)
-            _kahan_add_(total, residual, increment)
-        else:
-            (np.add if sign > 0 else np.subtract)(total, increment, out=total)
+            self.arithmetic.add_(total[part], None if residual is None else residual[part], increment[part], sign)
 
     def add_state(self, other: Statistics, sign: int) -> None:
         """``± other`` (same classes, same configuration): merging and subtracting states."""
@@ -901,13 +794,6 @@ def one_hot(index: np.ndarray, m: int, dtype) -> np.ndarray:
     out = np.zeros((index.size, m), dtype)
     out[np.arange(index.size), index] = 1
     return out
-
-
-def quantize(values: np.ndarray, frac_bits: int) -> np.ndarray:
-    """Round to the fixed-point grid :math:`2^{-f}`: integer-valued float64 :math:`q = \\mathrm{rint}(x 2^f)`
-    (the product by a power of two is exact; one new array, rounded in place)."""
-    scaled = np.multiply(values, 2.0**frac_bits, dtype=np.float64)
-    return np.rint(scaled, out=scaled)
 
 
 def _combine(a: Statistics, b: Statistics, sign: int) -> Statistics:

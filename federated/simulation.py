@@ -21,6 +21,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import analytic
+from analytic.precision import precision_of
 from federated.aggregation import client_statistics
 from federated.payload import encode_statistics, payload_nbytes
 from federated.server import StatisticsAggregate, aggregate_head, receive_many, start_aggregate
@@ -126,7 +127,7 @@ def vmapped_client_statistics(features, labels, bounds, class_ids, *, precision:
     empty = analytic.init_statistics(features.shape[1], precision=precision, class_ids=class_ids)
     step = jax.jit(jax.vmap(lambda s, x, y, keep: analytic.accumulate(s, x, y, mask=keep), in_axes=(None, 0, 0, 0)))
     labels = labels.astype(np.int32)
-    dtype = np.float64 if precision == "float64" else np.float32
+    dtype = precision_of(precision).device_dtype()
     for first in range(0, len(bounds) - 1, group):
         last = min(first + group, len(bounds) - 1)
         starts, ends = bounds[first:last], bounds[first + 1 : last + 1]

@@ -238,7 +238,8 @@ def exact_moments(features, targets):
 def small_blocks(monkeypatch):
     """Blocks of 256 rows and float32 Kahan steps every 1,000 rows, so that small batches span many of each."""
     monkeypatch.setattr(analytic.statistics, "BLOCK_ENTRIES", 1)
-    monkeypatch.setattr(analytic.statistics, "CHUNK_ROWS", 1_000)
+    monkeypatch.setattr(analytic.precision, "CHUNK_ROWS", 1_000)
+    monkeypatch.setattr(analytic.statistics, "CLASS_CHUNK_ROWS", 1_000)
 
 
 @pytest.mark.parametrize("precision", ["float64", "float32", "fixed"])

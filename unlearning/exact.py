@@ -55,6 +55,7 @@ import jax
 import numpy as np
 
 import analytic
+from analytic.precision import precision_of
 from unlearning import ledger as ledger_lib
 from unlearning.factor import CorrectedFactor, corrected_factor, fold_rows, solve_corrected
 
@@ -474,7 +475,7 @@ def _empty_like(statistics: analytic.Statistics) -> analytic.Statistics:
         precision=statistics.precision,
         n_targets=None if statistics.is_classification else statistics.n_outputs,
         shift=statistics.shift,
-        frac_bits=statistics.frac_bits if statistics.precision == "fixed" else 12,
+        frac_bits=statistics.frac_bits,
     )
     if statistics.on_device:
         return jax.device_put(empty, next(iter(jax.tree.leaves(statistics)[0].devices())))
@@ -488,14 +489,11 @@ def _batch_statistics(statistics: analytic.Statistics, features, targets) -> ana
 
 def _solver_rows(statistics: analytic.Statistics, features, targets):
     """(rows, targets) as the statistics saw them, in float64: on the fixed-point grid in ``"fixed"`` precision."""
-    rows = np.asarray(features, dtype=np.float64)
+    arithmetic = precision_of(statistics.precision)
+    rows = arithmetic.as_seen(features, statistics.frac_bits)
     targets = np.asarray(targets)
-    if statistics.precision == "fixed":
-        rows = np.ldexp(analytic.quantize(rows, statistics.frac_bits), -statistics.frac_bits)
-        if not statistics.is_classification:
-            targets = np.ldexp(analytic.quantize(targets, statistics.frac_bits), -statistics.frac_bits)
-    elif statistics.precision == "float32":
-        rows = rows.astype(np.float32).astype(np.float64)
+    if not statistics.is_classification and arithmetic.on_grid:
+        targets = arithmetic.as_seen(targets, statistics.frac_bits)
     return rows, targets
 
 
