@@ -102,7 +102,9 @@ def init_statistics(
       class_grams: also keep one Gram per class (C·d² memory), needed by class re-weighting (AIR).
       shift: fixed mean shift s of shape (d,). In float32 precision, ``None`` takes :func:`analytic.mean_shift` of
         the first batch outside jit (inside jit, declare it, e.g. ``shift=analytic.mean_shift(x)``); pass the same
-        shift to every state that will be merged. Not allowed in fixed precision.
+        shift to every state that will be merged. Not allowed in fixed precision. A float64 state whose features
+        share a large offset keeps an intercept solve accurate with a shift near their mean, e.g.
+        ``shift=x[:1024].mean(axis=0)`` (:mod:`analytic.ridge`).
       frac_bits: fractional bits f of the fixed-point grid 2^-f (fixed precision only).
 
     Example:
@@ -693,11 +695,13 @@ class _Accumulator:
 
     def _feature_rows(self, rows: np.ndarray, name: str, batch: np.ndarray, out=None) -> tuple[np.ndarray, float]:
         """``rows`` of ``batch`` as the state multiplies them, C-contiguous in its compute dtype: the rows themselves
-        when they already are (float64), else written into ``out`` (default: the kept buffer ``name``), shifted by
-        :math:`s` (float32) or quantized to the grid :math:`2^{-f}` as :func:`quantize` does (fixed, checked against
-        its range). Also returns their largest magnitude in fixed precision (0 otherwise)."""
+        when they already are (float64 without a shift), else written into ``out`` (default: the kept buffer
+        ``name``), shifted by :math:`s` (float32, or float64 with a shift) or quantized to the grid :math:`2^{-f}`
+        as :func:`quantize` does (fixed, checked against its range). Also returns their largest magnitude in fixed
+        precision (0 otherwise)."""
         state = self.state
-        if state.precision == "float64" and rows.dtype == np.float64 and rows.flags.c_contiguous:
+        unshifted = state.precision == "float64" and state.shift is None
+        if unshifted and rows.dtype == np.float64 and rows.flags.c_contiguous:
             return rows, 0.0
         if out is None:
             out = self._rows_buffer(name, _COMPUTE_DTYPES[state.precision], rows.shape[0], state.dim)
