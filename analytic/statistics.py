@@ -97,7 +97,9 @@ def init_statistics(
       class_grams: also keep one Gram per class (C·d² memory), needed by class re-weighting (AIR).
       shift: fixed mean shift s of shape (d,). In float32 precision, ``None`` takes :func:`analytic.mean_shift` of
         the first batch outside jit (inside jit, declare it, e.g. ``shift=analytic.mean_shift(x)``); pass the same
-        shift to every state that will be merged. Not allowed in fixed precision.
+        shift to every state that will be merged. Not allowed in fixed precision. A float64 state whose features
+        share a large offset keeps an intercept solve accurate with a shift near their mean, e.g.
+        ``shift=x[:1024].mean(axis=0)`` (:mod:`analytic.ridge`).
       frac_bits: fractional bits f of the fixed-point grid 2^-f (fixed precision only).
 
     Example:

@@ -106,6 +106,12 @@ def to_float(words: jnp.ndarray, dtype) -> jnp.ndarray:
     return (w[..., 2] * scale + w[..., 1]) * scale + w[..., 0]
 
 
+def to_jax_int64(words: jnp.ndarray) -> jnp.ndarray:
+    """The values as JAX int64, :math:`(w_2 2^{21} + w_1) 2^{21} + w_0` (exact; needs ``jax_enable_x64``)."""
+    w = canonical(jnp.asarray(words)).astype(jnp.int64)
+    return (w[..., 2] << 2 * WORD_BITS) + (w[..., 1] << WORD_BITS) + w[..., 0]
+
+
 def from_digits(digits: list[jnp.ndarray], digit_bits: int) -> jnp.ndarray:
     r"""Canonical words of :math:`\sum_s 2^{b s} P_s` for int32 arrays :math:`P_s` (``digit_bits`` = b divides 21).
 

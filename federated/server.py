@@ -168,10 +168,17 @@ def remove_client(aggregate: StatisticsAggregate, client_id: str, payload: dict)
     return dataclasses.replace(aggregate, total=MappingProxyType(total), received=received)
 
 
-def aggregate_head(aggregate: StatisticsAggregate, ridge: float) -> analytic.Head:
-    """The federated ridge head :math:`(G + \\gamma I)^{-1} B`, over the classes some accepted client holds."""
+def aggregate_head(aggregate: StatisticsAggregate, ridge: float, *, intercept: bool = False) -> analytic.Head:
+    r"""The federated ridge head :math:`(G + \gamma I)^{-1} B`, over the classes some accepted client holds; with
+    ``intercept=True`` also an unregularized bias, :math:`W = (G_c + \gamma I)^{-1} B_c`, :math:`b = \bar y - W^\top
+    \mu` (:func:`analytic.solve`), from the summed counts and sums: equal to the pooled data's intercept solve.
+
+    Raises:
+      analytic.InputError: ``intercept`` is not a bool, or no samples were aggregated and ``intercept=True``.
+    """
     stats = aggregate.statistics
-    return analytic.solve(analytic.drop_classes(stats, stats.class_ids[stats.class_counts == 0]), ridge)
+    return analytic.solve(analytic.drop_classes(stats, stats.class_ids[stats.class_counts == 0]), ridge,
+                          intercept=intercept)
 
 
 # ----------------------------------------------------------------------------------------------------------------

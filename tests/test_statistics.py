@@ -151,6 +151,20 @@ def test_float32_mode_error_is_small_and_reported():
     assert relative_error(analytic.solve(unshifted, RIDGE).weights, expected) > 10 * error
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_float64_state_with_a_shift_learns_around_it(order):
+    # Float64 features in C order took a no-copy path that skipped the shift: the moments then were the raw ones
+    # while the state said they were shifted, and the rebuilt G was off by n s sᵀ.
+    features, labels = make_classification(offset=50.0)
+    rows = np.asarray(features, order=order)
+    shifted = analytic.accumulate(analytic.init_statistics(features.shape[1], shift=features[:64].mean(axis=0)),
+                                  rows, labels)
+    plain = analytic.accumulate(analytic.init_statistics(features.shape[1]), features, labels)
+    assert relative_error(analytic.gram_matrix(shifted), analytic.gram_matrix(plain)) <= 1e-14
+    assert relative_error(analytic.cross_matrix(shifted), analytic.cross_matrix(plain)) <= 1e-14
+    assert np.abs(shifted.moments.feature_sum).max() < 0.1 * np.abs(plain.moments.feature_sum).max()
+
+
 def test_float32_shift_keeps_sparse_relu_features_accurate():
     # ReLU buffer features are about half zeros: an exact mean shift turns each zero into a full 24-bit number whose
     # products round in every row; the shift rounded to 4 significant bits keeps those products exact.

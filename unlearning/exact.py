@@ -240,8 +240,27 @@ def factorized(head: UnlearningHead) -> UnlearningHead:
     return dataclasses.replace(head, factor=None, recursive=recursive, folded_rows=np.int64(0))
 
 
-def solve_head(head: UnlearningHead) -> analytic.Head:
-    """The weights :math:`W = (G + \\gamma I)^{-1} B` as an :class:`analytic.Head`, from the kept solver state."""
+def solve_head(head: UnlearningHead, *, intercept: bool = False) -> analytic.Head:
+    r"""The weights :math:`W = (G + \gamma I)^{-1} B` as an :class:`analytic.Head`, from the kept solver state.
+
+    With ``intercept=True``, the weights and unregularized bias of :func:`analytic.solve` with an intercept,
+    :math:`W = (G_c + \gamma I)^{-1} B_c`, :math:`b = \bar y - W^\top \mu`, from the statistics: the centred Gram
+    :math:`G_c` is factorized afresh (:math:`d^3/3`), since the kept factor and recursive form are of the raw
+    :math:`G + \gamma I`. Either way the head equals retraining (with or without an intercept) on the retained data.
+
+    Args:
+      head: the head.
+      intercept: also fit a bias (keyword only, a bool).
+
+    Raises:
+      analytic.InputError: ``intercept`` is not a bool, or the head holds no samples and ``intercept=True``.
+
+    Example:
+      >>> forgotten, _ = forget_samples(head, features[:5], labels[:5])  # doctest: +SKIP
+      >>> solve_head(forgotten, intercept=True).bias  # doctest: +SKIP
+    """
+    if intercept is not False:  # True, or a value analytic.solve refuses
+        return analytic.solve(head.statistics, head.ridge, intercept=intercept)
     if head.solver == "cholesky" and head.factor is not None:
         weights = solve_corrected(head.factor, analytic.cross_matrix(head.statistics))
         return analytic.Head(weights=weights, class_ids=head.statistics.class_ids, ridge=head.ridge)
