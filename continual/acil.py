@@ -123,7 +123,9 @@ def gkeal(classes, *, width: int, sigma: float = 10.0, seed: int = 0, ridge: flo
           strict: bool = True) -> Learner:
     r"""GKEAL: ridge on a Gaussian-kernel expansion whose ``width`` centres are drawn from the phase-0 features.
 
-    :math:`\phi_j(z) = \exp(-\|z - c_j\|^2 / 2\sigma^2)`, σ ≈ 10 in the paper (range 5–15).
+    :math:`\phi_j(z) = \exp(-\|z - c_j\|^2 / 2\sigma^2)`, σ ≈ 10 in the paper (range 5–15). With fewer phase-0
+    samples than ``width`` (few-shot base phases), every sample is a centre and the rest are random convex
+    combinations of them (:func:`analytic.init_gaussian_kernel`, after the reference GKEAL code).
     """
 
     def update(model, features, labels, learned_classes, phase):

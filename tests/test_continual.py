@@ -78,6 +78,20 @@ def test_gkeal_equals_joint_ridge_on_kernel_features_with_phase_zero_centres():
     assert relative_error(state.model.head.weights, oracle) <= 1e-10
 
 
+def test_gkeal_with_more_centres_than_base_samples_equals_joint_ridge_on_kernel_features():
+    features, labels = gaussian_classes(240, 5, 6, seed=4)
+    scenario = continual.class_incremental(labels, base=2, increment=2)
+    phases = [(features[rows], labels[rows]) for rows in scenario.phases]
+    width = 3 * phases[0][0].shape[0]  # more centres than phase-0 samples: the rest are synthesized
+    state = learn_all(continual.gkeal(np.arange(6), width=width, sigma=4.0, seed=5, ridge=RIDGE), phases)
+    layer = analytic.init_gaussian_kernel(phases[0][0], width, sigma=4.0, seed=5)
+    np.testing.assert_array_equal(np.asarray(state.model.expansion.centres), np.asarray(layer.centres))
+    assert np.unique(np.asarray(layer.centres), axis=0).shape[0] == width
+    expanded = analytic.expand(layer, features).astype(np.float64)
+    oracle = ridge_oracle(expanded, one_hot_columns(labels, np.arange(6)), RIDGE)
+    assert relative_error(state.model.head.weights, oracle) <= 1e-10
+
+
 def weighted_ridge_oracle(features, labels, ridge):
     classes, counts = np.unique(labels, return_counts=True)
     weights = classes.size * (1 / counts) / np.sum(1 / counts)
