@@ -6,7 +6,8 @@ JAX (under ``jax.jit`` too) for device states (README: where it runs). Submodule
 path), ``analytic.words`` (exact 64-bit integers as int32 words), ``analytic.distributed`` (device meshes and
 processes), ``analytic.module`` (the head as a flax module), ``analytic.backbones`` (frozen flax backbones and weight
 import), ``analytic.features`` (cached feature extraction), ``analytic.data`` (datasets), ``analytic.expansion``
-(buffer / Gaussian-kernel layers), ``analytic.gradient`` (the optax-trained comparison head).
+(buffer / Gaussian-kernel layers), ``analytic.gradient`` (the optax-trained comparison head), ``analytic.metrics``
+(top-k accuracy, macro F1, balanced accuracy).
 """
 
 from analytic.errors import FileFormatError, InputError, IntegrityError

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from analytic.errors import InputError
+
 __all__ = [
     "ACTIVATIONS",
     "BufferLayer",
@@ -178,32 +180,67 @@ def init_buffer(in_dim: int, width: int, *, seed: int = 0, activation: str = "re
 
 
 def init_gaussian_kernel(features, width: int, *, sigma: float = 10.0, seed: int = 0) -> GaussianKernelLayer:
-    r"""Draw a GKEAL kernel layer whose ``width`` centres are distinct rows of ``features``.
+    r"""Draw a GKEAL kernel layer with ``width`` centres from ``features``, synthesising centres beyond its rows.
 
-    Rows are chosen uniformly without replacement with ``jax.random.choice`` from ``seed``.
+    With :math:`n \ge w` (``width``), the centres are w distinct rows chosen uniformly without replacement. With
+    :math:`n < w`, every row is a centre and the :math:`w - n` others are random convex combinations of the rows,
+
+    .. math::
+        c_{n+i} = \sum_{j=1}^{n} a_{ij} x_j, \qquad a_{ij} = \frac{|g_{ij}|}{\sum_l |g_{il}|}, \quad
+        g_{ij} \sim \mathcal N(0, 1),
+
+    the idea of the reference GKEAL code (ZHUANGHP/Analytic-continual-learning, ``analytic/Buffer.py``,
+    ``GaussianKernel.init``: "the buffer size is suggested to be greater than the number of initial samples",
+    extra centres ``W_proj @ X`` with Gaussian ``W_proj``). There the Gaussian weights are divided by their sums
+    over the synthesised centres (``torch.sum(W_proj, dim=0)``), which can be near zero and throw a centre far from
+    the data; here each centre's weights are made non-negative and sum to one, so every synthesised centre lies in
+    the convex hull of the rows, and distinct (almost surely) when at least two rows differ.
 
     Args:
-      features: ``(n, in_dim)`` floating array, typically the phase-0 backbone features; ``n ≥ width``.
-      width: number of centres.
+      features: ``(n, in_dim)`` floating array, typically the phase-0 backbone features; ``n ≥ 1`` (``n ≥ 2``
+        distinct rows when ``width > n``).
+      width: number of centres w.
       sigma: kernel width σ.
-      seed: integer seed; the same seed and features give bit-identical centres.
+      seed: integer seed (``jax.random``); the same seed and features give bit-identical centres.
 
     Returns:
-      A ``GaussianKernelLayer``.
+      A ``GaussianKernelLayer``; its first ``min(n, width)`` centres are rows of ``features``.
+
+    Raises:
+      InputError: no rows, a non-positive width, NaN/Inf features, or ``width > n`` with fewer than two distinct
+        rows to combine (``ValueError`` for a bad ``sigma``, from the layer).
+
+    Example:
+      >>> layer = init_gaussian_kernel(np.eye(3, dtype=np.float32), 5, sigma=1.0)
+      >>> layer.centres.shape  # three rows, two convex combinations of them
+      (5, 3)
     """
     features = _validated_features(features)
     if not (isinstance(width, (int, np.integer)) and width > 0):
-        raise ValueError(f"width must be a positive int, got {width!r}")
+        raise InputError(f"width must be a positive int, got {width!r}")
     n_samples, in_dim = features.shape
-    if width > n_samples:
-        raise ValueError(f"width={width} centres requested but only {n_samples} feature rows to draw them from")
-    rows = np.asarray(jax.random.choice(jax.random.key(seed), n_samples, (int(width),), replace=False))
+    if n_samples == 0:
+        raise InputError("features have no rows to draw centres from")
+    key = jax.random.key(seed)
+    rows = np.asarray(jax.random.choice(key, n_samples, (min(int(width), n_samples),), replace=False))
     with np.errstate(over="ignore"):  # values beyond float32 become Inf and are reported just below
         centres = features[rows].astype(np.float32)
     _check_finite(centres, 0, name="centres drawn from features")
+    if width > n_samples:
+        centres = np.concatenate([centres, _synthesized_centres(centres, int(width) - n_samples,
+                                                                       jax.random.fold_in(key, 1))])
     return GaussianKernelLayer(
         centres=jnp.asarray(centres), in_dim=int(in_dim), width=int(width), sigma=float(sigma), seed=int(seed)
     )
+
+
+def _synthesized_centres(rows: np.ndarray, count: int, key: jax.Array) -> np.ndarray:
+    r"""``count`` convex combinations :math:`A X` of ``rows``, :math:`A_{ij} \propto |g_{ij}|`, in float32."""
+    if np.unique(rows, axis=0).shape[0] < 2:
+        raise InputError(f"{count} more centres than feature rows need at least two distinct rows to combine")
+    gaussian = np.abs(np.asarray(jax.random.normal(key, (count, rows.shape[0]), dtype=jnp.float32), np.float64))
+    weights = gaussian / gaussian.sum(axis=1, keepdims=True)
+    return (weights @ rows.astype(np.float64)).astype(np.float32)
 
 
 def _buffer_features(layer: BufferLayer, features: jax.Array) -> jax.Array:

@@ -59,12 +59,24 @@ def ridge_predict(model: RidgeModel, features: np.ndarray) -> np.ndarray:
     return analytic.predict_labels(model.head, embed(model.expansion, features))
 
 
+def ridge_scores(model: RidgeModel, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class scores :math:`\\phi(x) W` and the class id of each column (``ridge_predict`` is their argmax)."""
+    return analytic.predict(model.head, embed(model.expansion, features)), model.head.class_ids
+
+
 @functools.partial(jax.jit, static_argnames="ridge")
 def device_phase(model: RidgeModel, features, labels, *, ridge: float) -> RidgeModel:
     """One phase in one jitted call: expand, accumulate into the declared-class statistics, solve."""
     x = features if model.expansion is None else apply_expansion(model.expansion, features)
     statistics = analytic.accumulate(model.statistics, x, labels)
     return model._replace(statistics=statistics, head=analytic.solve(statistics, ridge))
+
+
+@jax.jit
+def device_scores(model: RidgeModel, features) -> jax.Array:
+    """Scores :math:`\\phi(x) W` over every declared class (columns of ``model.head.class_ids``)."""
+    x = features if model.expansion is None else apply_expansion(model.expansion, features)
+    return analytic.predict(model.head, x)
 
 
 @jax.jit
@@ -95,7 +107,7 @@ def acil(classes, *, expansion=None, ridge: float = 0.1, strict: bool = True, pr
     def update(model, features, labels, learned_classes, phase):
         return ridge_update(model, expansion, embed(expansion, features), labels, ridge=ridge, precision=precision)
 
-    return make_learner(name, classes, strict=strict, update=update, predict=ridge_predict)
+    return make_learner(name, classes, strict=strict, update=update, predict=ridge_predict, scores=ridge_scores)
 
 
 def _device_learner(classes, expansion, ridge, strict, precision, name) -> Learner:
@@ -111,7 +123,9 @@ def _device_learner(classes, expansion, ridge, strict, precision, name) -> Learn
         return device_phase(model, jnp.asarray(features), jnp.asarray(labels), ridge=float(ridge))
 
     return make_learner(name, classes, strict=strict, update=update,
-                        predict=lambda model, features: device_predict(model, jnp.asarray(features)))
+                        predict=lambda model, features: device_predict(model, jnp.asarray(features)),
+                        scores=lambda model, features: (device_scores(model, jnp.asarray(features)),
+                                                        model.head.class_ids))
 
 
 def g_acil(classes, *, expansion=None, ridge: float = 0.1, precision: str = "float64") -> Learner:
@@ -123,7 +137,9 @@ def gkeal(classes, *, width: int, sigma: float = 10.0, seed: int = 0, ridge: flo
           strict: bool = True) -> Learner:
     r"""GKEAL: ridge on a Gaussian-kernel expansion whose ``width`` centres are drawn from the phase-0 features.
 
-    :math:`\phi_j(z) = \exp(-\|z - c_j\|^2 / 2\sigma^2)`, σ ≈ 10 in the paper (range 5–15).
+    :math:`\phi_j(z) = \exp(-\|z - c_j\|^2 / 2\sigma^2)`, σ ≈ 10 in the paper (range 5–15). With fewer phase-0
+    samples than ``width`` (few-shot base phases), every sample is a centre and the rest are random convex
+    combinations of them (:func:`analytic.init_gaussian_kernel`, after the reference GKEAL code).
     """
 
     def update(model, features, labels, learned_classes, phase):
@@ -134,4 +150,4 @@ def gkeal(classes, *, width: int, sigma: float = 10.0, seed: int = 0, ridge: flo
         )
         return ridge_update(model, expansion, embed(expansion, features), labels, ridge=ridge, precision="float64")
 
-    return make_learner("GKEAL", classes, strict=strict, update=update, predict=ridge_predict)
+    return make_learner("GKEAL", classes, strict=strict, update=update, predict=ridge_predict, scores=ridge_scores)

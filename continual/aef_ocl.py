@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 import analytic
-from continual.acil import ridge_predict
+from continual.acil import ridge_predict, ridge_scores
 from continual.learner import Learner, embed, make_learner
 
 
@@ -77,7 +77,8 @@ def aef_ocl(classes, *, expansion=None, ridge: float = 0.1, seed: int = 0, pseud
         return GeneratorModel(expansion=expansion, statistics=statistics, feature_sums=sums, square_sums=squares,
                               head=analytic.solve(balanced, ridge))
 
-    return make_learner("AEF-OCL", classes, strict=strict, update=update, predict=ridge_predict)
+    return make_learner("AEF-OCL", classes, strict=strict, update=update, predict=ridge_predict,
+                        scores=ridge_scores)
 
 
 def pseudo_features(statistics: analytic.Statistics, sums: np.ndarray, squares: np.ndarray, declared: np.ndarray,

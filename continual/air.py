@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 import analytic
+from continual.acil import ridge_predict, ridge_scores
 from continual.learner import Learner, embed, make_learner
 
 STORAGES = ("full", "packed32")
@@ -85,10 +86,7 @@ def air(classes, *, expansion=None, ridge: float = 0.1, storage: str = "full", s
         head = weighted_head(statistics, packed, ridge)
         return RectifierModel(expansion=expansion, statistics=statistics, packed_grams=packed, head=head)
 
-    def predict(model, features):
-        return analytic.predict_labels(model.head, embed(model.expansion, features))
-
-    return make_learner(name, classes, strict=strict, update=update, predict=predict)
+    return make_learner(name, classes, strict=strict, update=update, predict=ridge_predict, scores=ridge_scores)
 
 
 def g_air(classes, *, expansion=None, ridge: float = 0.1, storage: str = "full") -> Learner:

@@ -87,11 +87,15 @@ def ds_al(classes, *, main_expansion, compensation_expansion, ridge: float = 0.1
             compensation_ratio=np.float64(compensation_ratio if model is None else model.compensation_ratio),
         )
 
-    def predict(model, features):
+    def scores(model, features):
         main, compensation = stream_scores(model, features, declared)
-        return model.main.head.class_ids[np.argmax(main + model.compensation_ratio * compensation, axis=1)]
+        return main + model.compensation_ratio * compensation, model.main.head.class_ids
 
-    return make_learner("DS-AL", classes, strict=strict, update=update, predict=predict)
+    def predict(model, features):
+        combined, class_ids = scores(model, features)
+        return class_ids[np.argmax(combined, axis=1)]
+
+    return make_learner("DS-AL", classes, strict=strict, update=update, predict=predict, scores=scores)
 
 
 def stream_scores(model: DualStreamModel, features: np.ndarray, declared: np.ndarray):

@@ -9,6 +9,9 @@ accuracy matrix :math:`a_{t,j}` (NaN for j > t), and on all classes seen by t (:
     \mathrm{BWT} = \frac{1}{T-1}\sum_{j<T} \big(a_{T,j} - a_{j,j}\big)
 
 (indices from 1 to T as in the text; the code counts from 0). Accuracies are in percent.
+Beside top-1, each phase also records, on the same test rows of the seen classes, the top-5 accuracy (from the
+learner's ``scores``; NaN for a learner that gives labels only), the macro F1 and the balanced accuracy
+(:mod:`analytic.metrics`); the summary gives their values for the final model.
 Each phase's ``learn`` wall time and the learner's state bytes after it are recorded; online scenarios also record
 the prequential accuracy (each batch predicted before it is learned).
 """
@@ -23,8 +26,11 @@ from pathlib import Path
 import numpy as np
 from rich.progress import track
 
+from analytic.metrics import balanced_accuracy, f1_macro, top_k_accuracy
 from continual.learner import Learner, state_bytes
 from continual.scenarios import Scenario
+
+TOP_K = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +45,11 @@ class ContinualRun:
       phase_seconds: (T,) wall time of the ``learn`` calls of each phase.
       state_bytes: (T,) bytes of the learner state after each phase.
       online_accuracy: prequential accuracy in percent (online scenarios), else ``None``.
+      seen_top5_accuracy: (T,) top-5 accuracy on all classes seen by phase t, in percent (top-k with k at least
+        the number of learned classes is 100); NaN where the learner has no ``scores``.
+      seen_f1_macro: (T,) macro F1 on all classes seen by phase t, in percent.
+      seen_balanced_accuracy: (T,) balanced accuracy (mean per-class recall) on all classes seen by phase t, in
+        percent.
     """
 
     learner: str
@@ -48,6 +59,9 @@ class ContinualRun:
     phase_seconds: np.ndarray
     state_bytes: np.ndarray
     online_accuracy: float | None = None
+    seen_top5_accuracy: np.ndarray | None = None
+    seen_f1_macro: np.ndarray | None = None
+    seen_balanced_accuracy: np.ndarray | None = None
 
     def summary(self) -> dict:
         """Scalar metrics and per-phase series as plain Python values (for JSON)."""
@@ -59,24 +73,43 @@ class ContinualRun:
             "forgetting": forgetting(self.accuracy_matrix),
             "backward_transfer": backward_transfer(self.accuracy_matrix),
             "online_accuracy": self.online_accuracy,
+            "top5_accuracy": _final(self.seen_top5_accuracy),
+            "f1_macro": _final(self.seen_f1_macro),
+            "balanced_accuracy": _final(self.seen_balanced_accuracy),
             "mean_phase_seconds": float(np.mean(self.phase_seconds)),
             "total_seconds": float(np.sum(self.phase_seconds)),
             "final_state_bytes": int(self.state_bytes[-1]),
             "seen_accuracy": self.seen_accuracy.tolist(),
             "phase_seconds": self.phase_seconds.tolist(),
             "state_bytes": self.state_bytes.tolist(),
+            "seen_top5_accuracy": _series(self.seen_top5_accuracy),
+            "seen_f1_macro": _series(self.seen_f1_macro),
+            "seen_balanced_accuracy": _series(self.seen_balanced_accuracy),
             "accuracy_matrix": [[None if np.isnan(v) else float(v) for v in row] for row in self.accuracy_matrix],
         }
 
 
+def _final(series) -> float | None:
+    return None if series is None or not np.isfinite(series[-1]) else float(series[-1])
+
+
+def _series(series) -> list | None:
+    return None if series is None else [None if np.isnan(v) else float(v) for v in series]
+
+
 def run(learner: Learner, scenario: Scenario, train_features, train_labels, test_features, test_labels, *,
         progress: bool = False) -> ContinualRun:
-    """Feed ``scenario``'s phases of the training set to ``learner`` and score it on the test set after each."""
+    """Feed ``scenario``'s phases of the training set to ``learner`` and score it on the test set after each.
+
+    With ``learner.scores`` the prediction is the learned class of the highest score (what ``predict`` returns),
+    and the same scores give the top-5 accuracy; otherwise ``predict`` gives the labels and top-5 is NaN.
+    """
     train_features, train_labels = np.asarray(train_features), np.asarray(train_labels)
     test_features, test_labels = np.asarray(test_features), np.asarray(test_labels)
     n_phases = scenario.n_phases
     matrix = np.full((n_phases, n_phases), np.nan)
     seen_accuracy = np.zeros(n_phases)
+    top5, f1, balanced = np.full(n_phases, np.nan), np.zeros(n_phases), np.zeros(n_phases)
     seconds = np.zeros(n_phases)
     memory = np.zeros(n_phases, np.int64)
     online_hits, online_total = 0, 0
@@ -95,15 +128,27 @@ def run(learner: Learner, scenario: Scenario, train_features, train_labels, test
         memory[t] = state_bytes(state)
         seen = np.union1d(seen, scenario.new_classes[t])
         in_seen = np.isin(test_labels, seen)
-        correct = learner.predict(state, test_features[in_seen]) == test_labels[in_seen]
-        seen_accuracy[t] = 100.0 * correct.mean()
         seen_labels = test_labels[in_seen]
+        if not seen_labels.size:
+            seen_accuracy[t] = f1[t] = balanced[t] = np.nan
+            continue
+        if learner.scores is None:
+            predicted = np.asarray(learner.predict(state, test_features[in_seen]))
+        else:
+            scores = np.asarray(learner.scores(state, test_features[in_seen]))
+            predicted = state.learned_classes[np.argmax(scores, axis=1)]
+            top5[t] = top_k_accuracy(seen_labels, scores, k=TOP_K, class_ids=state.learned_classes)
+        correct = predicted == seen_labels
+        seen_accuracy[t] = 100.0 * correct.mean()
+        f1[t] = f1_macro(seen_labels, predicted)
+        balanced[t] = balanced_accuracy(seen_labels, predicted)
         for j in range(t + 1):
             members = np.isin(seen_labels, scenario.new_classes[j])
             if members.any():
                 matrix[t, j] = 100.0 * correct[members].mean()
     online = 100.0 * online_hits / online_total if online_total else None
-    return ContinualRun(learner.name, scenario.name, matrix, seen_accuracy, seconds, memory, online)
+    return ContinualRun(learner.name, scenario.name, matrix, seen_accuracy, seconds, memory, online, top5, f1,
+                        balanced)
 
 
 def average_incremental_accuracy(seen_accuracy) -> float:

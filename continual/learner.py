@@ -4,7 +4,9 @@ A :class:`Learner` is a NamedTuple of pure functions over a :class:`ContinualSta
 
 * ``init() -> state``;
 * ``learn(state, features, labels) -> state`` — one phase (or one online batch);
-* ``predict(state, features) -> labels``.
+* ``predict(state, features) -> labels``;
+* ``scores(state, features) -> (n, k)`` class scores, column j for ``state.learned_classes[j]`` (the learners of
+  this package whose prediction is an argmax of scores have it; ``None`` for a learner that gives labels only).
 
 :func:`make_learner` wraps a method's own update with the bad-input checks: an empty
 phase, NaN/Inf features, labels outside the declared class set and, in strict class-incremental learning, a class
@@ -42,12 +44,14 @@ class ContinualState:
 
 
 class Learner(NamedTuple):
-    """A continual learner: ``init``, ``learn`` (one phase or batch) and ``predict`` (class ids), all pure."""
+    """A continual learner: ``init``, ``learn`` (one phase or batch), ``predict`` (class ids) and, where the method
+    has them, ``scores`` (one column per learned class; ``predict`` is the class of the highest score), all pure."""
 
     name: str
     init: Callable[[], ContinualState]
     learn: Callable[[ContinualState, Any, Any], ContinualState]
     predict: Callable[[ContinualState, Any], np.ndarray]
+    scores: Callable[[ContinualState, Any], np.ndarray] | None = None
 
 
 def state_bytes(state: ContinualState) -> int:
@@ -62,6 +66,7 @@ def make_learner(
     strict: bool,
     update: Callable[[Any, np.ndarray, np.ndarray, np.ndarray, int], Any],
     predict: Callable[[Any, np.ndarray], np.ndarray],
+    scores: Callable[[Any, np.ndarray], tuple[Any, np.ndarray]] | None = None,
 ) -> Learner:
     """Wrap a method into a :class:`Learner` that validates every phase first.
 
@@ -71,6 +76,9 @@ def make_learner(
       strict: strict class-incremental learning: a phase may not contain a class learned in an earlier phase.
       update: ``update(model, features, labels, learned_classes, phase) -> model`` (``model`` is ``None`` at first).
       predict: ``predict(model, features) -> class ids``.
+      scores: ``scores(model, features) -> (scores (n, m), class ids (m,))``, the scores whose argmax ``predict``
+        returns, or ``None``; the learner's ``scores`` puts them in the columns of ``state.learned_classes``
+        (``-inf`` for a learned class without a column).
     """
     declared = np.unique(np.asarray(classes, np.int64))
     if declared.size == 0:
@@ -103,7 +111,27 @@ def make_learner(
         predictions = predict(state.model, check_phase_features(features))
         return predictions if isinstance(predictions, jax.Array) else np.asarray(predictions)
 
-    return Learner(name=name, init=init, learn=learn, predict=predict_labels)
+    def class_scores(state: ContinualState, features) -> np.ndarray:
+        if state.model is None:
+            raise IntegrityError(f"{name} has learned nothing yet: call learn first")
+        values, class_ids = scores(state.model, check_phase_features(features))
+        return align_scores(np.asarray(values), np.asarray(class_ids), state.learned_classes)
+
+    return Learner(name=name, init=init, learn=learn, predict=predict_labels,
+                   scores=None if scores is None else class_scores)
+
+
+def align_scores(values: np.ndarray, class_ids: np.ndarray, learned_classes: np.ndarray) -> np.ndarray:
+    """(n, k) scores in the columns of ``learned_classes`` from (n, m) scores in the columns of ``class_ids``
+    (``-inf`` where a learned class has no column)."""
+    if np.array_equal(class_ids, learned_classes):
+        return values
+    aligned = np.full((values.shape[0], learned_classes.size), -np.inf, values.dtype)
+    position = np.searchsorted(learned_classes, class_ids)
+    keep = (position < learned_classes.size) & (learned_classes[np.minimum(position, learned_classes.size - 1)]
+                                                == class_ids)
+    aligned[:, position[keep]] = values[:, keep]
+    return aligned
 
 
 def check_phase_features(features):

@@ -2,11 +2,14 @@ r"""Splitting a labelled dataset across clients: the federated partitions the fi
 
 Every partitioner returns a list of ``n_clients`` sorted int64 index arrays that together cover every sample
 exactly once, fixed by ``seed``. Clients with fewer samples than feature dimensions, and empty clients, are normal
-outcomes of skewed splits, not errors: the analytic aggregate does not depend on the split (the AFL paper).
+outcomes of skewed splits, not errors: the analytic aggregate does not depend on the split (the AFL paper). The
+Dirichlet split nevertheless redraws by default until no client is empty, as the reference AFL and PFLlib data
+code do (``min_size=0`` keeps the first draw, empty clients included).
 
 * :func:`iid_partition` — a random permutation cut into equal parts.
 * :func:`dirichlet_partition` — label skew: for each class, the share of each client is drawn from
-  :math:`\mathrm{Dir}(\alpha \mathbf 1_K)`; α = 0.01 gives clients holding almost a single class.
+  :math:`\mathrm{Dir}(\alpha \mathbf 1_K)`; α = 0.01 gives clients holding almost a single class. Redrawn until
+  every client holds at least ``min_size`` samples (bounded by ``max_draws``).
 * :func:`shard_partition` — pathological shards: each client receives ``classes_per_client`` single-class shards,
   so it holds 1 or 2 classes.
 * :func:`quantity_skew_partition` — IID labels, client sizes drawn from :math:`\mathrm{Dir}(\alpha \mathbf 1_K)`.
@@ -57,17 +60,68 @@ def iid_partition(n_samples: int, n_clients: int, *, seed: int = 0) -> list[np.n
     return [np.sort(part).astype(np.int64) for part in np.array_split(order, n_clients)]
 
 
-def dirichlet_partition(labels, n_clients: int, alpha: float, *, seed: int = 0) -> list[np.ndarray]:
-    r"""Label skew: class c's samples are dealt to clients in proportions :math:`p_c \sim \mathrm{Dir}(\alpha)`."""
+def dirichlet_partition(labels, n_clients: int, alpha: float, *, seed: int = 0, min_size: int = 1,
+                        max_draws: int = 100) -> list[np.ndarray]:
+    r"""Label skew: class c's samples are dealt to clients in proportions :math:`p_c \sim \mathrm{Dir}(\alpha)`,
+    redrawn until every client holds at least ``min_size`` samples.
+
+    One draw deals each class c (its samples in a random order) by
+    :math:`p_c \sim \mathrm{Dir}(\alpha \mathbf 1_K)`, client k receiving :math:`\approx p_{c,k} n_c` of them (largest
+    remainders get the leftovers). If some client then holds fewer than ``min_size`` samples, the whole partition is
+    drawn again from the same generator — rejection sampling, as the reference AFL and PFLlib ``separate_data``
+    do with ``least_samples = 1`` (they loop without bound) — so the result is the first draw that satisfies
+    :math:`\min_k n_k \ge` ``min_size``, fixed by ``seed``. The first draw is the partition ``min_size=0`` returns.
+
+    Args:
+      labels: (n,) integer class labels.
+      n_clients: number of clients K.
+      alpha: Dirichlet concentration α > 0 (smaller: more skew).
+      seed: seed of the draws.
+      min_size: fewest samples any client may hold (default 1: no empty client; 0 accepts the first draw).
+      max_draws: most partitions drawn before giving up.
+
+    Returns:
+      ``n_clients`` sorted int64 index arrays, disjoint, covering every sample once.
+
+    Raises:
+      InputError: bad labels, ``n_clients``, α, ``min_size`` or ``max_draws``; ``n_clients · min_size`` more than
+        the number of samples (impossible); no draw within ``max_draws`` gave every client ``min_size`` samples
+        (likely when α is small and clients many: raise α, lower ``min_size`` or pass ``min_size=0``).
+
+    Example:
+      >>> labels = np.repeat(np.arange(10), 1000)
+      >>> sum(part.size == 0 for part in dirichlet_partition(labels, 100, 0.1, seed=1, min_size=0))
+      1
+      >>> sum(part.size == 0 for part in dirichlet_partition(labels, 100, 0.1, seed=1))
+      0
+    """
     labels = _check_labels(labels)
     _check_clients(labels.size, n_clients)
     if not alpha > 0:
         raise InputError(f"alpha must be positive, got {alpha}")
+    if not (isinstance(min_size, (int, np.integer)) and min_size >= 0):
+        raise InputError(f"min_size must be a non-negative integer, got {min_size!r}")
+    if not (isinstance(max_draws, (int, np.integer)) and max_draws >= 1):
+        raise InputError(f"max_draws must be a positive integer, got {max_draws!r}")
+    if int(n_clients) * int(min_size) > labels.size:
+        raise InputError(f"{n_clients} clients with at least {min_size} samples each need "
+                         f"{int(n_clients) * int(min_size)} samples, but there are {labels.size}")
     rng = np.random.default_rng(seed)
+    for _ in range(int(max_draws)):
+        parts = _dirichlet_draw(labels, int(n_clients), float(alpha), rng)
+        if min(part.size for part in parts) >= min_size:
+            return parts
+    raise InputError(f"no Dirichlet(α={alpha}) partition in {max_draws} draws gave each of the {n_clients} clients "
+                     f"at least {min_size} samples: raise alpha or max_draws, lower min_size, or pass min_size=0 to "
+                     "accept empty clients")
+
+
+def _dirichlet_draw(labels: np.ndarray, n_clients: int, alpha: float, rng: np.random.Generator) -> list[np.ndarray]:
+    """One label-skew partition: each class dealt in :math:`\mathrm{Dir}(\alpha \mathbf 1_K)` proportions."""
     parts: list[list[np.ndarray]] = [[] for _ in range(n_clients)]
     for c in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == c))
-        shares = rng.dirichlet(np.full(n_clients, float(alpha)))
+        shares = rng.dirichlet(np.full(n_clients, alpha))
         for client, chunk in enumerate(_split_by_counts(members, _proportional_counts(members.size, shares))):
             parts[client].append(chunk)
     return _collect(parts)
@@ -109,13 +163,15 @@ def quantity_skew_partition(n_samples: int, n_clients: int, alpha: float, *, see
     return [np.sort(part).astype(np.int64) for part in _split_by_counts(rng.permutation(n_samples), counts)]
 
 
-def make_partition(name: str, labels, n_clients: int, *, alpha: float = 1.0, seed: int = 0) -> list[np.ndarray]:
-    """Partition by name: ``"iid"``, ``"dirichlet"`` (with ``alpha``), ``"shards"`` or ``"quantity"`` (``alpha``)."""
+def make_partition(name: str, labels, n_clients: int, *, alpha: float = 1.0, seed: int = 0,
+                   min_size: int = 1) -> list[np.ndarray]:
+    """Partition by name: ``"iid"``, ``"dirichlet"`` (with ``alpha`` and ``min_size``, see
+    :func:`dirichlet_partition`), ``"shards"`` or ``"quantity"`` (``alpha``)."""
     labels = _check_labels(labels)
     if name == "iid":
         return iid_partition(labels.size, n_clients, seed=seed)
     if name == "dirichlet":
-        return dirichlet_partition(labels, n_clients, alpha, seed=seed)
+        return dirichlet_partition(labels, n_clients, alpha, seed=seed, min_size=min_size)
     if name == "shards":
         return shard_partition(labels, n_clients, seed=seed)
     if name == "quantity":

@@ -78,6 +78,20 @@ def test_gkeal_equals_joint_ridge_on_kernel_features_with_phase_zero_centres():
     assert relative_error(state.model.head.weights, oracle) <= 1e-10
 
 
+def test_gkeal_with_more_centres_than_base_samples_equals_joint_ridge_on_kernel_features():
+    features, labels = gaussian_classes(240, 5, 6, seed=4)
+    scenario = continual.class_incremental(labels, base=2, increment=2)
+    phases = [(features[rows], labels[rows]) for rows in scenario.phases]
+    width = 3 * phases[0][0].shape[0]  # more centres than phase-0 samples: the rest are synthesized
+    state = learn_all(continual.gkeal(np.arange(6), width=width, sigma=4.0, seed=5, ridge=RIDGE), phases)
+    layer = analytic.init_gaussian_kernel(phases[0][0], width, sigma=4.0, seed=5)
+    np.testing.assert_array_equal(np.asarray(state.model.expansion.centres), np.asarray(layer.centres))
+    assert np.unique(np.asarray(layer.centres), axis=0).shape[0] == width
+    expanded = analytic.expand(layer, features).astype(np.float64)
+    oracle = ridge_oracle(expanded, one_hot_columns(labels, np.arange(6)), RIDGE)
+    assert relative_error(state.model.head.weights, oracle) <= 1e-10
+
+
 def weighted_ridge_oracle(features, labels, ridge):
     classes, counts = np.unique(labels, return_counts=True)
     weights = classes.size * (1 / counts) / np.sum(1 / counts)
@@ -321,6 +335,69 @@ def test_metrics_follow_the_reference_definitions():
     assert continual.average_incremental_accuracy([90.0, 75.0, 72.0]) == pytest.approx(79.0)
     assert continual.last_accuracy([90.0, 75.0, 72.0]) == 72.0
     assert continual.forgetting(matrix[:1, :1]) == 0.0
+
+
+def score_learners(d):
+    layer = analytic.init_buffer(d, 24, seed=1)
+    tanh = analytic.init_buffer(d, 24, seed=1, activation="tanh")
+    return [
+        continual.acil(np.arange(6), expansion=layer),
+        continual.acil(np.arange(6), expansion=layer, precision="fixed", device=True),
+        continual.gkeal(np.arange(6), width=20, sigma=4.0),
+        continual.ds_al(np.arange(6), main_expansion=layer, compensation_expansion=tanh, compensation_ratio=0.6),
+        continual.air(np.arange(6), expansion=layer),
+        continual.aef_ocl(np.arange(6), expansion=layer),
+    ]
+
+
+@pytest.mark.parametrize("position", range(6))
+def test_scores_have_one_column_per_learned_class_and_their_argmax_is_predict(position):
+    features, labels = gaussian_classes(200, 4, 6, seed=30)
+    features = features.astype(np.float32)
+    learner = score_learners(4)[position]
+    state = learner.init()
+    for classes in ((0, 1), (2, 3)):
+        rows = np.isin(labels, classes)
+        state = learner.learn(state, features[rows], labels[rows])
+        scores = np.asarray(learner.scores(state, features))
+        assert scores.shape == (200, state.learned_classes.size)
+        np.testing.assert_array_equal(state.learned_classes[np.argmax(scores, axis=1)],
+                                      np.asarray(learner.predict(state, features)))
+
+
+def test_run_records_top5_f1_and_balanced_accuracy_like_scikit_learn():
+    from sklearn.metrics import balanced_accuracy_score, f1_score, top_k_accuracy_score
+
+    features, labels = gaussian_classes(900, 4, 12, seed=31, spread=1.0)  # overlapping classes: errors to count
+    scenario = continual.class_incremental(labels[:600], base=2, increment=5)
+    learner = continual.acil(np.arange(12), expansion=analytic.init_buffer(4, 32, seed=2))
+    test_x, test_y = features[600:], labels[600:]
+    result = continual.run(learner, scenario, features[:600], labels[:600], test_x, test_y)
+    state = learn_all(learner, [(features[:600][rows], labels[:600][rows]) for rows in scenario.phases])
+    predicted = learner.predict(state, test_x)
+    scores = learner.scores(state, test_x)
+    assert result.seen_accuracy[-1] == pytest.approx(100 * np.mean(predicted == test_y))
+    assert result.seen_f1_macro[-1] == pytest.approx(100 * f1_score(test_y, predicted, average="macro"))
+    assert result.seen_balanced_accuracy[-1] == pytest.approx(100 * balanced_accuracy_score(test_y, predicted))
+    assert result.seen_top5_accuracy[-1] == pytest.approx(
+        100 * top_k_accuracy_score(test_y, scores, k=5, labels=state.learned_classes))
+    assert 0 < result.seen_f1_macro[-1] < result.seen_top5_accuracy[-1] < 100
+    assert result.seen_top5_accuracy[0] == 100.0  # two classes seen: top-5 of two classes is 100 by definition
+    summary = result.summary()
+    assert summary["top5_accuracy"] == result.seen_top5_accuracy[-1]
+    assert summary["f1_macro"] == result.seen_f1_macro[-1]
+    assert summary["balanced_accuracy"] == result.seen_balanced_accuracy[-1]
+    assert len(summary["seen_top5_accuracy"]) == scenario.n_phases
+
+
+def test_run_without_scores_reports_top5_as_missing_and_the_rest_from_labels():
+    features, labels = gaussian_classes(300, 4, 6, seed=32)
+    scenario = continual.class_incremental(labels[:200], base=2, increment=2)
+    learner = continual.ncm(np.arange(6))._replace(scores=None)
+    result = continual.run(learner, scenario, features[:200], labels[:200], features[200:], labels[200:])
+    assert np.isnan(result.seen_top5_accuracy).all() and result.summary()["top5_accuracy"] is None
+    assert result.summary()["seen_top5_accuracy"] == [None] * scenario.n_phases
+    assert np.isfinite(result.seen_f1_macro).all() and np.isfinite(result.seen_balanced_accuracy).all()
 
 
 def test_run_records_matrix_times_memory_and_writes_csv_and_plot(tmp_path):

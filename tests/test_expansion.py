@@ -8,8 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.optimize
 from scipy.special import erf
 
+import analytic
 from analytic.expansion import (
     ACTIVATIONS,
     EXPANSIONS,
@@ -119,6 +121,34 @@ def test_gaussian_centres_are_distinct_seeded_rows():
     assert (layer.in_dim, layer.width, layer.sigma, layer.seed) == (8, 50, 10.0, 5)
 
 
+def test_more_centres_than_rows_keeps_every_row_and_synthesizes_distinct_convex_combinations():
+    features = _features(12, 5, offset=0.0) + np.arange(12, dtype=np.float32)[:, None]
+    layer = init_gaussian_kernel(features, 40, sigma=3.0, seed=2)
+    centres = np.asarray(layer.centres)
+    assert centres.shape == (40, 5) and layer.width == 40
+    assert np.unique(centres, axis=0).shape[0] == 40  # all distinct
+    kept = sorted(int(np.flatnonzero((features == c).all(axis=1))[0]) for c in centres[:12])
+    assert kept == list(range(12))  # every row is a centre
+    synthesized = centres[12:].astype(np.float64)
+    assert not any((features == c).all(axis=1).any() for c in centres[12:])
+    # convex combinations: the nonnegative least-squares weights reproduce each centre and sum to one
+    for centre in synthesized:
+        weights, _ = scipy.optimize.nnls(np.vstack([features.T.astype(np.float64), np.ones(12)]),
+                                         np.append(centre, 1.0))
+        np.testing.assert_allclose(features.T.astype(np.float64) @ weights, centre, rtol=0, atol=1e-4)
+        assert weights.sum() == pytest.approx(1.0, abs=1e-4)
+    again = np.asarray(init_gaussian_kernel(features, 40, sigma=3.0, seed=2).centres)
+    np.testing.assert_array_equal(centres, again)
+    assert not np.array_equal(centres[12:], np.asarray(init_gaussian_kernel(features, 40, seed=3).centres)[12:])
+
+
+def test_width_up_to_the_row_count_draws_the_same_rows_as_before():
+    features = _features(30, 4, offset=0.0) + np.arange(30, dtype=np.float32)[:, None]
+    rows = np.asarray(jax.random.choice(jax.random.key(7), 30, (30,), replace=False))
+    np.testing.assert_array_equal(np.asarray(init_gaussian_kernel(features, 30, seed=7).centres), features[rows])
+    np.testing.assert_array_equal(np.asarray(init_gaussian_kernel(features, 31, seed=7).centres)[:30], features[rows])
+
+
 # ---------------------------------------------------------------------------------------------- chunking, jit
 
 
@@ -223,8 +253,10 @@ def test_invalid_layers_and_settings():
         init_buffer(4, 0)
     with pytest.raises(ValueError, match="sigma"):
         init_gaussian_kernel(_features(10, 3), 2, sigma=0.0)
-    with pytest.raises(ValueError, match="only 10 feature rows"):
-        init_gaussian_kernel(_features(10, 3), 11)
+    with pytest.raises(analytic.InputError, match="no rows"):
+        init_gaussian_kernel(np.zeros((0, 3), np.float32), 2)
+    with pytest.raises(analytic.InputError, match="two distinct rows"):
+        init_gaussian_kernel(np.ones((4, 3), np.float32), 5)
     with pytest.raises(ValueError, match="NaN or Inf"):
         init_gaussian_kernel(np.full((3, 2), np.nan, np.float32), 2)
     with pytest.raises(ValueError, match="kind"):

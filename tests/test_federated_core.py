@@ -15,8 +15,9 @@ PARTITIONS = ("iid", "dirichlet-1", "dirichlet-0.1", "dirichlet-0.01", "shards",
 
 
 def split(name, labels, n_clients, seed=0):
-    if name.startswith("dirichlet"):
-        return federated.make_partition("dirichlet", labels, n_clients, alpha=float(name.split("-")[1]), seed=seed)
+    if name.startswith("dirichlet"):  # min_size=0: AFL must hold on any split, empty clients included
+        return federated.make_partition("dirichlet", labels, n_clients, alpha=float(name.split("-")[1]), seed=seed,
+                                        min_size=0)
     return federated.make_partition(name, labels, n_clients, alpha=0.5, seed=seed)
 
 
@@ -56,8 +57,49 @@ def test_shards_hold_one_or_two_classes(pooled):
 
 def test_extreme_skew_gives_empty_and_small_clients(pooled):
     _, labels = pooled
-    sizes = np.array([rows.size for rows in federated.dirichlet_partition(labels, 1000, 0.01)])
+    sizes = np.array([rows.size for rows in federated.dirichlet_partition(labels, 1000, 0.01, min_size=0)])
     assert (sizes == 0).any() and ((sizes > 0) & (sizes < D)).any()
+
+
+def test_dirichlet_redraws_until_no_client_is_empty():
+    labels = np.repeat(np.arange(10), 1000)
+    first = federated.dirichlet_partition(labels, 100, 0.1, seed=1, min_size=0)  # the single draw of before
+    assert sum(rows.size == 0 for rows in first) == 1
+    parts = federated.dirichlet_partition(labels, 100, 0.1, seed=1)
+    assert len(parts) == 100 and min(rows.size for rows in parts) >= 1
+    np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.arange(labels.size))  # disjoint, covering
+    assert all(rows.dtype == np.int64 and np.all(np.diff(rows) > 0) for rows in parts)
+    again = federated.dirichlet_partition(labels, 100, 0.1, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))  # deterministic per seed
+    other = federated.dirichlet_partition(labels, 100, 0.1, seed=2)
+    assert not all(np.array_equal(a, b) for a, b in zip(parts, other))
+    by_name = federated.make_partition("dirichlet", labels, 100, alpha=0.1, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, by_name))
+    larger = federated.dirichlet_partition(labels, 100, 1.0, seed=1, min_size=50)
+    assert min(rows.size for rows in larger) >= 50
+
+
+def test_dirichlet_keeps_a_first_draw_with_no_empty_client():
+    labels = np.repeat(np.arange(10), 1000)
+    for seed in (2, 3):  # first draws with no empty client: the default returns them unchanged
+        plain = federated.dirichlet_partition(labels, 100, 0.1, seed=seed, min_size=0)
+        assert min(rows.size for rows in plain) >= 1
+        assert all(np.array_equal(a, b) for a, b in zip(plain, federated.dirichlet_partition(labels, 100, 0.1,
+                                                                                              seed=seed)))
+
+
+def test_dirichlet_refuses_impossible_or_unreachable_minimum_sizes():
+    labels = np.repeat(np.arange(5), 20)
+    with pytest.raises(analytic.InputError, match="101 clients with at least 1 samples each need 101 samples, but "
+                                                  "there are 100"):
+        federated.dirichlet_partition(labels, 101, 1.0)
+    with pytest.raises(analytic.InputError, match="in 7 draws gave each of the 50 clients at least 1 samples"):
+        federated.dirichlet_partition(labels, 50, 0.01, max_draws=7)
+    with pytest.raises(analytic.InputError, match="min_size must be"):
+        federated.dirichlet_partition(labels, 5, 1.0, min_size=-1)
+    with pytest.raises(analytic.InputError, match="max_draws must be"):
+        federated.dirichlet_partition(labels, 5, 1.0, max_draws=0)
+    assert len(federated.dirichlet_partition(labels, 101, 1.0, min_size=0)) == 101  # empty clients, if asked for
 
 
 def test_partition_rejects_bad_arguments(pooled):

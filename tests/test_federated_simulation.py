@@ -15,7 +15,7 @@ RIDGE = 0.3
 def test_simulated_round_equals_centralized_ridge_and_counts_bytes():
     x, y = make_classification(n=4_000, d=D, classes=CLASSES, seed=21)
     test_x, test_y = make_classification(n=500, d=D, classes=CLASSES, seed=22)
-    parts = federated.dirichlet_partition(y, 300, 0.05, seed=4)
+    parts = federated.dirichlet_partition(y, 300, 0.05, seed=4, min_size=0)
     aggregate, head, report = simulate_afl(x, y, parts, ridge=RIDGE, test_features=test_x, test_labels=test_y,
                                            progress=False)
     expected = ridge_oracle(x, one_hot_columns(y, CLASSES), RIDGE)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from conftest import make_classification
 
+import analytic.metrics
 from analytic import gradient
 import unlearning
 from unlearning import methods, metrics
@@ -36,6 +37,24 @@ def test_metrics_on_known_values():
     assert metrics.relative_weight_error(np.ones((2, 2)), np.ones((2, 3))) != metrics.relative_weight_error(
         np.ones((2, 2)), np.ones((2, 3)))  # NaN when shapes differ
     assert metrics.max_logit_difference(logits, logits + 0.25) == 0.25
+
+
+@pytest.mark.parametrize("forgotten_classes", [(), (2,)])
+def test_evaluate_adds_top5_f1_and_balanced_accuracy_on_the_test_set(forgotten_classes):
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    task = small_task(forgotten_classes)
+    model = methods.ClosedFormRetrain(RIDGE).unlearn(task)
+    scores = methods.evaluate(model, task)
+    test_x, test_y = task.evaluation_test
+    logits = model.logits(test_x)
+    predicted = model.predict(test_x)
+    assert scores["TA"] == pytest.approx(100 * np.mean(predicted == test_y))
+    assert scores["TA_f1_macro"] == pytest.approx(100 * f1_score(test_y, predicted, average="macro"))
+    assert scores["TA_balanced"] == pytest.approx(100 * balanced_accuracy_score(test_y, predicted))
+    assert scores["TA_top5"] == 100.0  # at most four output columns: every label is within the top 5
+    assert metrics.top_k_accuracy(test_y, logits, k=1, class_ids=model.class_ids) == pytest.approx(scores["TA"])
+    assert metrics.f1_macro is analytic.metrics.f1_macro  # one implementation, shared with the continual reports
 
 
 def test_mia_efficacy_separates_member_like_from_test_like_confidence():

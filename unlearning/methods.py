@@ -348,16 +348,23 @@ class GradientUnlearner:
 
 
 def evaluate(model: Unlearned, task: UnlearningTask, *, mia_samples: int | None = None, seed: int = 0) -> dict:
-    """UA, RA, TA and MIA-efficacy (percent) of ``model`` on ``task`` (the field's evaluation conventions)."""
+    """UA, RA, TA and MIA-efficacy (percent) of ``model`` on ``task`` (the field's evaluation conventions), and on
+    the same test set as TA: ``TA_top5`` (top-5 accuracy; 100 for a model with five output columns or fewer, NaN
+    when a diverged model's logits are NaN), ``TA_f1_macro`` and ``TA_balanced`` (balanced accuracy), in percent."""
     (retain_x, retain_y), (forget_x, forget_y) = task.retain, task.forget
     test_x, test_y = task.evaluation_test
     retain_logits, forget_logits, test_logits = model.logits(retain_x), model.logits(forget_x), model.logits(test_x)
     pick = model.class_ids
     confidence = lambda logits, labels: metrics.true_class_confidence(logits, labels, pick)  # noqa: E731
+    test_predicted = pick[np.argmax(test_logits, axis=1)]
     return {
         "UA": 100.0 - metrics.accuracy(pick[np.argmax(forget_logits, axis=1)], forget_y),
         "RA": metrics.accuracy(pick[np.argmax(retain_logits, axis=1)], retain_y),
-        "TA": metrics.accuracy(pick[np.argmax(test_logits, axis=1)], test_y),
+        "TA": metrics.accuracy(test_predicted, test_y),
+        "TA_top5": metrics.top_k_accuracy(test_y, test_logits, k=5, class_ids=pick)
+        if not np.isnan(test_logits).any() else float("nan"),
+        "TA_f1_macro": metrics.f1_macro(test_y, test_predicted),
+        "TA_balanced": metrics.balanced_accuracy(test_y, test_predicted),
         "MIA": metrics.mia_efficacy(confidence(retain_logits, retain_y), confidence(test_logits, test_y),
                                     confidence(forget_logits, forget_y), max_samples=mia_samples, seed=seed),
     }

@@ -8,6 +8,8 @@ Classification metrics, all in percent:
   confidence, with members = retained training samples (as many as the non-members) and non-members = test
   samples; the score is the share of forget samples it calls non-members.
 * Avg. Gap = mean over {UA, MIA, RA, TA} of :math:`|m - m_{\text{retrain}}|`.
+* Beside TA, on the same test set: top-k accuracy, macro F1 and balanced accuracy (:func:`top_k_accuracy`,
+  :func:`f1_macro`, :func:`balanced_accuracy`, from :mod:`analytic.metrics`, which the continual reports share).
 
 Output-level agreement with the retrained model: relative Frobenius weight error
 :math:`\|W - W_r\|_F / \|W_r\|_F`, max |logit difference|, argmax agreement and mean
@@ -17,6 +19,12 @@ Output-level agreement with the retrained model: relative Frobenius weight error
 from __future__ import annotations
 
 import numpy as np
+
+from analytic.metrics import balanced_accuracy, f1_macro, top_k_accuracy
+
+__all__ = ["GAP_METRICS", "accuracy", "argmax_agreement", "avg_gap", "balanced_accuracy", "f1_macro",
+           "max_logit_difference", "mean_kl", "mia_efficacy", "relative_weight_error", "softmax",
+           "top_k_accuracy", "true_class_confidence"]
 
 GAP_METRICS = ("UA", "MIA", "RA", "TA")
 
