@@ -45,7 +45,7 @@ def relative_error(actual, expected) -> float:
 
 def split(name: str, labels, n_clients: int, seed: int = 0):
     kind, alpha = PARTITIONS[name]
-    return federated.make_partition(kind, labels, n_clients, alpha=alpha, seed=seed)
+    return federated.make_partition(kind, labels, n_clients, alpha=alpha, seed=seed, min_size=0)
 
 
 def afl_grid(data, client_counts, partitions, centralized, progress: bool) -> list[dict]:
