@@ -14,6 +14,7 @@ from analytic.errors import FileFormatError, InputError, IntegrityError
 from analytic.expansion import expand, init_buffer, init_gaussian_kernel
 from analytic.packing import pack_upper, packed_length, unpack_upper
 from analytic.persistence import load, save
+from analytic.validation import check_class_ids, check_feature_shape, check_features, check_label_shape, check_labels
 from analytic.precision import int_sum_fits, quantize
 from analytic.recursive import (
     RecursiveHead,
@@ -37,8 +38,6 @@ from analytic.ridge import (
 )
 from analytic.statistics import (
     accumulate,
-    check_features,
-    check_labels,
     drop_classes,
     fit,
     from_host_moments,
@@ -53,9 +52,6 @@ from analytic.statistics import (
 from analytic.state import (
     Moments,
     Statistics,
-    check_class_ids,
-    check_feature_shape,
-    check_label_shape,
     check_leaves,
     mean_shift,
     x64_enabled,

@@ -42,16 +42,13 @@ from analytic.state import (
     UNKNOWN_LABEL,
     Moments,
     Statistics,
-    check_feature_shape,
-    check_label_shape,
     check_leaves,
-    check_mask_shape,
     combined_shift,
     mean_shift,
     raise_flagged,
-    target_matrix,
     with_classes,
 )
+from analytic.validation import check_feature_shape, check_label_shape, check_mask_shape, target_matrix
 
 LIMB_BITS = 7
 N_LIMBS = 4  # 4 limbs of 7 bits hold the fixed-point range |q| < 2^26

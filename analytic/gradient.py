@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from analytic.errors import InputError
-from analytic.statistics import check_features, check_labels
+from analytic.validation import check_features, check_labels
 
 __all__ = [
     "accuracy",

@@ -26,14 +26,19 @@ import scipy.linalg
 from analytic.errors import InputError, IntegrityError
 from analytic.ridge import Head, factorize, solve
 from analytic.state import (
-    check_feature_shape,
-    check_label_shape,
     device_float,
     frozen,
     register_pytree,
+)
+from analytic.statistics import Statistics, one_hot
+from analytic.validation import (
+    check_feature_shape,
+    check_features,
+    check_label_shape,
+    check_labels,
+    check_targets,
     target_matrix,
 )
-from analytic.statistics import Statistics, check_targets, one_hot, check_features, check_labels
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,14 +47,13 @@ from analytic.device import to_device
 from analytic.precision import precision_of
 from analytic.state import (
     Statistics,
-    check_feature_shape,
     check_state,
     device_float,
     frozen,
     register_pytree,
     select_classes,
 )
-from analytic.statistics import check_features
+from analytic.validation import check_feature_shape, check_features, check_ridge
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -275,7 +274,7 @@ def class_means(stats: Statistics) -> np.ndarray:
 
 def factorize_matrix(matrix: np.ndarray, ridge: float) -> Factorization:
     """Cholesky factor of ``matrix + ridge·I`` for a symmetric float64 host ``matrix`` (which is overwritten)."""
-    ridge = _check_ridge(ridge)
+    ridge = check_ridge(ridge)
     matrix[np.diag_indices_from(matrix)] += ridge
     # LAPACK potrf in place on the Fortran view of the symmetric matrix (no layout copy, half the time of
     # scipy.linalg.cho_factor at d = 1,280): its lower factor L is, read in C order, U = Lᵀ with G + γI = UᵀU.
@@ -440,18 +439,8 @@ def _check_intercept(stats: Statistics, intercept) -> bool:
     return bool(intercept)
 
 
-def _check_ridge(ridge) -> float:
-    try:
-        value = float(ridge)
-    except (TypeError, ValueError) as error:
-        raise InputError(f"ridge must be a non-negative number, got {ridge!r}") from error
-    if not value >= 0 or not np.isfinite(value):
-        raise InputError(f"ridge must be a finite non-negative number, got {value}")
-    return value
-
-
 def _device_ridge(ridge, dtype):
     if not isinstance(ridge, jax.core.Tracer):
-        _check_ridge(ridge)
+        check_ridge(ridge)
     return jnp.asarray(ridge, dtype)
 

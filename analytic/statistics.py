@@ -55,19 +55,23 @@ from analytic.state import (
     FOREIGN_CLASS,
     Moments,
     Statistics,
-    check_class_ids,
-    check_feature_shape,
-    check_label_shape,
     check_leaves,
-    check_mask_shape,
     check_state,
     combined_shift,
     flag_if_held,
     mean_shift,
     same_shift,
     select_classes,
-    target_matrix,
     with_classes,
+)
+from analytic.validation import (
+    check_class_ids,
+    check_declared_class_ids,
+    check_features,
+    check_labels,
+    check_mask,
+    check_shift,
+    check_targets,
 )
 
 BLOCK_ENTRIES = 2**21  # a block of rows prepared and multiplied at a time holds about this many numbers (8-16 MiB)
@@ -120,7 +124,7 @@ def init_statistics(
     if class_grams and n_targets is not None:
         raise InputError("class_grams needs a classification head (n_targets=None)")
     classification = n_targets is None
-    ids = _check_class_ids(class_ids) if classification else None
+    ids = check_declared_class_ids(class_ids) if classification else None
     m = ids.size if classification else int(n_targets)
     zeros = arithmetic.zeros
     moments = Moments(
@@ -131,7 +135,7 @@ def init_statistics(
         class_grams=zeros(m, dim, dim) if class_grams else None,
     )
     if shift is not None:
-        shift = _check_shift(shift, dim, arithmetic.compute_dtype)
+        shift = check_shift(shift, dim, arithmetic.compute_dtype)
     return Statistics(
         moments=moments,
         compensation=jax.tree.map(np.zeros_like, moments) if arithmetic.compensated else None,
@@ -172,7 +176,7 @@ def accumulate(stats: Statistics, features, targets, *, mask=None) -> Statistics
     if _in_jax(stats, features, targets, mask):
         return device.accumulate(stats, features, targets, mask)
     if mask is not None:
-        keep = _check_mask(mask, np.shape(features)[0] if np.ndim(features) else 0)
+        keep = check_mask(mask, np.shape(features)[0] if np.ndim(features) else 0)
         if not keep.any():
             return stats
         features, targets = np.asarray(features)[keep], np.asarray(targets)[keep]
@@ -399,67 +403,8 @@ def _in_jax(stats: Statistics, *arrays) -> bool:
     return stats.on_device or any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
-def _check_mask(mask, n: int) -> np.ndarray:
-    keep = np.asarray(mask)
-    check_mask_shape(keep, n)
-    return keep
-
-
-def _check_class_ids(class_ids) -> np.ndarray:
-    if class_ids is None:
-        return np.zeros(0, np.int64)
-    ids = np.asarray(class_ids)
-    if ids.ndim != 1 or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
-        raise InputError(f"class_ids must be a 1-D sequence of integers, got {ids.dtype} of shape {ids.shape}")
-    ids = ids.astype(np.int64)
-    if ids.size and (ids.min() < 0 or np.any(np.diff(np.sort(ids)) == 0)):
-        raise InputError("class_ids must be unique non-negative integers")
-    return np.sort(ids)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Validation.
-
-
-def check_features(features, dim: int | None = None, *, finite: bool = False) -> np.ndarray:
-    """Features as a host (n, d) floating array; raises :class:`InputError` naming what is wrong.
-
-    Args:
-      features: NumPy or JAX array.
-      dim: the expected d, or ``None`` for any.
-      finite: also check for NaN/Inf here. :func:`accumulate` leaves it off and detects them from the batch Gram's
-        diagonal instead (a NaN or Inf in any row makes it non-finite), which costs O(d), not a pass over the batch.
-    """
-    x = np.asarray(features)
-    check_feature_shape(x, dim)
-    if finite and not np.isfinite(x).all():
-        raise InputError(non_finite_message(x))
-    return x
-
-
-def check_labels(labels, n: int) -> np.ndarray:
-    """Class ids as a host (n,) int64 array of non-negative integers."""
-    y = np.asarray(labels)
-    check_label_shape(y, n)
-    if y.size and y.min() < 0:
-        raise InputError(f"labels must be non-negative class ids, got {int(y.min())}")
-    return y.astype(np.int64, copy=False)
-
-
-def check_targets(targets, n: int, m: int) -> np.ndarray:
-    y = target_matrix(np.asarray(targets), n, m)
-    if not np.isfinite(y).all():
-        raise InputError("regression targets contain NaN or Inf")
-    return y
-
-
-def _check_shift(shift, dim: int, dtype) -> np.ndarray:
-    s = np.asarray(shift)
-    if s.shape != (dim,):
-        raise InputError(f"shift must have shape ({dim},), got {s.shape}")
-    if not np.isfinite(s).all():
-        raise InputError("shift contains NaN or Inf")
-    return s.astype(dtype)
 
 
 def _check_compatible(a: Statistics, b: Statistics) -> None:
