@@ -66,7 +66,7 @@ def learners(kind: str, classes, in_dim: int, width: int, sigma: float, quick: b
     """The learners of one setting: ``kind`` is "strict", "blurry", "long_tailed" or "online"."""
     relu, tanh = buffer_layers(in_dim, width, seed)
     generalized = kind in ("blurry", "online")
-    epochs = 1 if kind == "online" else (2 if quick else 5)
+    sgd = {"epochs": 1} if kind == "online" else {}  # online: one pass; otherwise the baselines' defaults
     chosen = {
         "ACIL": lambda: continual.acil(classes, expansion=relu, ridge=RIDGE, strict=not generalized,
                                        name="G-ACIL" if generalized else "ACIL"),
@@ -79,8 +79,8 @@ def learners(kind: str, classes, in_dim: int, width: int, sigma: float, quick: b
             classes, expansion=relu, ridge=RIDGE, storage="packed32"),
         "AEF-OCL": lambda: continual.aef_ocl(classes, expansion=relu, ridge=RIDGE, seed=seed, pseudo_cap=400),
         "RanPAC": lambda: continual.ranpac(classes, expansion=relu, seed=seed),
-        "FT (SGD)": lambda: continual.fine_tuning(classes, epochs=epochs, learning_rate=0.01, seed=seed),
-        "Joint (SGD)": lambda: continual.joint_sgd(classes, epochs=epochs, learning_rate=0.01, seed=seed),
+        "FT (SGD)": lambda: continual.fine_tuning(classes, seed=seed, **sgd),
+        "Joint (SGD)": lambda: continual.joint_sgd(classes, seed=seed, **sgd),
         "Joint (ridge)": lambda: continual.joint_ridge(classes, expansion=relu, ridge=RIDGE),
         "NCM": lambda: continual.ncm(classes),
         "SLDA": lambda: continual.slda(classes),

@@ -19,7 +19,7 @@ def demo_section(data, *, increment: int = 2, seed: int = continual.SEEDS[0], ri
     classes = scenario.classes
     learners = [
         continual.acil(classes, ridge=ridge),
-        continual.fine_tuning(classes, epochs=2, learning_rate=0.01, seed=seed),
+        continual.fine_tuning(classes, seed=seed),
         continual.ncm(classes),
         continual.joint_ridge(classes, ridge=ridge),
     ]

@@ -11,8 +11,29 @@ r"""The baselines analytic continual learners are judged against (the usual cont
 * :func:`ranpac` — a random ReLU projection plus a ridge head whose γ is chosen each phase on held-out rows of that
   phase (fitted on 80 %, scored on 20 %, then all rows are added).
 
-The SGD baselines reuse :mod:`analytic.gradient` (SGD, momentum 0.9, weight decay 5e-4) over all declared classes;
-classes not learned yet are masked out of the prediction.
+The SGD baselines reuse :mod:`analytic.gradient` over all declared classes (classes not learned yet are masked out
+of the prediction) with the optimizer of the continual-learning literature's fine-tuning baselines and of the common
+reference code: SGD with heavy-ball momentum 0.9 and L2 weight decay 5e-4, the optimizer state reset each phase.
+Defaults: learning rate 0.01, batch 64, 20 epochs. They were chosen on held-out rows of the training sets (80 / 20
+stratified split, never the test sets) over a grid of SGD (lr 0.01–0.3) and Adam (lr 1e-3–3e-2), batch 32 / 64 /
+256, 5–40 epochs; SGD at lr 0.01 or 0.03 with batch 32–64 and 20–40 epochs sits on the plateau (Adam no better, and
+lower on later fine-tuning phases). The former defaults (5 epochs, batch 256) took one step per epoch on a small phase —
+five steps in all on a two-class digits phase of ~290 rows. Test-set accuracy (%), B0-Inc2, class order seed 1993,
+before → after:
+
+=======================================  ===================  ===================
+features                                 FT, first phase      joint SGD, all 10
+=======================================  ===================  ===================
+sklearn digits, pixels in [0, 1]         44.4 → 95.8          65.2 → 91.1
+sklearn digits, standardized             81.9 → 98.6          84.7 → 94.2
+digits, MobileNetV2 features (64 px)     100.0 → 100.0        84.7 → 91.4
+MNIST-1D, standardized                   92.8 → 98.6          25.2 → 30.4
+MNIST-5k pixels, standardized            99.0 → 98.5          88.8 → 88.7
+=======================================  ===================  ===================
+
+MNIST-1D is hard for any linear head (33 at best in the grid). On held-out rows of 20 classes of MNIST-5k +
+Animal-MNIST MobileNetV2 features (B0-Inc5, 240 rows per class), joint SGD ends at 91.3 (85.1 before) against 91.8
+for joint ridge (γ = 1).
 """
 
 from __future__ import annotations
@@ -46,9 +67,14 @@ def _masked_predict(declared: np.ndarray):
     return predict
 
 
-def fine_tuning(classes, *, epochs: int = 5, learning_rate: float = 0.01, batch_size: int = 256,
+def fine_tuning(classes, *, epochs: int = 20, learning_rate: float = 0.01, batch_size: int = 64,
                 seed: int = 0) -> Learner:
-    """SGD fine-tuning of one softmax head, phase after phase, with cross-entropy on the current phase only."""
+    """SGD fine-tuning of one softmax head, phase after phase, with cross-entropy on the current phase only.
+
+    SGD with momentum 0.9 and weight decay 5e-4 (:func:`analytic.gradient.make_optimizer`); the defaults (lr 0.01,
+    batch 64, 20 epochs per phase) train each phase to convergence (see the module docstring), so what the baseline
+    loses afterwards is forgetting, not under-training.
+    """
     declared = np.unique(np.asarray(classes, np.int64))
     optimizer = gradient.make_optimizer(learning_rate)
 
@@ -63,9 +89,13 @@ def fine_tuning(classes, *, epochs: int = 5, learning_rate: float = 0.01, batch_
     return make_learner("FT (SGD)", classes, strict=False, update=update, predict=_masked_predict(declared))
 
 
-def joint_sgd(classes, *, epochs: int = 5, learning_rate: float = 0.01, batch_size: int = 256,
+def joint_sgd(classes, *, epochs: int = 20, learning_rate: float = 0.01, batch_size: int = 64,
               seed: int = 0) -> Learner:
-    """Joint SGD training: every phase retrains the head from scratch on all samples stored so far."""
+    """Joint SGD training: every phase retrains the head from scratch on all samples stored so far.
+
+    Same optimizer and defaults as :func:`fine_tuning` (SGD, momentum 0.9, weight decay 5e-4, lr 0.01, batch 64,
+    20 epochs).
+    """
     declared = np.unique(np.asarray(classes, np.int64))
 
     def update(model, features, labels, learned_classes, phase):

@@ -272,6 +272,24 @@ def test_fine_tuning_forgets_and_joint_sgd_does_not():
     assert joint_run.seen_accuracy[-1] > fine.seen_accuracy[-1] + 20
 
 
+def test_fine_tuning_defaults_train_a_small_first_phase():
+    """Two classes of sklearn digits (~290 rows): the defaults learn them, so forgetting is not under-training."""
+    pytest.importorskip("sklearn")
+    from analytic.data import load_digits
+
+    digits = load_digits()
+    train_x = digits.train_images.reshape(digits.train_labels.size, -1)
+    test_x = digits.test_images.reshape(digits.test_labels.size, -1)
+    mean, scale = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
+    train_x, test_x = (train_x - mean) / scale, (test_x - mean) / scale
+    scenario = continual.class_incremental(digits.train_labels, base=0, increment=2)
+    learner = continual.fine_tuning(scenario.classes)
+    state = learner.learn(learner.init(), train_x[scenario.phases[0]], digits.train_labels[scenario.phases[0]])
+    first = np.isin(digits.test_labels, scenario.new_classes[0])
+    accuracy = np.mean(learner.predict(state, test_x[first]) == digits.test_labels[first])
+    assert accuracy >= 0.9  # chance is 0.5; the former defaults (5 epochs, batch 256) reached 0.82 here
+
+
 # ---------------------------------------------------------------------------------------------------- scenarios
 
 

@@ -1,0 +1,26 @@
+"""Package metadata agrees with itself: CITATION.cff parses and carries the one version string."""
+
+import re
+from pathlib import Path
+
+import analytic
+
+CITATION = Path(__file__).parent.parent / "CITATION.cff"
+
+
+def test_citation_file_parses_and_matches_the_version():
+    text = CITATION.read_text(encoding="utf-8")
+    try:
+        import yaml
+    except ImportError:  # no YAML parser installed: check the top-level lines instead
+        fields = dict(re.findall(r"^([a-z-]+): *(\S.*)$", text, flags=re.M))
+        assert fields["cff-version"] == "1.2.0" and fields["license"] == "Apache-2.0"
+        assert fields["version"] == analytic.__version__
+        return
+    citation = yaml.safe_load(text)
+    assert citation["cff-version"] == "1.2.0" and citation["title"] == "analytic-learning"
+    assert citation["license"] == "Apache-2.0"
+    assert str(citation["version"]) == analytic.__version__
+    assert citation["authors"] and citation["message"]
+    for reference in citation["references"]:
+        assert reference["title"] and reference["authors"] and reference["type"] and reference["year"]
