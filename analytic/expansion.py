@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from analytic.errors import InputError
+from analytic.validation import check_choice, check_int, check_number
 
 __all__ = [
     "ACTIVATIONS",
@@ -57,13 +58,10 @@ def _check_meta(layer, expected_kind: str) -> None:
     # Runs on every pytree unflatten too, where the array fields may be tracers or placeholders:
     # only the meta fields are checked here; array shapes are checked by `expand`.
     if layer.kind != expected_kind:
-        raise ValueError(f"{type(layer).__name__} must have kind={expected_kind!r}, got {layer.kind!r}")
-    if not (isinstance(layer.in_dim, int) and layer.in_dim > 0):
-        raise ValueError(f"in_dim must be a positive int, got {layer.in_dim!r}")
-    if not (isinstance(layer.width, int) and layer.width > 0):
-        raise ValueError(f"width must be a positive int, got {layer.width!r}")
-    if not isinstance(layer.seed, int):
-        raise ValueError(f"seed must be an int, got {layer.seed!r}")
+        raise InputError(f"{type(layer).__name__} must have kind={expected_kind!r}, got {layer.kind!r}")
+    check_int("in_dim", layer.in_dim)
+    check_int("width", layer.width)
+    check_int("seed", layer.seed, minimum=-(2**63))
 
 
 @jax.tree_util.register_dataclass
@@ -98,8 +96,7 @@ class BufferLayer:
 
     def __post_init__(self):
         _check_meta(self, "buffer")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; expected one of {sorted(ACTIVATIONS)}")
+        check_choice("activation", self.activation, sorted(ACTIVATIONS))
 
 
 @jax.tree_util.register_dataclass
@@ -131,8 +128,7 @@ class GaussianKernelLayer:
 
     def __post_init__(self):
         _check_meta(self, "gaussian_kernel")
-        if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma) and self.sigma > 0):
-            raise ValueError(f"sigma must be a finite positive number, got {self.sigma!r}")
+        check_number("sigma", self.sigma, low=0, low_open=True)
 
 
 ExpansionLayer = BufferLayer | GaussianKernelLayer
@@ -144,9 +140,9 @@ def _validated_features(features, *, name: str = "features") -> np.ndarray:
     """Host view of a 2-D floating array; raises ValueError naming the problem."""
     features = np.asarray(features)
     if features.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (samples, dim), got shape {features.shape}")
+        raise InputError(f"{name} must be 2-D (samples, dim), got shape {features.shape}")
     if not np.issubdtype(features.dtype, np.floating):
-        raise ValueError(f"{name} must have a floating dtype, got {features.dtype}")
+        raise InputError(f"{name} must have a floating dtype, got {features.dtype}")
     return features
 
 
@@ -154,7 +150,7 @@ def _check_finite(block: np.ndarray, row_offset: int, name: str = "features") ->
     finite = np.isfinite(block)
     if not finite.all():
         row = row_offset + int(np.argmin(finite.all(axis=1)))
-        raise ValueError(f"{name} contain NaN or Inf (first at row {row}, after casting to float32)")
+        raise InputError(f"{name} contain NaN or Inf (first at row {row}, after casting to float32)")
 
 
 def init_buffer(in_dim: int, width: int, *, seed: int = 0, activation: str = "relu") -> BufferLayer:
@@ -169,9 +165,8 @@ def init_buffer(in_dim: int, width: int, *, seed: int = 0, activation: str = "re
     Returns:
       A ``BufferLayer``.
     """
-    for name, value in (("in_dim", in_dim), ("width", width)):
-        if not (isinstance(value, (int, np.integer)) and value > 0):
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_int("in_dim", in_dim)
+    check_int("width", width)
     bound = 1.0 / math.sqrt(in_dim)
     weights = jax.random.uniform(
         jax.random.key(seed), (int(in_dim), int(width)), dtype=jnp.float32, minval=-bound, maxval=bound
@@ -208,7 +203,7 @@ def init_gaussian_kernel(features, width: int, *, sigma: float = 10.0, seed: int
 
     Raises:
       InputError: no rows, a non-positive width, NaN/Inf features, or ``width > n`` with fewer than two distinct
-        rows to combine (``ValueError`` for a bad ``sigma``, from the layer).
+        rows to combine, or a bad ``sigma``.
 
     Example:
       >>> layer = init_gaussian_kernel(np.eye(3, dtype=np.float32), 5, sigma=1.0)
@@ -216,8 +211,7 @@ def init_gaussian_kernel(features, width: int, *, sigma: float = 10.0, seed: int
       (5, 3)
     """
     features = _validated_features(features)
-    if not (isinstance(width, (int, np.integer)) and width > 0):
-        raise InputError(f"width must be a positive int, got {width!r}")
+    check_int("width", width)
     n_samples, in_dim = features.shape
     if n_samples == 0:
         raise InputError("features have no rows to draw centres from")
@@ -274,7 +268,7 @@ def apply_expansion(layer: ExpansionLayer, features: jax.Array) -> jax.Array:
         return _buffer_features(layer, features)
     if isinstance(layer, GaussianKernelLayer):
         return _gaussian_kernel_features(layer, features)
-    raise TypeError(f"expected one of {sorted(c.__name__ for c in EXPANSIONS.values())}, got {type(layer).__name__}")
+    raise InputError(f"expected one of {sorted(c.__name__ for c in EXPANSIONS.values())}, got {type(layer).__name__}")
 
 
 # Meta fields are static, so this compiles once per layer configuration (kind, sizes, activation / sigma, seed)
@@ -288,7 +282,7 @@ def _layer_array(layer: ExpansionLayer) -> tuple[str, jax.Array, tuple[int, int]
         return "weights", layer.weights, (layer.in_dim, layer.width)
     if isinstance(layer, GaussianKernelLayer):
         return "centres", layer.centres, (layer.width, layer.in_dim)
-    raise TypeError(f"expected one of {sorted(c.__name__ for c in EXPANSIONS.values())}, got {type(layer).__name__}")
+    raise InputError(f"expected one of {sorted(c.__name__ for c in EXPANSIONS.values())}, got {type(layer).__name__}")
 
 
 def _chunk_rows(n_samples: int, chunk_size: int) -> int:
@@ -323,12 +317,11 @@ def expand(layer: ExpansionLayer, features, *, chunk_size: int = 4096) -> np.nda
     """
     array_name, layer_array, expected_shape = _layer_array(layer)
     if tuple(np.shape(layer_array)) != expected_shape:
-        raise ValueError(f"layer {array_name} has shape {np.shape(layer_array)}, expected {expected_shape}")
+        raise InputError(f"layer {array_name} has shape {np.shape(layer_array)}, expected {expected_shape}")
     features = _validated_features(features)
     if features.shape[1] != layer.in_dim:
-        raise ValueError(f"features have dimension {features.shape[1]}, layer expects in_dim={layer.in_dim}")
-    if not (isinstance(chunk_size, (int, np.integer)) and chunk_size > 0):
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        raise InputError(f"features have dimension {features.shape[1]}, layer expects in_dim={layer.in_dim}")
+    check_int("chunk_size", chunk_size)
 
     n_samples = features.shape[0]
     output = np.empty((n_samples, layer.width), dtype=np.float32)

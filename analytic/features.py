@@ -100,16 +100,16 @@ class Preprocess:
         if self.size is not None:
             size = _pair(self.size)
             if min(size) < 1:
-                raise ValueError(f"size must be positive, got {self.size}")
+                raise InputError(f"size must be positive, got {self.size}")
             object.__setattr__(self, "size", size)
         if (self.mean is None) != (self.std is None):
-            raise ValueError("give mean and std together, or neither")
+            raise InputError("give mean and std together, or neither")
         if self.mean is not None:
             mean, std = tuple(float(m) for m in self.mean), tuple(float(s) for s in self.std)
             if len(mean) != len(std) or not mean:
-                raise ValueError(f"mean {mean} and std {std} must have the same, non-zero length")
+                raise InputError(f"mean {mean} and std {std} must have the same, non-zero length")
             if min(std) <= 0:
-                raise ValueError(f"std must be positive, got {std}")
+                raise InputError(f"std must be positive, got {std}")
             object.__setattr__(self, "mean", mean)
             object.__setattr__(self, "std", std)
 
@@ -324,7 +324,7 @@ def _callable_function(model: Callable, preprocess: Preprocess, jit: bool) -> Ba
         try:
             return compiled(images)
         except jax.errors.JAXTypeError as error:
-            raise TypeError(
+            raise InputError(
                 "the model could not be traced by jax.jit; pass jit=False to call it on numpy batches"
             ) from error
 
@@ -494,13 +494,13 @@ def extract_features(
         ValueError: a bad argument combination (unknown path, cache without a key for a callable).
     """
     if path not in ("flax", "torch"):
-        raise ValueError(f"path must be 'flax' or 'torch', got {path!r}")
+        raise InputError(f"path must be 'flax' or 'torch', got {path!r}")
     if model is None:
         features = np.asarray(images, dtype=np.float32)
         _check_features(features, "precomputed features")
         return features
     if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise InputError(f"batch_size must be positive, got {batch_size}")
     images = np.asarray(images)
     backbone = _is_backbone(model)
     if preprocess is None:
@@ -510,7 +510,7 @@ def extract_features(
     key = None
     if cache_dir is not None:
         if cache_key is None and not backbone:
-            raise ValueError("caching features of a callable needs cache_key= naming the model and its weights")
+            raise InputError("caching features of a callable needs cache_key= naming the model and its weights")
         model_id = cache_key if cache_key is not None else _backbone_id(model)
         key = feature_cache_key(model_id, images_fingerprint(images), preprocess, path)
         cached = _load_cached(Path(cache_dir), key)
@@ -540,10 +540,10 @@ def _batch_function(model, backbone: bool, preprocess: Preprocess, path: Executi
         if backbone:
             return _torch_function(_torch_twin(model), preprocess), False
         if not _is_torch_module(model):
-            raise ValueError("path='torch' needs a backbone or a torch.nn.Module")
+            raise InputError("path='torch' needs a backbone or a torch.nn.Module")
         return _torch_function(model, preprocess), False
     if _is_torch_module(model):
-        raise ValueError("a torch.nn.Module runs on path='torch'")
+        raise InputError("a torch.nn.Module runs on path='torch'")
     if backbone:
         return _flax_backbone_function(model, preprocess), True
     return _callable_function(model, preprocess, jit), jit

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from analytic.errors import InputError
-from analytic.validation import check_features, check_labels
+from analytic.validation import check_features, check_int, check_labels, check_number
 
 __all__ = [
     "accuracy",
@@ -72,8 +72,7 @@ def init_head(in_dim: int, n_outputs: int, *, hidden: int | None = None, seed: i
     if hidden is None:
         del layer_sizes["hidden"]
     for name, value in layer_sizes.items():
-        if not (isinstance(value, (int, np.integer)) and value > 0):
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_int(name, value)
     sizes = tuple(int(value) for value in layer_sizes.values())
     keys = jax.random.split(jax.random.key(seed), len(sizes) - 1)
     return tuple(
@@ -108,7 +107,7 @@ def squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
     ``outputs`` and ``targets`` must have the same shape ``(n,)`` or ``(n, k)``.
     """
     if outputs.shape != targets.shape:
-        raise ValueError(f"outputs {outputs.shape} and targets {targets.shape} must have the same shape")
+        raise InputError(f"outputs {outputs.shape} and targets {targets.shape} must have the same shape")
     residual = (outputs - targets).reshape(outputs.shape[0], -1)
     return 0.5 * jnp.mean(jnp.sum(residual * residual, axis=1))
 
@@ -150,12 +149,9 @@ def make_optimizer(
       An optax transformation. Calls with equal arguments return the same object (transformations are
       stateless), which lets ``train`` reuse its compiled step across calls.
     """
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
-    if not 0 <= momentum < 1:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-    if not weight_decay >= 0:
-        raise ValueError(f"weight_decay must be non-negative, got {weight_decay!r}")
+    check_number("learning_rate", learning_rate, low=0, low_open=True)
+    check_number("momentum", momentum, low=0, high=1, high_open=True)
+    check_number("weight_decay", weight_decay, low=0)
     step_size = learning_rate if schedule is None else (lambda step: learning_rate * schedule(step))
     return optax.chain(
         optax.add_decayed_weights(weight_decay),
@@ -180,14 +176,14 @@ def _train_step(params, opt_state, batches, grad_mask, loss_args, *, loss_fn, op
 
 def _stream_arrays(stream: Mapping[str, Any], index: int) -> tuple[dict[str, np.ndarray], int]:
     if not isinstance(stream, Mapping) or not stream:
-        raise ValueError(f"data stream {index} must be a non-empty dict of arrays, got {type(stream).__name__}")
+        raise InputError(f"data stream {index} must be a non-empty dict of arrays, got {type(stream).__name__}")
     arrays = {name: np.asarray(array) for name, array in stream.items()}
     lengths = {name: (array.shape[0] if array.ndim else None) for name, array in arrays.items()}
     if len(set(lengths.values())) != 1 or None in lengths.values():
-        raise ValueError(f"data stream {index} arrays must share their first dimension, got lengths {lengths}")
+        raise InputError(f"data stream {index} arrays must share their first dimension, got lengths {lengths}")
     n_samples = next(iter(lengths.values()))
     if n_samples == 0:
-        raise ValueError(f"data stream {index} is empty")
+        raise InputError(f"data stream {index} is empty")
     return arrays, n_samples
 
 
@@ -253,14 +249,12 @@ def train(
     """
     streams = (data,) if isinstance(data, Mapping) else tuple(data)
     if not streams:
-        raise ValueError("data must be a dict of arrays or a non-empty sequence of them")
-    if not (isinstance(epochs, (int, np.integer)) and epochs >= 0):
-        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-    if not (isinstance(batch_size, (int, np.integer)) and batch_size > 0):
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        raise InputError("data must be a dict of arrays or a non-empty sequence of them")
+    check_int("epochs", epochs, minimum=0)
+    check_int("batch_size", batch_size)
     if grad_mask is not None:
         if jax.tree.structure(grad_mask) != jax.tree.structure(params):
-            raise ValueError("grad_mask must have the same pytree structure as params")
+            raise InputError("grad_mask must have the same pytree structure as params")
         grad_mask = jax.tree.map(lambda mask, param: jnp.asarray(mask, dtype=param.dtype), grad_mask, params)
 
     batch_iterators = []
@@ -345,5 +339,5 @@ def accuracy(params: tuple[dict, ...], features, labels) -> float:
     """Fraction (in [0, 1]) of rows whose predicted label equals ``labels``."""
     features, labels = _validated_labelled(features, labels)
     if len(labels) == 0:
-        raise ValueError("accuracy of an empty set is undefined")
+        raise InputError("accuracy of an empty set is undefined")
     return float(np.mean(predict(params, features) == labels))

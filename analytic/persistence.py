@@ -65,12 +65,12 @@ def _encode(value, arrays: dict[str, np.ndarray], kinds: dict[str, type]):
     if dataclasses.is_dataclass(value) or _is_named_tuple(value):
         name = type(value).__name__
         if kinds.get(name) is not type(value):
-            raise TypeError(f"cannot save objects of type {type(value).__qualname__}")
+            raise InputError(f"cannot save objects of type {type(value).__qualname__}")
         names = [f.name for f in dataclasses.fields(value)] if dataclasses.is_dataclass(value) else value._fields
         return {"kind": name, "fields": {n: _encode(getattr(value, n), arrays, kinds) for n in names}}
     if isinstance(value, (list, tuple)):
         return {"sequence": [_encode(v, arrays, kinds) for v in value], "tuple": isinstance(value, tuple)}
-    raise TypeError(f"cannot save values of type {type(value).__qualname__}")
+    raise InputError(f"cannot save values of type {type(value).__qualname__}")
 
 
 def _decode(node, arrays, kinds):

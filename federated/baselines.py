@@ -27,6 +27,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from analytic import gradient
+from analytic.validation import check_choice, check_features, check_int, check_labels, check_number
 
 METHODS = ("fedavg", "fedprox", "scaffold")
 
@@ -95,12 +96,13 @@ def run_federated_gradient(
 
     Labels must be ``0 … C−1`` (the shared head's convention); ``C`` is taken from the training labels.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not 0 < client_fraction <= 1:
-        raise ValueError(f"client_fraction must be in (0, 1], got {client_fraction}")
-    features = np.asarray(features, np.float32)
-    labels = np.asarray(labels)
+    check_choice("method", method, METHODS)
+    check_number("client_fraction", client_fraction, low=0, high=1, low_open=True)
+    check_int("rounds", rounds)
+    features = check_features(features, finite=True).astype(np.float32)
+    labels = check_labels(labels, features.shape[0])
+    test_features = check_features(test_features, features.shape[1], finite=True)
+    test_labels = check_labels(test_labels, test_features.shape[0])
     n_classes = int(labels.max()) + 1
     populated = [k for k, rows in enumerate(parts) if rows.size]
     per_round = max(1, int(round(client_fraction * len(populated))))

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from analytic.errors import InputError
+
 BIN = Path(sys.executable).parent  # flwr, flower-superlink and flower-supernode of this environment
 APP_NAME = "analytic-federation"
 CONNECTION = "local"
@@ -80,7 +82,7 @@ def _absolute(settings: dict) -> dict:
 def _require_paths(settings: dict) -> None:
     for key in PATH_SETTINGS:
         if key not in settings:
-            raise ValueError(f"a Flower run needs the setting {key!r} (the directories of the federation and results)")
+            raise InputError(f"a Flower run needs the setting {key!r} (the directories of the federation and results)")
 
 
 def write_app(directory, settings: dict) -> Path:

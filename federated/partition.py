@@ -20,20 +20,16 @@ from __future__ import annotations
 import numpy as np
 
 from analytic import InputError
+from analytic.validation import check_int, check_labels
 
 
 def _check_clients(n_samples: int, n_clients: int) -> None:
-    if int(n_clients) < 1:
-        raise InputError(f"n_clients must be a positive integer, got {n_clients}")
-    if int(n_samples) < 0:
-        raise InputError(f"n_samples must be non-negative, got {n_samples}")
+    check_int("n_clients", n_clients)
+    check_int("n_samples", n_samples, minimum=0)
 
 
 def _check_labels(labels) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise InputError(f"labels must be a 1-D integer array, got shape {labels.shape} and dtype {labels.dtype}")
-    return labels
+    return check_labels(labels, np.shape(labels)[0] if np.ndim(labels) else 0)
 
 
 def _split_by_counts(indices: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:

@@ -247,23 +247,23 @@ def test_nan_error_names_the_row():
 
 
 def test_invalid_layers_and_settings():
-    with pytest.raises(ValueError, match="activation"):
+    with pytest.raises(analytic.InputError, match="activation"):
         init_buffer(4, 4, activation="softplus")
-    with pytest.raises(ValueError, match="width"):
+    with pytest.raises(analytic.InputError, match="width"):
         init_buffer(4, 0)
-    with pytest.raises(ValueError, match="sigma"):
+    with pytest.raises(analytic.InputError, match="sigma"):
         init_gaussian_kernel(_features(10, 3), 2, sigma=0.0)
     with pytest.raises(analytic.InputError, match="no rows"):
         init_gaussian_kernel(np.zeros((0, 3), np.float32), 2)
     with pytest.raises(analytic.InputError, match="two distinct rows"):
         init_gaussian_kernel(np.ones((4, 3), np.float32), 5)
-    with pytest.raises(ValueError, match="NaN or Inf"):
+    with pytest.raises(analytic.InputError, match="NaN or Inf"):
         init_gaussian_kernel(np.full((3, 2), np.nan, np.float32), 2)
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(analytic.InputError, match="kind"):
         BufferLayer(weights=np.zeros((2, 3), np.float32), kind="gaussian_kernel", in_dim=2, width=3)
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(analytic.InputError, match="shape"):
         expand(BufferLayer(weights=np.zeros((2, 3), np.float32), in_dim=2, width=4), np.ones((1, 2), np.float32))
-    with pytest.raises(ValueError, match="chunk_size"):
+    with pytest.raises(analytic.InputError, match="chunk_size"):
         expand(init_buffer(2, 2), np.ones((1, 2), np.float32), chunk_size=0)
-    with pytest.raises(TypeError, match="BufferLayer"):
+    with pytest.raises(analytic.InputError, match="BufferLayer"):
         expand(object(), np.ones((1, 2), np.float32))

@@ -144,7 +144,7 @@ def test_identity_callable_gives_flattened_raw_pixels():
 def test_numpy_callable_runs_eagerly_with_jit_false():
     images = gray_images(5)
     model = CountingModel(28 * 28)
-    with pytest.raises(TypeError, match="jit=False"):
+    with pytest.raises(InputError, match="jit=False"):
         extract_features(model, images, progress=False)
     features = extract_features(model, images, batch_size=2, jit=False, progress=False)
     np.testing.assert_allclose(features, (images.reshape(5, -1) / 255.0) @ model.weights, rtol=1e-4)
