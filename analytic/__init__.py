@@ -22,6 +22,7 @@ from analytic.recursive import (
     recursive_forget,
     recursive_from_statistics,
     recursive_learn,
+    recursive_solve,
 )
 from analytic.ridge import (
     Factorization,

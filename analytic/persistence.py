@@ -111,7 +111,7 @@ def _check_consistent(stats) -> None:
         raise FileFormatError("the file's statistics are inconsistent: the Gram matrix is not symmetric")
 
 
-def _digest(tree, arrays: dict[str, np.ndarray]) -> str:
+def _file_digest(tree, arrays: dict[str, np.ndarray]) -> str:
     """sha256 of the object tree (configuration included) and of every array."""
     digest = hashlib.sha256(json.dumps(tree, sort_keys=True).encode())
     for key in sorted(arrays):
@@ -143,7 +143,7 @@ def save(path: str | os.PathLike, state, *, key: bytes | None = None) -> None:
     """
     arrays: dict[str, np.ndarray] = {}
     tree = _encode(state, arrays, _persistable_kinds())
-    metadata = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "root": tree, "sha256": _digest(tree, arrays)}
+    metadata = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "root": tree, "sha256": _file_digest(tree, arrays)}
     if key is not None:
         metadata["hmac_sha256"] = _signature(key, metadata["sha256"])
     encoded = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
@@ -186,7 +186,7 @@ def load(path: str | os.PathLike, *, key: bytes | None = None):
         raise FileFormatError(
             f"{path} uses file format version {metadata.get('version')}; this library reads version {FORMAT_VERSION}"
         )
-    if "root" not in metadata or metadata.get("sha256") != _digest(metadata["root"], arrays):
+    if "root" not in metadata or metadata.get("sha256") != _file_digest(metadata["root"], arrays):
         raise FileFormatError(f"{path} is corrupted: its contents do not match the recorded sha256")
     if key is not None:
         signature = metadata.get("hmac_sha256")

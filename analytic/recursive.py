@@ -68,13 +68,26 @@ class RecursiveHead:
     def __post_init__(self):
         object.__setattr__(self, "class_ids", frozen(self.class_ids, np.int64))
 
-    @property
-    def head(self) -> Head:
-        """The current weights as a :class:`~analytic.ridge.Head` for prediction."""
-        return Head(weights=self.weights, class_ids=self.class_ids, ridge=self.ridge)
-
 
 register_pytree(RecursiveHead, ("inverse", "weights", "count", "class_counts"), ("class_ids", "ridge"))
+
+
+def recursive_solve(head: RecursiveHead) -> Head:
+    r"""The current weights :math:`W = (G + \gamma I)^{-1} B` as a :class:`~analytic.Head`: the recursive form keeps
+    them solved, so this reads them (no solve is computed).
+
+    Args:
+      head: the recursive head.
+
+    Returns:
+      A :class:`~analytic.Head` with the head's weights, class ids and ridge.
+
+    Example:
+      >>> head = recursive_learn(init_recursive(2, 0.1), np.eye(2), np.array([0, 1]))
+      >>> recursive_solve(head).class_ids
+      array([0, 1])
+    """
+    return Head(weights=head.weights, class_ids=head.class_ids, ridge=head.ridge)
 
 
 def init_recursive(dim: int, ridge: float, *, n_targets: int | None = None, class_ids=None) -> RecursiveHead:

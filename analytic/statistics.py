@@ -185,15 +185,15 @@ def accumulate(stats: Statistics, features, targets, *, mask=None) -> Statistics
     return accumulator.result()
 
 
-def fit(batches: Iterable, stats: Statistics, *, progress: bool = False, total: int | None = None) -> Statistics:
-    """Accumulate a stream of ``(features, targets)`` batches into ``stats``.
+def fit(stats: Statistics, batches: Iterable, *, progress: bool = False, total: int | None = None) -> Statistics:
+    """Accumulate a stream of ``(features, targets)`` batches into ``stats``: :func:`accumulate` over a stream.
 
     On the host, peak memory is O(d² + batch·d) whatever the number of samples: the state is copied once and each
     batch is folded into the copy in place, then dropped. A device state folds each batch with :func:`accumulate`.
 
     Args:
-      batches: iterable of ``(features, targets)`` pairs (see :func:`accumulate`).
       stats: starting state, e.g. :func:`init_statistics` (d) or a state to continue.
+      batches: iterable of ``(features, targets)`` pairs (see :func:`accumulate`).
       progress: show a progress bar.
       total: number of batches, for the progress bar.
 

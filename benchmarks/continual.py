@@ -163,7 +163,8 @@ def speed_comparison(data, scenario, width: int, seed: int) -> dict:
         woodbury_seconds.append(time.perf_counter() - start)
     weights = state.model.head.weights
     accuracy_statistics = 100 * np.mean(learner.predict(state, test) == data.test_labels)
-    accuracy_woodbury = 100 * np.mean(analytic.predict_labels(recursive.head, test) == data.test_labels)
+    predicted = analytic.predict_labels(analytic.recursive_solve(recursive), test)
+    accuracy_woodbury = 100 * np.mean(predicted == data.test_labels)
     return {
         "scenario": scenario.name,
         "width": width,

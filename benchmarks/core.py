@@ -67,7 +67,7 @@ def gram_throughput(n: int, d: int, batch: int, repeats: int) -> list[dict]:
             contenders = {
                 "numpy X.T @ X": lambda: features.T @ features,
                 "host accumulate, one call": lambda: analytic.accumulate(init, features, labels),
-                f"host fit, batches of {batch}": lambda: analytic.fit(batches(features, labels, batch), init),
+                f"host fit, batches of {batch}": lambda: analytic.fit(init, batches(features, labels, batch)),
                 "jax jit X.T @ X": lambda: jax.block_until_ready(xla_gram(device_x)),
                 "jax jit accumulate (device)": lambda: jax.block_until_ready(
                     jitted(device_state, device_x, device_y)),
@@ -208,7 +208,7 @@ def streamed_peak_memory(sizes: list[int], d: int, batch: int) -> list[dict]:
 
         tracemalloc.start()
         start = time.perf_counter()
-        analytic.fit(stream(), analytic.init_statistics(d))
+        analytic.fit(analytic.init_statistics(d), stream())
         seconds = time.perf_counter() - start
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
@@ -238,12 +238,12 @@ def precision_errors(n: int, d: int) -> list[dict]:
         exact64, exact32 = oracle(features), oracle(f32)
 
         def float32_fit(shift):
-            return analytic.fit(batches(f32, labels, batch), analytic.init_statistics(d, precision="float32",
-                                                                                       shift=shift))
+            return analytic.fit(analytic.init_statistics(d, precision="float32", shift=shift),
+                                batches(f32, labels, batch))
 
-        fixed = analytic.fit(batches(features, labels, batch), analytic.init_statistics(d, precision="fixed"))
+        fixed = analytic.fit(analytic.init_statistics(d, precision="fixed"), batches(features, labels, batch))
         modes = (
-            ("float64", analytic.fit(batches(features, labels, batch), analytic.init_statistics(d)), exact64),
+            ("float64", analytic.fit(analytic.init_statistics(d), batches(features, labels, batch)), exact64),
             ("float32, 4-bit mean shift (default)", float32_fit(None), exact32),
             ("float32, exact mean shift", float32_fit(f32[:1024].mean(axis=0)), exact32),
             ("float32 without shift", float32_fit(np.zeros(d, np.float32)), exact32),

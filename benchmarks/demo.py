@@ -27,7 +27,7 @@ def analytic_head(features, labels, validation_share: float = 0.1):
     """One pass of statistics, ridge chosen on a held-out share by subtraction, final solve on everything."""
     start = time.perf_counter()
     batches = ((features[i : i + 4096], labels[i : i + 4096]) for i in range(0, len(labels), 4096))
-    stats = analytic.fit(batches, analytic.init_statistics(features.shape[1]))
+    stats = analytic.fit(analytic.init_statistics(features.shape[1]), batches)
     held_out = np.random.default_rng(0).permutation(len(labels))[: int(validation_share * len(labels))]
     held_out_stats = analytic.accumulate(analytic.init_statistics(features.shape[1]), features[held_out],
                                          labels[held_out])

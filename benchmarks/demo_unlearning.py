@@ -39,21 +39,21 @@ def demo_section(data, *, ridge: float = 1.0, class_id: int | None = None) -> di
     head = unlearning.init_unlearning_head(x.shape[1], ridge, precision="fixed", per_class=True)
     for features, labels in _batches(x, y):
         head = unlearning.learn(head, features, labels)
-    head = unlearning.factorized(head)
+    head = unlearning.factorize(head)
 
     start = time.perf_counter()
     forgotten, receipt = unlearning.forget_class(head, forgotten_class)  # from the statistics: no data needed
-    after = unlearning.solve_head(forgotten)
+    after = unlearning.solve(forgotten)
     seconds = time.perf_counter() - start
 
     keep = y != forgotten_class
-    retrained = analytic.fit(_batches(x[keep], y[keep]),
-                             analytic.init_statistics(x.shape[1], precision="fixed"))
+    retrained = analytic.fit(analytic.init_statistics(x.shape[1], precision="fixed"),
+                             _batches(x[keep], y[keep]))
     certified = unlearning.certifies(receipt, retrained)
 
     test_keep = data.test_labels != forgotten_class
     test_x, test_y = data.test_features[test_keep], data.test_labels[test_keep]
-    before_accuracy = 100 * np.mean(analytic.predict_labels(unlearning.solve_head(head), test_x) == test_y)
+    before_accuracy = 100 * np.mean(analytic.predict_labels(unlearning.solve(head), test_x) == test_y)
     predicted = analytic.predict_labels(after, data.test_features)
     after_accuracy = 100 * np.mean(predicted[test_keep] == test_y)
     name = data.class_names[forgotten_class] if forgotten_class < len(data.class_names) else str(forgotten_class)

@@ -7,7 +7,7 @@ Sections (each a table, all in ``speed.json`` and ``speed.png``):
 - ``gram``: host ``accumulate`` (one call) and ``fit`` (streamed in batches of 8,192) against NumPy's ``X.T @ X`` of
   the same dtype, in float64, float32 and fixed point, at d = 512, 2,048 and 8,192 (ratio ≥ 1: at least as fast);
 - ``forget``: forgetting a class as a user does it (``forget_class`` from per-class statistics with its receipt,
-  then ``solve_head``) against the closed-form retrain on the retained features, n = 60,000, d = 1,280, and k
+  then ``unlearning.solve``) against the closed-form retrain on the retained features, n = 60,000, d = 1,280, and k
   samples through the kept factor's low-rank correction against subtracting and refactoring;
 - ``paper``: AFL's paper-form aggregation of 100 clients' local solutions against the summed-statistics form,
   d = 1,280;
@@ -45,7 +45,7 @@ def gram_ratios(sizes, repeats: int) -> list[dict]:
             times = interleaved_times({
                 "numpy": lambda: features.T @ features,
                 "one call": lambda: analytic.accumulate(empty, features, labels),
-                "streamed": lambda: analytic.fit(batches(features, labels, STREAM_BATCH), empty),
+                "streamed": lambda: analytic.fit(empty, batches(features, labels, STREAM_BATCH)),
             }, repeats)
             rows.append({"d": d, "n": n, "precision": precision, "numpy_seconds": times["numpy"],
                          "one_call_seconds": times["one call"], "streamed_seconds": times["streamed"],
@@ -60,7 +60,7 @@ def learned_head(features, labels, ridge: float, per_class: bool):
     head = unlearning.init_unlearning_head(features.shape[1], ridge, per_class=per_class)
     for start in range(0, len(labels), STREAM_BATCH):
         head = unlearning.learn(head, features[start : start + STREAM_BATCH], labels[start : start + STREAM_BATCH])
-    return unlearning.factorized(head)
+    return unlearning.factorize(head)
 
 
 def forget_speed(n: int, d: int, repeats: int, ridge: float = 1.0) -> dict:
@@ -73,9 +73,9 @@ def forget_speed(n: int, d: int, repeats: int, ridge: float = 1.0) -> dict:
     task = methods.UnlearningTask(features, labels, labels == forgotten, features[:0], labels[:0], (forgotten,),
                                   N_CLASSES)
     times = interleaved_times({
-        "forget_class + receipt + solve_head": lambda: unlearning.solve_head(
+        "forget_class + receipt + solve": lambda: unlearning.solve(
             unlearning.forget_class(class_head, forgotten)[0]),
-        "forget_class + solve_head (no receipt)": lambda: unlearning.solve_head(
+        "forget_class + solve (no receipt)": lambda: unlearning.solve(
             unlearning.forget_class(class_head, forgotten, receipt=False)[0]),
         "closed-form retrain": lambda: methods.ClosedFormRetrain(ridge).unlearn(task),
     }, repeats)

@@ -97,7 +97,7 @@ def scenario_rows(name, task, exact_head, original, ridge, epochs, method_names,
 
 def sample_forgetting_speed(head, features, labels, ridge: float, repeats: int) -> list[dict]:
     """k = 1, d/100 and d/10 samples forgotten through the kept factor's low-rank correction (``forget_samples`` +
-    ``solve_head``) against subtracting their statistics and refactoring, interleaved; with the weights' difference.
+    ``unlearning.solve``) against subtracting their statistics and refactoring, interleaved; with the weights' difference.
 
     ``head`` is a factorized, pooled (not per-class) unlearning head that learned ``features`` / ``labels``."""
     d = features.shape[1]
@@ -110,7 +110,7 @@ def sample_forgetting_speed(head, features, labels, ridge: float, repeats: int) 
             return analytic.solve(analytic.subtract(head.statistics, removed), ridge)
 
         def downdate():
-            return unlearning.solve_head(unlearning.forget_samples(head, rows, labels_k, receipt=False)[0])
+            return unlearning.solve(unlearning.forget_samples(head, rows, labels_k, receipt=False)[0])
 
         pair = interleaved_times({"downdate": downdate, "refactor": refactor}, repeats)
         samples.append({"k": k, "route": unlearning.forget_samples(head, rows, labels_k)[1].route,
@@ -155,10 +155,10 @@ def regression(quick: bool):
     forget = np.zeros(len(targets), bool)
     forget[np.random.default_rng(0).choice(len(targets), len(targets) // 10, replace=False)] = True
     head = unlearning.init_unlearning_head(d, ridge, n_targets=1)
-    head = unlearning.factorized(unlearning.learn(head, features, targets))
+    head = unlearning.factorize(unlearning.learn(head, features, targets))
     start = time.perf_counter()
     forgotten, receipt = unlearning.forget_samples(head, features[forget], targets[forget])
-    exact_weights = unlearning.solve_head(forgotten).weights
+    exact_weights = unlearning.solve(forgotten).weights
     exact_seconds = time.perf_counter() - start
     start = time.perf_counter()
     retained = analytic.accumulate(analytic.init_statistics(d, n_targets=1), features[~forget], targets[~forget])
@@ -231,12 +231,12 @@ def main():
     head = unlearning.init_unlearning_head(x.shape[1], ridge)
     for i in range(0, len(y), 8192):
         head = unlearning.learn(head, x[i : i + 8192], y[i : i + 8192])
-    head = unlearning.factorized(head)
+    head = unlearning.factorize(head)
     exact_train_seconds = time.perf_counter() - start
     class_head = unlearning.init_unlearning_head(x.shape[1], ridge, per_class=True)  # classes forgotten from
     for i in range(0, len(y), 8192):  # stored per-class statistics, without their data
         class_head = unlearning.learn(class_head, x[i : i + 8192], y[i : i + 8192])
-    class_head = unlearning.factorized(class_head)
+    class_head = unlearning.factorize(class_head)
     epochs = 5 if quick else 20
     start = time.perf_counter()
     original = gradient.fit_softmax_head(x, y, n_classes=n_classes, epochs=epochs,

@@ -42,7 +42,7 @@ def online_stream(head: analytic.RecursiveHead, features, labels) -> tuple[analy
 
     def step(current: analytic.RecursiveHead, batch):
         x, y = batch
-        scores = analytic.predict(current.head, x)
+        scores = analytic.predict(analytic.recursive_solve(current), x)
         seen = current.class_counts > 0
         predicted = class_ids[jnp.argmax(jnp.where(seen[None, :], scores, -jnp.inf), axis=1)]
         return analytic.recursive_learn(current, x, y), predicted

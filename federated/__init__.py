@@ -37,15 +37,15 @@ from federated.payload import (
     statistics_nbytes,
 )
 from federated.server import (
-    Ledger,
+    ClientRegistry,
     SolutionAggregate,
     StatisticsAggregate,
-    aggregate_head,
+    solve,
     receive,
     receive_many,
     receive_solution,
     receive_solutions,
     remove_client,
-    start_aggregate,
-    start_solution_aggregate,
+    init_aggregate,
+    init_solution_aggregate,
 )

@@ -47,7 +47,7 @@ import analytic
 from analytic import gradient
 from federated.aggregation import client_statistics
 from federated.payload import encode_statistics, payload_nbytes
-from federated.server import aggregate_head, receive_many, start_aggregate
+from federated.server import solve, receive_many, init_aggregate
 
 DEFAULTS = {
     "method": "afl", "ridge": 1.0, "precision": "float64", "wave": 100, "pull-interval": 0.05, "timeout": 600.0,
@@ -206,7 +206,7 @@ def _run_afl(grid: Grid, settings: dict) -> dict:
     class_ids = np.unique(federation["labels"])
     started = time.perf_counter()
     nodes = _wait_for_nodes(grid, int(settings["num-clients"]), float(settings["timeout"]))
-    aggregate = start_aggregate(dim, class_ids, precision=settings["precision"])
+    aggregate = init_aggregate(dim, class_ids, precision=settings["precision"])
     rejected, bytes_up, first_upload = {}, 0, None
     replies = _stream_replies(grid, _statistics_queries(nodes, class_ids), int(settings["wave"]),
                               float(settings["pull-interval"]), float(settings["timeout"]))
@@ -217,7 +217,7 @@ def _run_afl(grid: Grid, settings: dict) -> dict:
         bytes_up += sum(payload_nbytes(payload) for _, payload in uploads)
         aggregate, batch_rejected = receive_many(aggregate, uploads)
         rejected.update(batch_rejected)
-    head = aggregate_head(aggregate, float(settings["ridge"]))
+    head = solve(aggregate, float(settings["ridge"]))
     seconds = time.perf_counter() - started
     output = Path(settings["output"])
     output.mkdir(parents=True, exist_ok=True)

@@ -81,7 +81,7 @@ def _field(payload, name, dtype, shape) -> np.ndarray:
     return value
 
 
-def empty_payload(dim: int, class_ids, *, precision: str = "float64") -> dict[str, np.ndarray]:
+def init_payload(dim: int, class_ids, *, precision: str = "float64") -> dict[str, np.ndarray]:
     """The payload of a client with no samples: zeros aligned to the agreed class ids."""
     class_ids = np.asarray(class_ids, np.int64)
     dtype = _STATE_DTYPES[precision]
@@ -161,7 +161,7 @@ def add_payloads(total: dict[str, np.ndarray], upload: dict[str, np.ndarray], si
     return out
 
 
-def fingerprint(payload: dict[str, np.ndarray], dim: int) -> str:
+def upload_fingerprint(payload: dict[str, np.ndarray], dim: int) -> str:
     """sha256 of an upload's counts, Gram diagonal and cross-moments: O(d·m) work, identifies a replayed upload."""
     digest = hashlib.sha256()
     gram = np.asarray(payload["gram"])

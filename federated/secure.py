@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 import analytic
-from federated.payload import ADDITIVE_FIELDS, UploadRejected, empty_payload
+from federated.payload import ADDITIVE_FIELDS, UploadRejected, init_payload
 
 
 def flatten_payload(payload: dict[str, np.ndarray]) -> np.ndarray:
@@ -45,7 +45,7 @@ def flatten_payload(payload: dict[str, np.ndarray]) -> np.ndarray:
 
 def unflatten_payload(vector: np.ndarray, dim: int, class_ids) -> dict[str, np.ndarray]:
     """Inverse of :func:`flatten_payload` for dimension d and the agreed class ids."""
-    template = empty_payload(dim, class_ids, precision="fixed")  # the fields' shapes in a fixed-point upload
+    template = init_payload(dim, class_ids, precision="fixed")  # the fields' shapes in a fixed-point upload
     expected = sum(template[name].size for name in ADDITIVE_FIELDS)
     if vector.shape != (expected,):
         raise UploadRejected(f"masked vector has {vector.size} words, expected {expected}")

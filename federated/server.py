@@ -28,8 +28,8 @@ from federated.payload import (
     add_payloads,
     check_payload,
     decode_statistics,
-    empty_payload,
-    fingerprint,
+    init_payload,
+    upload_fingerprint,
 )
 
 
@@ -44,7 +44,7 @@ def _admit(clients: dict, senders: dict, client_id: str, digest: str) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class Ledger:
+class ClientRegistry:
     """Which clients were aggregated: client id → upload fingerprint, and fingerprint → client id (read-only).
 
     Empty uploads have the fingerprint ``""`` and are not checked for replay (they add nothing).
@@ -56,7 +56,7 @@ class Ledger:
     def __len__(self) -> int:
         return len(self.clients)
 
-    def release(self, client_id: str, digest: str) -> "Ledger":
+    def release(self, client_id: str, digest: str) -> "ClientRegistry":
         """The ledger without ``client_id``; raises :class:`UploadRejected` unless it sent the upload ``digest``."""
         if client_id not in self.clients:
             raise UploadRejected(f"client {client_id!r} is not part of the aggregate")
@@ -64,7 +64,7 @@ class Ledger:
             raise UploadRejected(f"the payload is not the upload client {client_id!r} contributed")
         clients = {k: v for k, v in self.clients.items() if k != client_id}
         senders = {k: v for k, v in self.senders.items() if v != client_id}
-        return Ledger(MappingProxyType(clients), MappingProxyType(senders))
+        return ClientRegistry(MappingProxyType(clients), MappingProxyType(senders))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,14 +76,14 @@ class StatisticsAggregate:
 
     Attributes:
       total: :math:`\\sum_k` of the accepted payloads (:func:`federated.payload.encode_statistics` layout).
-      received: the :class:`Ledger` of accepted clients.
+      received: the :class:`ClientRegistry` of accepted clients.
       dim: feature dimension d.
       precision: ``"float64"`` or ``"fixed"``.
       frac_bits: the fixed-point grid (fixed precision).
     """
 
     total: Mapping[str, np.ndarray]
-    received: Ledger
+    received: ClientRegistry
     dim: int
     precision: str = "float64"
     frac_bits: int = 12
@@ -107,16 +107,16 @@ class StatisticsAggregate:
         return decode_statistics(dict(self.total), self.dim, precision=self.precision, frac_bits=self.frac_bits)
 
 
-def start_aggregate(dim: int, class_ids, *, precision: str = "float64", frac_bits: int = 12) -> StatisticsAggregate:
+def init_aggregate(dim: int, class_ids, *, precision: str = "float64", frac_bits: int = 12) -> StatisticsAggregate:
     """An empty summed-statistics aggregate for clients that agreed on ``class_ids``."""
-    total = empty_payload(dim, class_ids, precision=precision)
-    return StatisticsAggregate(MappingProxyType(total), Ledger(), int(dim), precision, frac_bits)
+    total = init_payload(dim, class_ids, precision=precision)
+    return StatisticsAggregate(MappingProxyType(total), ClientRegistry(), int(dim), precision, frac_bits)
 
 
-def _digest(aggregate: StatisticsAggregate, payload: dict) -> str:
+def _checked_fingerprint(aggregate: StatisticsAggregate, payload: dict) -> str:
     """The upload's fingerprint, or ``""`` for an empty upload (which adds nothing and may repeat)."""
     check_payload(payload, aggregate.dim, precision=aggregate.precision, class_ids=aggregate.class_ids)
-    return fingerprint(payload, aggregate.dim) if int(payload["count"]) > 0 else ""
+    return upload_fingerprint(payload, aggregate.dim) if int(payload["count"]) > 0 else ""
 
 
 def receive(aggregate: StatisticsAggregate, client_id: str, payload: dict) -> StatisticsAggregate:
@@ -142,14 +142,14 @@ def receive_many(aggregate: StatisticsAggregate, uploads) -> tuple[StatisticsAgg
     rejected = {}
     for client_id, payload in uploads:
         try:
-            digest = _digest(aggregate, payload)
+            digest = _checked_fingerprint(aggregate, payload)
             new_total = add_payloads(total, payload)  # may refuse an overflow: before the client is admitted
             _admit(clients, senders, client_id, digest)
         except UploadRejected as error:
             rejected[client_id] = str(error)
             continue
         total = new_total
-    received = Ledger(MappingProxyType(clients), MappingProxyType(senders))
+    received = ClientRegistry(MappingProxyType(clients), MappingProxyType(senders))
     return dataclasses.replace(aggregate, total=MappingProxyType(total), received=received), rejected
 
 
@@ -157,18 +157,18 @@ def remove_client(aggregate: StatisticsAggregate, client_id: str, payload: dict)
     """Client-level unlearning: subtract the upload client ``client_id`` contributed (README: the math in brief).
 
     The result equals the aggregate of the remaining clients (bit-identical in fixed precision). A class that no
-    remaining client holds keeps a zero column: :func:`aggregate_head` drops it.
+    remaining client holds keeps a zero column: :func:`solve` drops it.
 
     Raises:
       UploadRejected: the client was never aggregated, or ``payload`` is not the upload it sent.
     """
-    received = aggregate.received.release(client_id, _digest(aggregate, payload))
+    received = aggregate.received.release(client_id, _checked_fingerprint(aggregate, payload))
     total = add_payloads(aggregate.total, payload, sign=-1)
     check_payload(total, aggregate.dim, precision=aggregate.precision)  # counts and Gram diagonal stay valid
     return dataclasses.replace(aggregate, total=MappingProxyType(total), received=received)
 
 
-def aggregate_head(aggregate: StatisticsAggregate, ridge: float, *, intercept: bool = False) -> analytic.Head:
+def solve(aggregate: StatisticsAggregate, ridge: float, *, intercept: bool = False) -> analytic.Head:
     r"""The federated ridge head :math:`(G + \gamma I)^{-1} B`, over the classes some accepted client holds; with
     ``intercept=True`` also an unregularized bias, :math:`W = (G_c + \gamma I)^{-1} B_c`, :math:`b = \bar y - W^\top
     \mu` (:func:`analytic.solve`), from the summed counts and sums: equal to the pooled data's intercept solve.
@@ -193,12 +193,12 @@ class SolutionAggregate:
     Attributes:
       partials: the sums over the accepted clients (:func:`federated.aggregation.push_solution`), ``None`` before
         the first.
-      received: the :class:`Ledger` of accepted clients.
+      received: the :class:`ClientRegistry` of accepted clients.
       dim, class_ids, ridge: what every client message must match.
     """
 
     partials: PartialSums | None
-    received: Ledger
+    received: ClientRegistry
     dim: int
     class_ids: np.ndarray
     ridge: float
@@ -212,9 +212,9 @@ class SolutionAggregate:
         return combine_partials(self.partials)
 
 
-def start_solution_aggregate(dim: int, class_ids, ridge: float) -> SolutionAggregate:
+def init_solution_aggregate(dim: int, class_ids, ridge: float) -> SolutionAggregate:
     """An empty paper-form aggregate for clients that agreed on ``class_ids`` and the ridge γ."""
-    return SolutionAggregate(None, Ledger(), int(dim), np.asarray(class_ids, np.int64), float(ridge))
+    return SolutionAggregate(None, ClientRegistry(), int(dim), np.asarray(class_ids, np.int64), float(ridge))
 
 
 def check_solution(aggregate: SolutionAggregate, solution: LocalSolution) -> None:
@@ -277,7 +277,7 @@ def receive_solutions(
             rejected[client_id] = str(error)
             continue
         partials = push_solution(partials, solution)
-    received = Ledger(MappingProxyType(clients), MappingProxyType(senders))
+    received = ClientRegistry(MappingProxyType(clients), MappingProxyType(senders))
     return dataclasses.replace(aggregate, partials=partials, received=received), rejected
 
 

@@ -24,7 +24,7 @@ import analytic
 from analytic.precision import precision_of
 from federated.aggregation import client_statistics
 from federated.payload import encode_statistics, payload_nbytes
-from federated.server import StatisticsAggregate, aggregate_head, receive_many, start_aggregate
+from federated.server import StatisticsAggregate, solve, receive_many, init_aggregate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +107,8 @@ def simulate_afl(
     with _progress(progress) as bar:
         task = bar.add_task(description, total=len(parts), sent="0 MB")
         track = lambda k: bar.update(task, advance=1, sent=f"{sent / 1e6:,.1f} MB up")  # noqa: E731
-        aggregate, rejected = receive_many(start_aggregate(dim, class_ids, precision=precision), uploads(track))
-    head = aggregate_head(aggregate, ridge)
+        aggregate, rejected = receive_many(init_aggregate(dim, class_ids, precision=precision), uploads(track))
+    head = solve(aggregate, ridge)
     seconds = time.perf_counter() - started
     accuracy = float("nan")
     if test_features is not None:

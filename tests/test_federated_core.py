@@ -32,7 +32,7 @@ def server_aggregate(features, labels, parts, precision="float64"):
             federated.client_statistics(features[rows], labels[rows], D, precision=precision), CLASSES))
         for k, rows in enumerate(parts)
     )
-    aggregate, rejected = federated.receive_many(federated.start_aggregate(D, precision=precision, class_ids=CLASSES),
+    aggregate, rejected = federated.receive_many(federated.init_aggregate(D, precision=precision, class_ids=CLASSES),
                                                  uploads)
     assert rejected == {}
     return aggregate
@@ -207,7 +207,7 @@ def test_folded_law_with_only_small_clients_equals_direct_solve(pooled):
 def test_server_sums_equal_aggregate_solutions(pooled):
     features, labels = pooled
     messages = list(solutions(features, labels, split("dirichlet-0.1", labels, 50)))
-    server, rejected = federated.receive_solutions(federated.start_solution_aggregate(D, CLASSES, RIDGE),
+    server, rejected = federated.receive_solutions(federated.init_solution_aggregate(D, CLASSES, RIDGE),
                                                    ((f"client-{k}", s) for k, s in enumerate(messages)))
     direct = federated.aggregate_solutions(messages)
     assert rejected == {} and int(server.partials.n_clients) == 50
@@ -224,7 +224,7 @@ def test_folded_law_refuses_mixed_ridges_and_no_clients(pooled):
     with pytest.raises(analytic.IntegrityError, match="no client solution has been aggregated"):
         federated.aggregate_solutions([])
     with pytest.raises(analytic.IntegrityError, match="no client solution has been aggregated"):
-        _ = federated.start_solution_aggregate(D, CLASSES, RIDGE).solution
+        _ = federated.init_solution_aggregate(D, CLASSES, RIDGE).solution
 
 
 @pytest.mark.parametrize(
@@ -233,7 +233,7 @@ def test_folded_law_refuses_mixed_ridges_and_no_clients(pooled):
 )
 def test_paper_form_with_intermediary_equals_unregularized_least_squares(name, n_clients, pooled):
     features, labels = pooled
-    server = federated.start_solution_aggregate(D, CLASSES, RIDGE)
+    server = federated.init_solution_aggregate(D, CLASSES, RIDGE)
     messages = ((f"client-{k}", s) for k, s in enumerate(solutions(features, labels, split(name, labels, n_clients))))
     server, rejected = federated.receive_solutions(server, messages)
     assert rejected == {} and len(server.received) == n_clients

@@ -21,7 +21,7 @@ def clients():
 
 @pytest.fixture
 def aggregate(clients):
-    aggregate = federated.start_aggregate(D, class_ids=CLASSES)
+    aggregate = federated.init_aggregate(D, class_ids=CLASSES)
     for k, stats in enumerate(clients[:2]):
         aggregate = federated.receive(aggregate, f"client-{k}", federated.encode_statistics(stats, CLASSES))
     return aggregate
@@ -29,7 +29,7 @@ def aggregate(clients):
 
 @pytest.fixture
 def solution_aggregate(clients):
-    server = federated.start_solution_aggregate(D, CLASSES, RIDGE)
+    server = federated.init_solution_aggregate(D, CLASSES, RIDGE)
     return federated.receive_solution(server, "client-0", federated.local_solution(clients[0], RIDGE, CLASSES))
 
 
@@ -142,7 +142,7 @@ def test_indefinite_regularized_gram_is_rejected(solution_aggregate, clients):
 def test_an_overflowing_fixed_point_upload_is_rejected_in_a_round():
     x, y = make_classification(n=60, d=D, classes=CLASSES, seed=6)
     exact = analytic.accumulate(analytic.init_statistics(D, precision="fixed"), x, y)
-    server = federated.start_aggregate(D, class_ids=CLASSES, precision="fixed")
+    server = federated.init_aggregate(D, class_ids=CLASSES, precision="fixed")
     server = federated.receive(server, "client-0", federated.encode_statistics(exact, CLASSES))
     huge = federated.encode_statistics(exact, CLASSES)
     huge["gram"] = huge["gram"].copy()

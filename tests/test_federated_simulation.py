@@ -43,7 +43,7 @@ def test_head_drops_a_class_no_remaining_client_holds():
     aggregate, _, _ = simulate_afl(x, y, parts, ridge=RIDGE, progress=False)
     leaving = federated.encode_statistics(federated.client_statistics(x[parts[1]], y[parts[1]], D), CLASSES)
     after = federated.remove_client(aggregate, "client-1", leaving)
-    head = federated.aggregate_head(after, RIDGE)
+    head = federated.solve(after, RIDGE)
     kept = parts[0]
     expected = ridge_oracle(x[kept], one_hot_columns(y[kept], CLASSES[:-1]), RIDGE)
     np.testing.assert_array_equal(head.class_ids, CLASSES[:-1])

@@ -216,9 +216,9 @@ def test_jitted_intercept_of_an_empty_state_gives_nan_and_a_traced_flag_is_refus
 def test_forgetting_with_intercept_equals_retraining_with_intercept(offset_data, k):
     features, labels = offset_data
     head = unlearning.init_unlearning_head(DIM, RIDGE, shift=near_mean(features))
-    head = unlearning.factorized(unlearning.learn(head, features, labels))
+    head = unlearning.factorize(unlearning.learn(head, features, labels))
     forgotten, _ = unlearning.forget_samples(head, features[:k], labels[:k])
-    solved = unlearning.solve_head(forgotten, intercept=True)
+    solved = unlearning.solve(forgotten, intercept=True)
     retained = np.unique(labels[k:])
     np.testing.assert_array_equal(solved.class_ids, retained)
     assert_matches(solved, features[k:], one_hot_columns(labels[k:], retained), 1e-10)
@@ -227,9 +227,9 @@ def test_forgetting_with_intercept_equals_retraining_with_intercept(offset_data,
     expected = analytic.solve(retrained, RIDGE, intercept=True)
     assert relative_error(solved.weights, expected.weights) <= 1e-12
     assert relative_error(solved.bias, expected.bias) <= 1e-12
-    assert unlearning.solve_head(forgotten).bias is None
+    assert unlearning.solve(forgotten).bias is None
     with pytest.raises(InputError, match="intercept must be True or False"):
-        unlearning.solve_head(forgotten, intercept="yes")
+        unlearning.solve(forgotten, intercept="yes")
 
 
 def aggregate_of(features, labels, n_clients, precision):
@@ -237,7 +237,7 @@ def aggregate_of(features, labels, n_clients, precision):
     uploads = ((f"client-{k}", federated.encode_statistics(
         federated.client_statistics(features[rows], labels[rows], DIM, precision=precision), CLASSES))
         for k, rows in enumerate(parts))
-    aggregate, rejected = federated.receive_many(federated.start_aggregate(DIM, precision=precision,
+    aggregate, rejected = federated.receive_many(federated.init_aggregate(DIM, precision=precision,
                                                                            class_ids=CLASSES), uploads)
     assert rejected == {}
     return aggregate
@@ -247,11 +247,11 @@ def test_federated_aggregate_with_intercept_equals_pooled(offset_data):
     features, labels = offset_data
     aggregate = aggregate_of(features, labels, 7, "fixed")
     pooled = analytic.accumulate(analytic.init_statistics(DIM, precision="fixed"), features, labels)
-    head = federated.aggregate_head(aggregate, RIDGE, intercept=True)
+    head = federated.solve(aggregate, RIDGE, intercept=True)
     expected = analytic.solve(pooled, RIDGE, intercept=True)
     np.testing.assert_array_equal(head.weights, expected.weights)  # the same exact integers: the same head
     np.testing.assert_array_equal(head.bias, expected.bias)
     assert_matches(head, quantized(features), one_hot_columns(labels, CLASSES), 1e-10)
-    summed = federated.aggregate_head(aggregate_of(features, labels, 7, "float64"), RIDGE, intercept=True)
+    summed = federated.solve(aggregate_of(features, labels, 7, "float64"), RIDGE, intercept=True)
     assert_matches(summed, features, one_hot_columns(labels, CLASSES), 1e-8)  # unshifted float64: as above
-    assert federated.aggregate_head(aggregate, RIDGE).bias is None
+    assert federated.solve(aggregate, RIDGE).bias is None

@@ -167,7 +167,7 @@ def resaved_with_edit(path, edit):
         arrays = {key: archive[key] for key in archive.files}
     metadata = json.loads(arrays.pop(persistence._METADATA_KEY).tobytes().decode())
     edit(arrays)
-    metadata["sha256"] = persistence._digest(metadata["root"], arrays)
+    metadata["sha256"] = persistence._file_digest(metadata["root"], arrays)
     encoded = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
     with open(path, "wb") as handle:
         np.savez(handle, **arrays, **{persistence._METADATA_KEY: encoded})

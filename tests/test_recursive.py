@@ -44,7 +44,8 @@ def test_recursive_regression_and_resynchronization():
     synced = analytic.recursive_from_statistics(stats, RIDGE)
     assert relative_error(rec.weights, synced.weights) <= 1e-10
     assert relative_error(rec.inverse, synced.inverse) <= 1e-10
-    np.testing.assert_allclose(analytic.predict(rec.head, features[:3]), features[:3] @ synced.weights, rtol=1e-9)
+    np.testing.assert_allclose(analytic.predict(analytic.recursive_solve(rec), features[:3]),
+                               features[:3] @ synced.weights, rtol=1e-9)
 
 
 def test_recursive_refuses_to_forget_what_was_not_learned():

@@ -20,7 +20,7 @@ def batches(features, labels, size):
 
 def test_float64_solve_matches_direct_solve_and_sklearn(data):
     features, labels = data
-    stats = analytic.fit(batches(features, labels, 97), analytic.init_statistics(features.shape[1]))
+    stats = analytic.fit(analytic.init_statistics(features.shape[1]), batches(features, labels, 97))
     head = analytic.solve(stats, RIDGE)
     targets = one_hot_columns(labels, head.class_ids)
     assert relative_error(head.weights, ridge_oracle(features, targets, RIDGE)) <= 1e-10
@@ -55,7 +55,7 @@ def test_regression_multi_output_matches_sklearn():
     rng = np.random.default_rng(1)
     features = rng.normal(size=(400, 16)) + 1.0
     targets = features @ rng.normal(size=(16, 3)) + 0.1 * rng.normal(size=(400, 3))
-    stats = analytic.fit(batches(features, targets, 64), analytic.init_statistics(16, n_targets=3))
+    stats = analytic.fit(analytic.init_statistics(16, n_targets=3), batches(features, targets, 64))
     head = analytic.solve(stats, RIDGE)
     assert head.class_ids is None
     sk = Ridge(alpha=RIDGE, fit_intercept=False, solver="cholesky").fit(features, targets)
@@ -142,12 +142,12 @@ def test_float32_mode_error_is_small_and_reported():
     features, labels = make_classification(n=4000, d=64, offset=30.0, seed=3)
     f32 = features.astype(np.float32)
     expected = ridge_oracle(f32, one_hot_columns(labels, np.unique(labels)), RIDGE)
-    stats = analytic.fit(batches(f32, labels, 256), analytic.init_statistics(64, precision="float32"))
+    stats = analytic.fit(analytic.init_statistics(64, precision="float32"), batches(f32, labels, 256))
     assert stats.moments.gram.dtype == np.float32 and stats.shift is not None
     error = relative_error(analytic.solve(stats, RIDGE).weights, expected)
     assert error <= 1e-4
-    unshifted = analytic.fit(batches(f32, labels, 256), analytic.init_statistics(64, precision="float32",
-                                                                                   shift=np.zeros(64)))
+    unshifted = analytic.fit(analytic.init_statistics(64, precision="float32", shift=np.zeros(64)),
+                             batches(f32, labels, 256))
     assert relative_error(analytic.solve(unshifted, RIDGE).weights, expected) > 10 * error
 
 
@@ -173,8 +173,8 @@ def test_float32_shift_keeps_sparse_relu_features_accurate():
     expected = ridge_oracle(expanded, one_hot_columns(labels, np.unique(labels)), RIDGE)
 
     def error(shift):
-        stats = analytic.fit(batches(expanded, labels, 512), analytic.init_statistics(256, precision="float32",
-                                                                                       shift=shift))
+        stats = analytic.fit(analytic.init_statistics(256, precision="float32", shift=shift),
+                             batches(expanded, labels, 512))
         return relative_error(analytic.solve(stats, RIDGE).weights, expected)
 
     default = error(None)
@@ -265,7 +265,7 @@ def test_blocked_accumulation_gives_every_moment(precision, layout, small_blocks
     x = LAYOUTS[layout](features)
     empty = analytic.init_statistics(24, precision=precision)
     one_call = analytic.accumulate(empty, x, labels)
-    streamed = analytic.fit(batches(x, labels, 777), empty)
+    streamed = analytic.fit(empty, batches(x, labels, 777))
     targets = one_hot_columns(labels, one_call.class_ids)
     if precision == "fixed":
         q = analytic.quantize(np.asarray(x, np.float64), 12).astype(np.int64)
@@ -292,8 +292,8 @@ def test_blocked_regression_moments(precision, small_blocks):
     rng = np.random.default_rng(9)
     features = rng.normal(size=(4_500, 16)) + 1.0
     targets = features @ rng.normal(size=(16, 3)) + rng.normal(size=(4_500, 3))
-    stats = analytic.fit(batches(features, targets, 2_000), analytic.init_statistics(16, precision=precision,
-                                                                                      n_targets=3))
+    stats = analytic.fit(analytic.init_statistics(16, precision=precision, n_targets=3),
+                         batches(features, targets, 2_000))
     moments = analytic.host_moments(stats)
     if precision == "fixed":
         q, t = (analytic.quantize(a, 12).astype(np.int64) for a in (features, targets))
@@ -335,7 +335,7 @@ def test_streamed_fit_peak_memory_does_not_grow_with_n():
     peaks = []
     for n in (20_000, 200_000):
         tracemalloc.start()
-        analytic.fit(stream(n), analytic.init_statistics(d))
+        analytic.fit(analytic.init_statistics(d), stream(n))
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] <= 1.1 * peaks[0]
@@ -374,9 +374,9 @@ def test_labels_beyond_int64_are_refused(learned):
 def test_fit_refuses_what_is_not_a_stream_of_pairs(learned, data):
     stats, digest = learned
     features, labels = data
-    assert_rejected(stats, digest, InputError, "not one pair", lambda: analytic.fit((features, labels), stats))
+    assert_rejected(stats, digest, InputError, "not one pair", lambda: analytic.fit(stats, (features, labels)))
     assert_rejected(stats, digest, InputError, "batch 1 of the stream",
-                    lambda: analytic.fit([(features, labels), features], stats))
+                    lambda: analytic.fit(stats, [(features, labels), features]))
 
 
 def test_nan_features_rejected(learned):

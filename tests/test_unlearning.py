@@ -20,12 +20,12 @@ def retrained(features, labels, ridge=RIDGE):
 
 def trained_head(features, labels, **options):
     head = unlearning.init_unlearning_head(features.shape[1], RIDGE, **options)
-    return unlearning.factorized(unlearning.learn(head, features, labels))
+    return unlearning.factorize(unlearning.learn(head, features, labels))
 
 
 def assert_matches_retraining(head, features, labels, test_features, tolerance=1e-10):
     weights, class_ids = retrained(features, labels)
-    solved = unlearning.solve_head(head)
+    solved = unlearning.solve(head)
     np.testing.assert_array_equal(solved.class_ids, class_ids)
     assert relative_error(solved.weights, weights) <= tolerance
     expected = class_ids[np.argmax(test_features @ weights, axis=1)]
@@ -111,7 +111,7 @@ def test_forget_class_from_statistics_drops_its_column():
     assert receipt.dropped_classes == (7,)
     assert receipt.removed_per_class == {7: int((~keep).sum())}
     assert_matches_retraining(forgotten, features[keep], labels[keep], test_features)
-    assert not np.isin(analytic.predict_labels(unlearning.solve_head(forgotten), test_features), 7).any()
+    assert not np.isin(analytic.predict_labels(unlearning.solve(forgotten), test_features), 7).any()
 
 
 @pytest.mark.parametrize("class_id", [7.0, 1.7, True, [7], "7"])
@@ -175,11 +175,11 @@ def test_regression_head_forgets_exactly():
     features = rng.normal(size=(500, D)) + 1.0
     targets = features @ rng.normal(size=(D, 2)) + 0.1 * rng.normal(size=(500, 2))
     head = unlearning.init_unlearning_head(D, RIDGE, n_targets=2)
-    head = unlearning.factorized(unlearning.learn(head, features, targets))
+    head = unlearning.factorize(unlearning.learn(head, features, targets))
     for k in (3, 200):
         forgotten, receipt = unlearning.forget_samples(head, features[:k], targets[:k])
         expected = ridge_oracle(features[k:], targets[k:], RIDGE)
-        assert relative_error(unlearning.solve_head(forgotten).weights, expected) <= 1e-10
+        assert relative_error(unlearning.solve(forgotten).weights, expected) <= 1e-10
         assert receipt.removed_per_class == {}
 
 
@@ -338,7 +338,7 @@ def test_float32_head_with_per_class_statistics_learns_in_batches_and_forgets_a_
     forgotten, receipt = unlearning.forget_class(head, 3)
     keep = labels != 3
     weights, class_ids = retrained(features[keep].astype(np.float32), labels[keep])
-    solved = unlearning.solve_head(forgotten)
+    solved = unlearning.solve(forgotten)
     np.testing.assert_array_equal(solved.class_ids, class_ids)
     assert receipt.removed_count == int((~keep).sum())
     assert relative_error(solved.weights, weights) <= 1e-4  # float32 statistics
@@ -372,5 +372,5 @@ def test_device_resident_head_forgets_with_the_same_receipts():
     assert unlearning.certifies(by_class, retained)
     expected = ridge_oracle(np.ldexp(analytic.quantize(features[keep], 12), -12),
                             one_hot_columns(labels[keep], retained.class_ids), 0.1)
-    assert relative_error(unlearning.solve_head(jax.device_get(head)).weights, expected) <= 1e-10
-    np.testing.assert_array_equal(unlearning.solve_head(head).class_ids, retained.class_ids)
+    assert relative_error(unlearning.solve(jax.device_get(head)).weights, expected) <= 1e-10
+    np.testing.assert_array_equal(unlearning.solve(head).class_ids, retained.class_ids)

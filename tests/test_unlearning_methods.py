@@ -68,7 +68,7 @@ def test_mia_efficacy_separates_member_like_from_test_like_confidence():
 def test_exact_unlearner_equals_closed_form_retrain(forgotten_classes):
     task = small_task(forgotten_classes)
     head = unlearning.init_unlearning_head(12, RIDGE, per_class=True)
-    head = unlearning.factorized(unlearning.learn(head, task.train_features, task.train_labels))
+    head = unlearning.factorize(unlearning.learn(head, task.train_features, task.train_labels))
     downdated = methods.ExactUnlearner(head).unlearn(task)
     retrained = methods.ClosedFormRetrain(RIDGE).unlearn(task)
     agreement = methods.compare_outputs(downdated, retrained, task)

@@ -11,11 +11,11 @@ from unlearning.exact import (
     Receipt,
     UnlearningHead,
     certifies,
-    factorized,
+    factorize,
     forget_class,
     forget_samples,
     forget_source,
     init_unlearning_head,
     learn,
-    solve_head,
+    solve,
 )

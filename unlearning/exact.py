@@ -32,7 +32,7 @@ follows them. :func:`forget_samples` / :func:`learn` on k rows of dimension d ch
     learning while no factor is kept: the factor is made on first use.
 ``"device"``
     statistics on a JAX device (``init_unlearning_head(..., device=...)``): they are added and subtracted there,
-    and every :func:`solve_head` factorizes on the device (:math:`d^3/3`, fast on an accelerator); receipts and
+    and every :func:`solve` factorizes on the device (:math:`d^3/3`, fast on an accelerator); receipts and
     hashes are the same as on the host.
 
 Integrity. Every request is validated before anything changes (states are immutable; a refused request returns
@@ -79,7 +79,7 @@ class UnlearningHead:
       recursive: the :class:`analytic.RecursiveHead` kept in step (``solver="recursive"``), or ``None``.
       folded_rows: () int64, rows folded into ``factor`` / ``recursive`` by rank-k steps since it was last
         computed from the statistics.
-      ledger: :class:`unlearning.ledger.Ledger` of sample fingerprints, or ``None``.
+      ledger: :class:`unlearning.ledger.SampleLedger` of sample fingerprints, or ``None``.
       sources: ``{source name: Statistics}`` of each tracked source's contribution, or ``None`` if untracked.
       class_parts: ``{source name ("" when untracked): {class id: Statistics}}``, each class's own statistics
         (C·d² memory), so a class can be forgotten without its data; ``None`` if not kept.
@@ -92,7 +92,7 @@ class UnlearningHead:
     factor: CorrectedFactor | None
     recursive: analytic.RecursiveHead | None
     folded_rows: np.ndarray
-    ledger: ledger_lib.Ledger | None
+    ledger: ledger_lib.SampleLedger | None
     sources: dict | None
     class_parts: dict | None
     ridge: float
@@ -186,7 +186,7 @@ def init_unlearning_head(
         factor=None,
         recursive=None,
         folded_rows=np.int64(0),
-        ledger=ledger_lib.empty_ledger() if ledger else None,
+        ledger=ledger_lib.init_ledger() if ledger else None,
         sources={} if track_sources else None,
         class_parts={} if per_class else None,
         ridge=ridge,
@@ -213,7 +213,7 @@ def learn(head: UnlearningHead, features, targets, *, source: str | None = None)
         sources = {**sources, source: analytic.merge(contribution, batch)}
     ledger = head.ledger
     if ledger is not None:
-        fingerprints = ledger_lib.fingerprint(features, targets, source_index)
+        fingerprints = ledger_lib.sample_fingerprints(features, targets, source_index)
         ledger = ledger_lib.record(ledger, fingerprints, _ledger_labels(head, targets, len(fingerprints)),
                                    source_index)
     class_parts = head.class_parts
@@ -231,7 +231,7 @@ def learn(head: UnlearningHead, features, targets, *, source: str | None = None)
     return updated
 
 
-def factorized(head: UnlearningHead) -> UnlearningHead:
+def factorize(head: UnlearningHead) -> UnlearningHead:
     """The head with its solver state (Cholesky factor or recursive form) computed from the statistics."""
     if head.solver == "cholesky":
         factor = corrected_factor(analytic.factorize(head.statistics, head.ridge))
@@ -240,7 +240,7 @@ def factorized(head: UnlearningHead) -> UnlearningHead:
     return dataclasses.replace(head, factor=None, recursive=recursive, folded_rows=np.int64(0))
 
 
-def solve_head(head: UnlearningHead, *, intercept: bool = False) -> analytic.Head:
+def solve(head: UnlearningHead, *, intercept: bool = False) -> analytic.Head:
     r"""The weights :math:`W = (G + \gamma I)^{-1} B` as an :class:`analytic.Head`, from the kept solver state.
 
     With ``intercept=True``, the weights and unregularized bias of :func:`analytic.solve` with an intercept,
@@ -257,7 +257,7 @@ def solve_head(head: UnlearningHead, *, intercept: bool = False) -> analytic.Hea
 
     Example:
       >>> forgotten, _ = forget_samples(head, features[:5], labels[:5])  # doctest: +SKIP
-      >>> solve_head(forgotten, intercept=True).bias  # doctest: +SKIP
+      >>> solve(forgotten, intercept=True).bias  # doctest: +SKIP
     """
     if intercept is not False:  # True, or a value analytic.solve refuses
         return analytic.solve(head.statistics, head.ridge, intercept=intercept)
@@ -265,7 +265,7 @@ def solve_head(head: UnlearningHead, *, intercept: bool = False) -> analytic.Hea
         weights = solve_corrected(head.factor, analytic.cross_matrix(head.statistics))
         return analytic.Head(weights=weights, class_ids=head.statistics.class_ids, ridge=head.ridge)
     if head.solver == "recursive" and head.recursive is not None:
-        return head.recursive.head
+        return analytic.recursive_solve(head.recursive)
     return analytic.solve(head.statistics, head.ridge)
 
 
@@ -306,7 +306,7 @@ def forget_samples(
         sources = {**sources, source: analytic.subtract(sources[source], removed)}
     ledger = head.ledger
     if ledger is not None:
-        ledger = ledger_lib.erase(ledger, ledger_lib.fingerprint(features, targets, source_index))
+        ledger = ledger_lib.erase(ledger, ledger_lib.sample_fingerprints(features, targets, source_index))
     class_parts = head.class_parts
     if class_parts is not None:
         parts = dict(class_parts[source or ""])
@@ -379,7 +379,7 @@ def forget_class(
                 f"class {class_id} holds {held} samples but {int(removed.count)} were given: pass all of them"
             )
         if ledger is not None:
-            ledger = ledger_lib.erase(ledger, ledger_lib.fingerprint(features, labels, -1))
+            ledger = ledger_lib.erase(ledger, ledger_lib.sample_fingerprints(features, labels, -1))
         rows = _solver_rows(statistics, features, labels)
     return _remove(head, removed, rows, "class", None, ledger, sources, class_parts, receipt)
 
@@ -472,7 +472,7 @@ def _follow(head, statistics, rows, sign, dropped) -> tuple[UnlearningHead, str]
         step = analytic.recursive_learn if sign > 0 else analytic.recursive_forget
         recursive = _drop_recursive_classes(step(head.recursive, *rows), dropped)
         return replace(recursive=recursive, folded_rows=np.int64(folded)), "recursive"
-    return factorized(replace()), "refactor" if head.solver == "cholesky" else "resync"
+    return factorize(replace()), "refactor" if head.solver == "cholesky" else "resync"
 
 
 def _drop_recursive_classes(recursive: analytic.RecursiveHead, dropped) -> analytic.RecursiveHead:

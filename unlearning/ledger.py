@@ -24,7 +24,7 @@ _FINGERPRINT_DTYPE = f"S{FINGERPRINT_BYTES}"
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["fingerprints", "counts", "labels", "sources"],
                    meta_fields=[])
 @dataclasses.dataclass(frozen=True)
-class Ledger:
+class SampleLedger:
     """Multiset of learned samples.
 
     Attributes:
@@ -45,9 +45,9 @@ class Ledger:
         return int(self.counts.sum())
 
 
-def empty_ledger() -> Ledger:
+def init_ledger() -> SampleLedger:
     """A ledger holding no samples."""
-    return Ledger(
+    return SampleLedger(
         fingerprints=np.zeros(0, _FINGERPRINT_DTYPE),
         counts=np.zeros(0, np.int64),
         labels=np.zeros(0, np.int64),
@@ -55,7 +55,7 @@ def empty_ledger() -> Ledger:
     )
 
 
-def fingerprint(features: np.ndarray, targets: np.ndarray, source: int) -> np.ndarray:
+def sample_fingerprints(features: np.ndarray, targets: np.ndarray, source: int) -> np.ndarray:
     """(n,) fingerprints of the rows ``(features[i], targets[i])`` learned under source index ``source``."""
     rows = np.ascontiguousarray(features, dtype=np.float64)
     values = np.ascontiguousarray(np.asarray(targets).reshape(rows.shape[0], -1).astype(np.float64))
@@ -65,7 +65,7 @@ def fingerprint(features: np.ndarray, targets: np.ndarray, source: int) -> np.nd
     return np.array(digests, dtype=_FINGERPRINT_DTYPE)
 
 
-def record(ledger: Ledger, fingerprints: np.ndarray, labels: np.ndarray, source: int) -> Ledger:
+def record(ledger: SampleLedger, fingerprints: np.ndarray, labels: np.ndarray, source: int) -> SampleLedger:
     """The ledger with the samples ``fingerprints`` (labels, one source) added."""
     keys = np.concatenate([ledger.fingerprints, fingerprints])
     unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
@@ -73,10 +73,10 @@ def record(ledger: Ledger, fingerprints: np.ndarray, labels: np.ndarray, source:
                          minlength=unique.size).astype(np.int64)
     all_labels = np.concatenate([ledger.labels, np.asarray(labels, np.int64)])
     all_sources = np.concatenate([ledger.sources, np.full(fingerprints.size, source, np.int64)])
-    return Ledger(fingerprints=unique, counts=counts, labels=all_labels[first], sources=all_sources[first])
+    return SampleLedger(fingerprints=unique, counts=counts, labels=all_labels[first], sources=all_sources[first])
 
 
-def erase(ledger: Ledger, fingerprints: np.ndarray) -> Ledger:
+def erase(ledger: SampleLedger, fingerprints: np.ndarray) -> SampleLedger:
     """The ledger without the samples ``fingerprints``.
 
     Raises:
@@ -98,13 +98,13 @@ def erase(ledger: Ledger, fingerprints: np.ndarray) -> Ledger:
     return _keep(ledger, counts > 0, counts)
 
 
-def erase_where(ledger: Ledger, mask: np.ndarray) -> Ledger:
+def erase_where(ledger: SampleLedger, mask: np.ndarray) -> SampleLedger:
     """The ledger without the entries selected by ``mask`` (a whole class or a whole source)."""
     return _keep(ledger, ~mask, ledger.counts)
 
 
-def _keep(ledger: Ledger, keep: np.ndarray, counts: np.ndarray) -> Ledger:
-    return Ledger(
+def _keep(ledger: SampleLedger, keep: np.ndarray, counts: np.ndarray) -> SampleLedger:
+    return SampleLedger(
         fingerprints=ledger.fingerprints[keep],
         counts=counts[keep],
         labels=ledger.labels[keep],

@@ -156,7 +156,7 @@ class ExactUnlearner:
                 head, receipt = exact.forget_class(head, class_id, rows, receipt=self.receipt)
         else:
             head, receipt = exact.forget_samples(head, *task.forget, receipt=self.receipt)
-        solved = exact.solve_head(head)
+        solved = exact.solve(head)
         return _linear(self.name, solved, time.perf_counter() - start, receipt)
 
 
@@ -173,7 +173,7 @@ class ClosedFormRetrain:
         features, labels = task.retain
         batches = ((features[i : i + self.batch_size], labels[i : i + self.batch_size])
                    for i in range(0, len(labels), self.batch_size))
-        statistics = analytic.fit(batches, analytic.init_statistics(features.shape[1]))
+        statistics = analytic.fit(analytic.init_statistics(features.shape[1]), batches)
         solved = analytic.solve(statistics, self.ridge)
         return _linear(self.name, solved, time.perf_counter() - start)
 
