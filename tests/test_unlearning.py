@@ -34,7 +34,7 @@ def assert_matches_retraining(head, features, labels, test_features, tolerance=1
 
 def snapshot(head):
     """Everything a refused request must leave untouched."""
-    arrays = [*jax.tree_util.tree_leaves(head.factor), head.folded_rows]
+    arrays = [*jax.tree_util.tree_leaves(head.solver_state), head.folded_rows]
     if head.ledger is not None:
         arrays += [head.ledger.fingerprints, head.ledger.counts]
     return analytic.state_hash(head.statistics), [None if a is None else np.array(a) for a in arrays]

@@ -50,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+from typing import Any
 
 import jax
 import numpy as np
@@ -57,15 +58,12 @@ import numpy as np
 import analytic
 from analytic.precision import precision_of
 from unlearning import ledger as ledger_lib
-from unlearning.factor import CorrectedFactor, corrected_factor, fold_rows, solve_corrected
-
-SOLVERS = ("cholesky", "recursive")
-FOLD_FRACTION = 1 / 8  # the factor takes up to d/8 rows as a low-rank correction; refactor above
+from unlearning.solvers import FOLD_FRACTION, solver_of
 
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["statistics", "factor", "recursive", "folded_rows", "ledger", "sources", "class_parts"],
+    data_fields=["statistics", "solver_state", "folded_rows", "ledger", "sources", "class_parts"],
     meta_fields=["ridge", "solver", "source_names"],
 )
 @dataclasses.dataclass(frozen=True)
@@ -74,11 +72,11 @@ class UnlearningHead:
 
     Attributes:
       statistics: the additive :class:`analytic.Statistics` (G, B, counts) of every sample currently learned.
-      factor: :class:`unlearning.factor.CorrectedFactor` of :math:`G + \\gamma I` kept in step with
-        ``statistics`` (``solver="cholesky"``), or ``None`` until first needed.
-      recursive: the :class:`analytic.RecursiveHead` kept in step (``solver="recursive"``), or ``None``.
-      folded_rows: () int64, rows folded into ``factor`` / ``recursive`` by rank-k steps since it was last
-        computed from the statistics.
+      solver_state: what the solver keeps in step with ``statistics`` (:mod:`unlearning.solvers`): the
+        :class:`unlearning.factor.CorrectedFactor` of :math:`G + \\gamma I` (``solver="cholesky"``) or the
+        :class:`analytic.RecursiveHead` (``solver="recursive"``); ``None`` until first needed.
+      folded_rows: () int64, rows folded into ``solver_state`` by rank-k steps since it was last computed from the
+        statistics.
       ledger: :class:`unlearning.ledger.SampleLedger` of sample fingerprints, or ``None``.
       sources: ``{source name: Statistics}`` of each tracked source's contribution, or ``None`` if untracked.
       class_parts: ``{source name ("" when untracked): {class id: Statistics}}``, each class's own statistics
@@ -89,8 +87,7 @@ class UnlearningHead:
     """
 
     statistics: analytic.Statistics
-    factor: CorrectedFactor | None
-    recursive: analytic.RecursiveHead | None
+    solver_state: Any
     folded_rows: np.ndarray
     ledger: ledger_lib.SampleLedger | None
     sources: dict | None
@@ -169,8 +166,7 @@ def init_unlearning_head(
       track_sources: keep each source's statistics, so a source can be forgotten; every learn names its source.
       device: a JAX device to keep the statistics on (the ``"device"`` route); ``None`` keeps them on the host.
     """
-    if solver not in SOLVERS:
-        raise analytic.InputError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    solver_of(solver)
     ridge = float(ridge)
     if not ridge > 0:
         raise analytic.InputError(f"ridge must be positive, got {ridge}")
@@ -183,8 +179,7 @@ def init_unlearning_head(
         statistics = jax.device_put(statistics, device)
     return UnlearningHead(
         statistics=statistics,
-        factor=None,
-        recursive=None,
+        solver_state=None,
         folded_rows=np.int64(0),
         ledger=ledger_lib.init_ledger() if ledger else None,
         sources={} if track_sources else None,
@@ -233,11 +228,8 @@ def learn(head: UnlearningHead, features, targets, *, source: str | None = None)
 
 def factorize(head: UnlearningHead) -> UnlearningHead:
     """The head with its solver state (Cholesky factor or recursive form) computed from the statistics."""
-    if head.solver == "cholesky":
-        factor = corrected_factor(analytic.factorize(head.statistics, head.ridge))
-        return dataclasses.replace(head, factor=factor, recursive=None, folded_rows=np.int64(0))
-    recursive = analytic.recursive_from_statistics(head.statistics, head.ridge)
-    return dataclasses.replace(head, factor=None, recursive=recursive, folded_rows=np.int64(0))
+    kept = solver_of(head.solver).compute(head.statistics, head.ridge)
+    return dataclasses.replace(head, solver_state=kept, folded_rows=np.int64(0))
 
 
 def solve(head: UnlearningHead, *, intercept: bool = False) -> analytic.Head:
@@ -261,11 +253,8 @@ def solve(head: UnlearningHead, *, intercept: bool = False) -> analytic.Head:
     """
     if intercept is not False:  # True, or a value analytic.solve refuses
         return analytic.solve(head.statistics, head.ridge, intercept=intercept)
-    if head.solver == "cholesky" and head.factor is not None:
-        weights = solve_corrected(head.factor, analytic.cross_matrix(head.statistics))
-        return analytic.Head(weights=weights, class_ids=head.statistics.class_ids, ridge=head.ridge)
-    if head.solver == "recursive" and head.recursive is not None:
-        return analytic.recursive_solve(head.recursive)
+    if head.solver_state is not None:
+        return solver_of(head.solver).weights(head.solver_state, head.statistics, head.ridge)
     return analytic.solve(head.statistics, head.ridge)
 
 
@@ -455,36 +444,19 @@ def _remove(head, removed, rows, request, source, ledger, sources, class_parts, 
 
 def _follow(head, statistics, rows, sign, dropped) -> tuple[UnlearningHead, str]:
     """Bring the solver state in step with ``statistics`` by the cheapest exact route (module docstring)."""
-    kept = head.factor if head.solver == "cholesky" else head.recursive
+    solver, kept = solver_of(head.solver), head.solver_state
     k = 0 if rows is None else rows[0].shape[0]
     folded = int(head.folded_rows) + k
-    limit = FOLD_FRACTION * statistics.dim if head.solver == "cholesky" else statistics.dim
-    small = rows is not None and k <= FOLD_FRACTION * statistics.dim and folded <= limit
+    small = rows is not None and k <= FOLD_FRACTION * statistics.dim and folded <= solver.fold_limit(statistics.dim)
     replace = functools.partial(dataclasses.replace, head, statistics=statistics)
     if statistics.on_device:
-        return replace(factor=None, recursive=None, folded_rows=np.int64(0)), "device"
+        return replace(solver_state=None, folded_rows=np.int64(0)), "device"
     if kept is None and sign > 0:
         return replace(), "deferred"
-    if kept is not None and small and head.solver == "cholesky":
-        factor = fold_rows(head.factor, rows[0], sign)
-        return replace(factor=factor, folded_rows=np.int64(folded)), "update" if sign > 0 else "downdate"
     if kept is not None and small:
-        step = analytic.recursive_learn if sign > 0 else analytic.recursive_forget
-        recursive = _drop_recursive_classes(step(head.recursive, *rows), dropped)
-        return replace(recursive=recursive, folded_rows=np.int64(folded)), "recursive"
-    return factorize(replace()), "refactor" if head.solver == "cholesky" else "resync"
-
-
-def _drop_recursive_classes(recursive: analytic.RecursiveHead, dropped) -> analytic.RecursiveHead:
-    if not dropped:
-        return recursive
-    keep = ~np.isin(recursive.class_ids, dropped)
-    return dataclasses.replace(
-        recursive,
-        weights=recursive.weights[:, keep],
-        class_ids=recursive.class_ids[keep],
-        class_counts=recursive.class_counts[keep],
-    )
+        kept, route = solver.fold(kept, rows, sign, dropped)
+        return replace(solver_state=kept, folded_rows=np.int64(folded)), route
+    return factorize(replace()), solver.refresh_route
 
 
 def _empty_like(statistics: analytic.Statistics) -> analytic.Statistics:

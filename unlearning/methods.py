@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -47,8 +47,6 @@ import analytic
 from analytic import gradient
 from unlearning import exact, metrics
 
-GRADIENT_METHODS = ("retrain", "FT", "GA", "NegGrad+", "RL", "l1-sparse", "SalUn", "SCRUB", "BoundaryShrink",
-                    "ForgetVector")
 DEFAULT_EPOCHS = {"FT": 10, "GA": 5, "NegGrad+": 10, "RL": 10, "l1-sparse": 10, "SalUn": 10, "SCRUB": 3,
                   "BoundaryShrink": 10, "ForgetVector": 10}
 NEGGRAD_ALPHA = 0.99
@@ -303,45 +301,90 @@ class GradientUnlearner:
                          weights=weights, learning_rate=self.learning_rate)
 
     def _run(self, task, retain, forget, epochs, optimizer):
-        train = lambda params, loss, data, n=epochs, **kw: gradient.train(  # noqa: E731
-            params, loss, data, optimizer=optimizer, epochs=n, batch_size=self.batch_size, seed=self.seed, **kw)[0]
-        rng = np.random.default_rng(self.seed)
-        no_shift = jnp.zeros(task.train_features.shape[1], jnp.float32)
-        original, method = self.original, self.method
-        if method == "retrain":
-            fresh = gradient.init_head(task.train_features.shape[1], task.n_classes, hidden=self.hidden,
-                                       seed=self.seed)
-            return train(fresh, _ce, retain), no_shift
-        if method == "FT":
-            return train(original, _ce, retain), no_shift
-        if method == "GA":
-            return train(original, _ascent, forget), no_shift
-        if method == "NegGrad+":
-            return train(original, _neggrad_plus, (retain, forget), loss_args=(NEGGRAD_ALPHA,)), no_shift
-        if method in ("RL", "SalUn"):
-            relabelled = {**forget, "labels": _random_other_labels(forget["labels"], task.n_classes, rng)
-                          .astype(np.int32)}
-            mask = _saliency_mask(original, forget) if method == "SalUn" else None
-            return train(original, _retain_and_relabelled, (retain, relabelled), grad_mask=mask), no_shift
-        if method == "l1-sparse":
-            params = original
-            for epoch in range(epochs):
-                strength = L1_STRENGTH * (1.0 - epoch / epochs)
-                params = train(params, _l1_sparse, retain, n=1, loss_args=(strength,))
-            return params, no_shift
-        if method == "SCRUB":
-            params = original
-            for epoch in range(epochs):
-                if epoch < SCRUB_MAX_EPOCHS:
-                    params = train(params, _scrub_max, forget, n=1, loss_args=(original,))
-                params = train(params, _scrub_min, retain, n=1, loss_args=(original,))
-            return params, no_shift
-        if method == "BoundaryShrink":
-            relabelled = {**forget, "labels": _fgsm_labels(original, forget)}
-            return train(original, _ce, relabelled), no_shift
-        delta = {"delta": jnp.zeros(task.train_features.shape[1], jnp.float32)}  # ForgetVector
-        delta = train(delta, _forget_vector, (retain, forget), loss_args=(original,))
-        return original, delta["delta"]
+        def train(params, loss, data, n=epochs, **kw):
+            return gradient.train(params, loss, data, optimizer=optimizer, epochs=n, batch_size=self.batch_size,
+                                  seed=self.seed, **kw)[0]
+
+        run = _GradientRun(self, task, retain, forget, epochs, train, np.random.default_rng(self.seed))
+        params, shift = _GRADIENT_RUNS[self.method](run)
+        return params, jnp.zeros(task.train_features.shape[1], jnp.float32) if shift is None else shift
+
+
+class _GradientRun(NamedTuple):
+    """What every gradient method's loop reads: the unlearner, the task, the retain and forget streams, the number
+    of epochs, the training loop ``train(params, loss, data, n=epochs, **kw)`` and a seeded generator."""
+
+    unlearner: GradientUnlearner
+    task: UnlearningTask
+    retain: dict
+    forget: dict
+    epochs: int
+    train: Callable
+    rng: np.random.Generator
+
+
+def _retrain(run):
+    fresh = gradient.init_head(run.task.train_features.shape[1], run.task.n_classes, hidden=run.unlearner.hidden,
+                               seed=run.unlearner.seed)
+    return run.train(fresh, _ce, run.retain), None
+
+
+def _fine_tune(run):
+    return run.train(run.unlearner.original, _ce, run.retain), None
+
+
+def _gradient_ascent(run):
+    return run.train(run.unlearner.original, _ascent, run.forget), None
+
+
+def _neggrad_plus_run(run):
+    return run.train(run.unlearner.original, _neggrad_plus, (run.retain, run.forget), loss_args=(NEGGRAD_ALPHA,)), None
+
+
+def _random_labels(run, mask=None):
+    labels = _random_other_labels(run.forget["labels"], run.task.n_classes, run.rng).astype(np.int32)
+    relabelled = {**run.forget, "labels": labels}
+    return run.train(run.unlearner.original, _retain_and_relabelled, (run.retain, relabelled), grad_mask=mask), None
+
+
+def _salun(run):
+    return _random_labels(run, mask=_saliency_mask(run.unlearner.original, run.forget))
+
+
+def _l1_sparse_run(run):
+    params = run.unlearner.original
+    for epoch in range(run.epochs):
+        strength = L1_STRENGTH * (1.0 - epoch / run.epochs)
+        params = run.train(params, _l1_sparse, run.retain, n=1, loss_args=(strength,))
+    return params, None
+
+
+def _scrub(run):
+    original = params = run.unlearner.original
+    for epoch in range(run.epochs):
+        if epoch < SCRUB_MAX_EPOCHS:
+            params = run.train(params, _scrub_max, run.forget, n=1, loss_args=(original,))
+        params = run.train(params, _scrub_min, run.retain, n=1, loss_args=(original,))
+    return params, None
+
+
+def _boundary_shrink(run):
+    relabelled = {**run.forget, "labels": _fgsm_labels(run.unlearner.original, run.forget)}
+    return run.train(run.unlearner.original, _ce, relabelled), None
+
+
+def _forget_vector_run(run):
+    delta = {"delta": jnp.zeros(run.task.train_features.shape[1], jnp.float32)}
+    delta = run.train(delta, _forget_vector, (run.retain, run.forget), loss_args=(run.unlearner.original,))
+    return run.unlearner.original, delta["delta"]
+
+
+_GRADIENT_RUNS = {
+    "retrain": _retrain, "FT": _fine_tune, "GA": _gradient_ascent, "NegGrad+": _neggrad_plus_run,
+    "RL": _random_labels, "l1-sparse": _l1_sparse_run, "SalUn": _salun, "SCRUB": _scrub,
+    "BoundaryShrink": _boundary_shrink, "ForgetVector": _forget_vector_run,
+}
+GRADIENT_METHODS = tuple(_GRADIENT_RUNS)
 
 
 # -------------------------------------------------------------------------------------------------- evaluation
