@@ -7,15 +7,16 @@ path), ``analytic.words`` (exact 64-bit integers as int32 words), ``analytic.dis
 processes), ``analytic.module`` (the head as a flax module), ``analytic.backbones`` (frozen flax backbones and weight
 import), ``analytic.features`` (cached feature extraction), ``analytic.data`` (datasets), ``analytic.expansion``
 (buffer / Gaussian-kernel layers), ``analytic.gradient`` (the optax-trained comparison head), ``analytic.metrics``
-(top-k accuracy, macro F1, balanced accuracy).
+(top-k accuracy, macro F1, balanced accuracy), ``analytic.internal`` (helpers the library's other packages share
+with the core; not public API).
+
+Naming: ``init_*`` builds an empty state, ``accumulate`` / ``fit`` add samples (one batch / a stream), ``solve``
+turns statistics into weights (:class:`Head`), ``predict`` / ``predict_labels`` apply them.
 """
 
 from analytic.errors import FileFormatError, InputError, IntegrityError
-from analytic.expansion import expand, init_buffer, init_gaussian_kernel
-from analytic.packing import pack_upper, packed_length, unpack_upper
+from analytic.expansion import BufferLayer, GaussianKernelLayer, expand, init_buffer, init_gaussian_kernel
 from analytic.persistence import load, save
-from analytic.validation import check_class_ids, check_feature_shape, check_features, check_label_shape, check_labels
-from analytic.precision import int_sum_fits, quantize
 from analytic.recursive import (
     RecursiveHead,
     init_recursive,
@@ -31,18 +32,16 @@ from analytic.ridge import (
     class_means,
     cross_matrix,
     factorize,
-    factorize_matrix,
     gram_matrix,
     predict,
     predict_labels,
     solve,
 )
+from analytic.state import Moments, Statistics, mean_shift
 from analytic.statistics import (
     accumulate,
     drop_classes,
     fit,
-    from_host_moments,
-    host_moments,
     init_statistics,
     merge,
     select_classes,
@@ -50,12 +49,46 @@ from analytic.statistics import (
     subtract,
     with_classes,
 )
-from analytic.state import (
-    Moments,
-    Statistics,
-    check_leaves,
-    mean_shift,
-    x64_enabled,
-)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "BufferLayer",
+    "Factorization",
+    "FileFormatError",
+    "GaussianKernelLayer",
+    "Head",
+    "InputError",
+    "IntegrityError",
+    "Moments",
+    "RecursiveHead",
+    "Statistics",
+    "accumulate",
+    "class_gram",
+    "class_means",
+    "cross_matrix",
+    "drop_classes",
+    "expand",
+    "factorize",
+    "fit",
+    "gram_matrix",
+    "init_buffer",
+    "init_gaussian_kernel",
+    "init_recursive",
+    "init_statistics",
+    "load",
+    "mean_shift",
+    "merge",
+    "predict",
+    "predict_labels",
+    "recursive_forget",
+    "recursive_from_statistics",
+    "recursive_learn",
+    "recursive_solve",
+    "save",
+    "select_classes",
+    "solve",
+    "state_hash",
+    "subtract",
+    "with_classes",
+]

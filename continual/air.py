@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 import analytic
+from analytic.internal import factorize_matrix, pack_upper, unpack_upper
 from continual.acil import ridge_predict, ridge_scores
 from continual.learner import Learner, embed, make_learner
 
@@ -101,8 +102,8 @@ def weighted_head(statistics: analytic.Statistics, packed_grams: np.ndarray | No
     if packed_grams is None:
         gram = sum(weight * analytic.class_gram(statistics, position) for position, weight in enumerate(weights))
     else:
-        gram = analytic.unpack_upper(weights @ packed_grams.astype(np.float64), statistics.dim)
-    factorization = analytic.factorize_matrix(gram, ridge)
+        gram = unpack_upper(weights @ packed_grams.astype(np.float64), statistics.dim)
+    factorization = factorize_matrix(gram, ridge)
     solution = factorization.solve(analytic.cross_matrix(statistics) * weights)
     return analytic.Head(weights=solution, class_ids=statistics.class_ids, ridge=float(ridge))
 
@@ -120,5 +121,5 @@ def _add_packed_grams(packed: np.ndarray, before: np.ndarray, class_ids: np.ndar
     rows = np.asarray(x, np.float64)
     for c in np.unique(labels):
         members = rows[labels == c]
-        widened[np.searchsorted(class_ids, c)] += analytic.pack_upper(members.T @ members).astype(np.float32)
+        widened[np.searchsorted(class_ids, c)] += pack_upper(members.T @ members).astype(np.float32)
     return widened

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from analytic import InputError, IntegrityError, check_feature_shape, check_features, check_label_shape, expand
+from analytic import InputError, IntegrityError, expand
+from analytic.internal import check_feature_shape, check_features, check_label_shape
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["model", "learned_classes", "phase"], meta_fields=[])

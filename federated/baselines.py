@@ -27,7 +27,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from analytic import gradient
-from analytic.validation import check_choice, check_features, check_int, check_labels, check_number
+from analytic.internal import check_choice, check_features, check_int, check_labels, check_number
 
 METHODS = ("fedavg", "fedprox", "scaffold")
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from analytic import InputError
-from analytic.validation import check_int, check_labels
+from analytic.internal import check_int, check_labels
 
 
 def _check_clients(n_samples: int, n_clients: int) -> None:

@@ -20,7 +20,7 @@ import hashlib
 import numpy as np
 
 import analytic
-from analytic.packing import pack_upper, packed_length, unpack_upper
+from analytic.internal import from_host_moments, host_moments, int_sum_fits, pack_upper, packed_length, unpack_upper
 
 FIELDS = ("gram", "cross", "feature_sum", "count", "class_ids", "class_counts")
 ADDITIVE_FIELDS = ("gram", "cross", "feature_sum", "count", "class_counts")  # class_ids are agreed, not summed
@@ -61,7 +61,7 @@ def encode_statistics(stats: analytic.Statistics, class_ids=None) -> dict[str, n
         )
     if class_ids is not None:
         stats = analytic.with_classes(stats, np.asarray(class_ids, np.int64))
-    moments = analytic.host_moments(stats)
+    moments = host_moments(stats)
     return {
         "gram": pack_upper(moments.gram),
         "cross": moments.cross,
@@ -141,7 +141,7 @@ def decode_statistics(payload, dim: int, *, precision: str = "float64", frac_bit
         gram=unpack_upper(np.asarray(payload["gram"]), dim), cross=np.array(payload["cross"]),
         feature_sum=np.array(payload["feature_sum"]), target_sum=None, class_grams=None,
     )
-    return analytic.from_host_moments(
+    return from_host_moments(
         moments, payload["count"], np.array(payload["class_ids"]), np.array(payload["class_counts"]),
         precision=precision, frac_bits=frac_bits,
     )
@@ -155,7 +155,7 @@ def add_payloads(total: dict[str, np.ndarray], upload: dict[str, np.ndarray], si
     out = {"class_ids": total["class_ids"]}
     for name in ADDITIVE_FIELDS:
         a, b = np.asarray(total[name]), np.asarray(upload[name])
-        if a.dtype == np.int64 and not analytic.int_sum_fits(a, b):
+        if a.dtype == np.int64 and not int_sum_fits(a, b):
             raise UploadRejected("the fixed-point aggregate would overflow int64: lower frac_bits or rescale")
         out[name] = a + b if sign > 0 else a - b
     return out

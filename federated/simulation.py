@@ -21,7 +21,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import analytic
-from analytic.precision import precision_of
+from analytic.internal import precision_of
 from federated.aggregation import client_statistics
 from federated.payload import encode_statistics, payload_nbytes
 from federated.server import StatisticsAggregate, solve, receive_many, init_aggregate

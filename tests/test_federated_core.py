@@ -5,6 +5,7 @@ import pytest
 from conftest import make_classification, one_hot_columns, relative_error, ridge_oracle
 
 import analytic
+from analytic import internal
 import federated
 from federated.payload import diagonal_positions
 
@@ -301,5 +302,5 @@ def test_payload_round_trip_and_byte_count(precision, pooled):
     assert federated.payload_nbytes(payload) == federated.statistics_nbytes(D, len(CLASSES))
     square = np.arange(D * D, dtype=np.float64).reshape(D, D)
     full = square + square.T
-    np.testing.assert_array_equal(analytic.unpack_upper(analytic.pack_upper(full), D), full)
-    np.testing.assert_array_equal(analytic.pack_upper(full)[diagonal_positions(D)], np.diagonal(full))
+    np.testing.assert_array_equal(internal.unpack_upper(internal.pack_upper(full), D), full)
+    np.testing.assert_array_equal(internal.pack_upper(full)[diagonal_positions(D)], np.diagonal(full))

@@ -12,6 +12,7 @@ from conftest import make_classification, one_hot_columns, relative_error
 from sklearn.linear_model import Ridge
 
 import analytic
+from analytic import internal
 import federated
 import unlearning
 from analytic import InputError
@@ -43,7 +44,7 @@ def near_mean(features):
 
 
 def quantized(features):
-    return np.ldexp(analytic.quantize(features, 12), -12)
+    return np.ldexp(internal.quantize(features, 12), -12)
 
 
 def assert_matches(head, features, targets, tolerance, ridge=RIDGE):

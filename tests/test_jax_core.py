@@ -8,6 +8,7 @@ import pytest
 from conftest import make_classification, one_hot_columns, relative_error, ridge_oracle
 
 import analytic
+from analytic import internal
 from analytic import InputError, IntegrityError
 
 CLASSES = (0, 3, 7, 11)
@@ -29,7 +30,7 @@ def data32():
 
 
 def quantized(features):
-    return np.ldexp(analytic.quantize(features, 12), -12)
+    return np.ldexp(internal.quantize(features, 12), -12)
 
 
 def test_jitted_float64_operations_equal_the_host_and_a_direct_solve(data):
@@ -186,7 +187,7 @@ def test_tree_map_refuses_states_with_different_classes_or_shifts():
 
 def test_converting_leaves_without_x64_cannot_corrupt_a_state():
     fixed = analytic.accumulate(analytic.init_statistics(4, precision="fixed"), np.eye(4) * 100, np.array([3, 7, 3, 7]))
-    assert analytic.host_moments(fixed).gram[0, 0] == 167_772_160_000  # beyond int32
+    assert internal.host_moments(fixed).gram[0, 0] == 167_772_160_000  # beyond int32
     moved = jax.tree.map(jnp.asarray, fixed)
     assert analytic.state_hash(moved) == analytic.state_hash(fixed)
     np.testing.assert_array_equal(analytic.solve(jax.device_get(moved), RIDGE).weights,

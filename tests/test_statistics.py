@@ -9,6 +9,7 @@ from conftest import make_classification, one_hot_columns, relative_error, ridge
 from sklearn.linear_model import Ridge
 
 import analytic
+from analytic import internal
 from analytic import InputError, IntegrityError
 
 RIDGE = 0.1
@@ -218,7 +219,7 @@ def test_fixed_mode_is_bit_identical_for_any_order_and_partition(data):
     assert len(hashes) == 1
     weights = [analytic.solve(s, RIDGE).weights for s in states]
     assert all(np.array_equal(w, weights[0]) for w in weights)
-    quantized = np.ldexp(analytic.quantize(features, 12), -12)
+    quantized = np.ldexp(internal.quantize(features, 12), -12)
     expected = ridge_oracle(quantized, one_hot_columns(labels, states[0].class_ids), RIDGE)
     assert relative_error(weights[0], expected) <= 1e-12
 
@@ -268,8 +269,8 @@ def test_blocked_accumulation_gives_every_moment(precision, layout, small_blocks
     streamed = analytic.fit(empty, batches(x, labels, 777))
     targets = one_hot_columns(labels, one_call.class_ids)
     if precision == "fixed":
-        q = analytic.quantize(np.asarray(x, np.float64), 12).astype(np.int64)
-        moments = analytic.host_moments(one_call)
+        q = internal.quantize(np.asarray(x, np.float64), 12).astype(np.int64)
+        moments = internal.host_moments(one_call)
         np.testing.assert_array_equal(moments.gram, q.T @ q)
         np.testing.assert_array_equal(moments.cross, q.T @ targets.astype(np.int64))
         np.testing.assert_array_equal(moments.feature_sum, q.sum(axis=0))
@@ -279,7 +280,7 @@ def test_blocked_accumulation_gives_every_moment(precision, layout, small_blocks
     for state in (one_call, streamed):  # each around its own shift (float32: from its first batch)
         shift = 0.0 if state.shift is None else state.shift.astype(np.float64)
         gram, cross, feature_sum, _ = exact_moments(np.asarray(x, np.float64) - shift, targets)
-        moments = analytic.host_moments(state)
+        moments = internal.host_moments(state)
         np.testing.assert_array_equal(moments.gram, moments.gram.T)
         assert relative_error(moments.gram, gram) <= tolerance
         assert relative_error(moments.cross, cross) <= tolerance
@@ -294,9 +295,9 @@ def test_blocked_regression_moments(precision, small_blocks):
     targets = features @ rng.normal(size=(16, 3)) + rng.normal(size=(4_500, 3))
     stats = analytic.fit(analytic.init_statistics(16, precision=precision, n_targets=3),
                          batches(features, targets, 2_000))
-    moments = analytic.host_moments(stats)
+    moments = internal.host_moments(stats)
     if precision == "fixed":
-        q, t = (analytic.quantize(a, 12).astype(np.int64) for a in (features, targets))
+        q, t = (internal.quantize(a, 12).astype(np.int64) for a in (features, targets))
         for actual, expected in zip(moments[:4], (q.T @ q, q.T @ t, q.sum(axis=0), t.sum(axis=0))):
             np.testing.assert_array_equal(actual, expected)
         return
@@ -313,9 +314,9 @@ def test_fixed_mode_flushes_before_a_partial_sum_could_round():
     features = rng.uniform(-8191.0, 8191.0, size=(300, 5))
     labels = rng.integers(0, 3, 300)
     stats = analytic.accumulate(analytic.init_statistics(5, precision="fixed", frac_bits=12), features, labels)
-    q = [[int(v) for v in row] for row in analytic.quantize(features, 12)]
+    q = [[int(v) for v in row] for row in internal.quantize(features, 12)]
     gram = [[sum(r[i] * r[j] for r in q) for j in range(5)] for i in range(5)]  # Python integers: no rounding
-    assert analytic.host_moments(stats).gram.tolist() == gram
+    assert internal.host_moments(stats).gram.tolist() == gram
 
 
 def test_fixed_mode_rejects_values_outside_the_grid():

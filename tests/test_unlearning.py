@@ -6,7 +6,9 @@ import pytest
 from conftest import make_classification, one_hot_columns, relative_error, ridge_oracle
 
 import analytic
+from analytic import internal
 import unlearning
+from unlearning import factor as factor_lib
 
 RIDGE = 0.5
 D = 24
@@ -56,32 +58,32 @@ def test_corrected_factor_solves_like_refactoring(steps):
     d = 70
     rows = rng.normal(size=(300, d)) + 1.5
     matrix = rows.T @ rows + 0.1 * np.eye(d)
-    factor = unlearning.corrected_factor(analytic.factorize_matrix(rows.T @ rows, 0.1))
+    factor = factor_lib.corrected_factor(internal.factorize_matrix(rows.T @ rows, 0.1))
     start, changed = 0, matrix.copy()
     for k, sign in steps:
         folded = rows[start : start + k] if sign < 0 else rng.normal(size=(k, d))
         start += k
         kept = [np.array(leaf) for leaf in jax.tree_util.tree_leaves(factor)]
-        updated = unlearning.fold_rows(factor, folded, sign)
+        updated = factor_lib.fold_rows(factor, folded, sign)
         for leaf, copy in zip(jax.tree_util.tree_leaves(factor), kept):
             np.testing.assert_array_equal(leaf, copy)
         factor, changed = updated, changed + sign * folded.T @ folded
     rhs = rng.normal(size=(d, 4))
-    assert relative_error(unlearning.solve_corrected(factor, rhs), np.linalg.solve(changed, rhs)) <= 1e-12
+    assert relative_error(factor_lib.solve_corrected(factor, rhs), np.linalg.solve(changed, rhs)) <= 1e-12
 
 
 def test_corrected_factor_refuses_to_lose_positive_definiteness():
     rng = np.random.default_rng(1)
     rows = rng.normal(size=(50, 10))
-    factor = unlearning.corrected_factor(analytic.factorize_matrix(rows.T @ rows, 0.1))
+    factor = factor_lib.corrected_factor(internal.factorize_matrix(rows.T @ rows, 0.1))
     with pytest.raises(analytic.IntegrityError, match="positive definiteness"):
-        unlearning.fold_rows(factor, 10 * rng.normal(size=(3, 10)), -1)
+        factor_lib.fold_rows(factor, 10 * rng.normal(size=(3, 10)), -1)
     dominant = rows.copy()
     dominant[0] *= 100  # a row that carries most of G: removing it once is fine, twice is impossible
-    factor = unlearning.corrected_factor(analytic.factorize_matrix(dominant.T @ dominant, 0.1))
-    once = unlearning.fold_rows(factor, dominant[:1], -1)
+    factor = factor_lib.corrected_factor(internal.factorize_matrix(dominant.T @ dominant, 0.1))
+    once = factor_lib.fold_rows(factor, dominant[:1], -1)
     with pytest.raises(analytic.IntegrityError, match="positive definiteness"):
-        unlearning.fold_rows(once, dominant[:1], -1)
+        factor_lib.fold_rows(once, dominant[:1], -1)
 
 
 # -------------------------------------------------------------------------------------------- exact against retrain
@@ -370,7 +372,7 @@ def test_device_resident_head_forgets_with_the_same_receipts():
     keep = (np.arange(600) >= 5) & (labels != 3)
     retained = analytic.accumulate(analytic.init_statistics(D, precision="fixed"), features[keep], labels[keep])
     assert unlearning.certifies(by_class, retained)
-    expected = ridge_oracle(np.ldexp(analytic.quantize(features[keep], 12), -12),
+    expected = ridge_oracle(np.ldexp(internal.quantize(features[keep], 12), -12),
                             one_hot_columns(labels[keep], retained.class_ids), 0.1)
     assert relative_error(unlearning.solve(jax.device_get(head)).weights, expected) <= 1e-10
     np.testing.assert_array_equal(unlearning.solve(head).class_ids, retained.class_ids)

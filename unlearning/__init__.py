@@ -2,11 +2,11 @@
 
 ``unlearning.exact`` forgets samples, classes and sources by subtracting sufficient statistics (the result equals
 retraining the head without them); ``unlearning.factor`` is the kept Cholesky factor with the low-rank (Woodbury)
-correction it uses for small requests; ``unlearning.ledger`` keeps sample fingerprints; ``unlearning.metrics`` holds
-the field's metrics; ``unlearning.methods`` puts exact and gradient methods behind one interface.
+correction it uses for small requests and ``unlearning.solvers`` the two solvers that follow the statistics;
+``unlearning.ledger`` keeps sample fingerprints; ``unlearning.metrics`` holds the field's metrics;
+``unlearning.methods`` puts exact and gradient methods behind one interface.
 """
 
-from unlearning.factor import CorrectedFactor, corrected_factor, fold_rows, solve_corrected
 from unlearning.exact import (
     Receipt,
     UnlearningHead,
@@ -19,3 +19,16 @@ from unlearning.exact import (
     learn,
     solve,
 )
+
+__all__ = [
+    "Receipt",
+    "UnlearningHead",
+    "certifies",
+    "factorize",
+    "forget_class",
+    "forget_samples",
+    "forget_source",
+    "init_unlearning_head",
+    "learn",
+    "solve",
+]

@@ -56,7 +56,7 @@ import jax
 import numpy as np
 
 import analytic
-from analytic.precision import precision_of
+from analytic.internal import check_class_ids, precision_of
 from unlearning import ledger as ledger_lib
 from unlearning.solvers import FOLD_FRACTION, solver_of
 
@@ -327,7 +327,7 @@ def forget_class(
         raise analytic.IntegrityError("forget_class needs a classification head")
     if np.ndim(class_id) != 0:
         raise analytic.InputError(f"forget_class takes one class id, got {class_id!r}")
-    class_id = int(analytic.check_class_ids(class_id)[0])
+    class_id = int(check_class_ids(class_id)[0])
     position = int(np.searchsorted(statistics.class_ids, class_id))
     if position == statistics.n_outputs or statistics.class_ids[position] != class_id:
         raise analytic.IntegrityError(
