@@ -42,10 +42,38 @@ import analytic
 
 
 def client_statistics(features, labels, dim: int, *, precision: str = "float64", frac_bits: int = 12):
-    """A client's statistics :math:`G_k, B_k, n_k`; a client with no samples gets empty statistics.
+    r"""A client's statistics :math:`G_k, B_k, n_k`; a client with no samples gets empty statistics.
 
-    Features that are a JAX array are learned on their own device (the statistics live there; fixed precision
-    needs no x64, float64 does); host features on the host.
+    .. math::
+        G_k = X_k^\top X_k, \qquad B_k = X_k^\top Y_k, \qquad n_k = \#\text{rows of } X_k
+
+    (REFERENCE.md §1, "learn a batch", on the client's own samples). Features that are a JAX array are learned on
+    their own device (the statistics live there; fixed precision needs no x64, float64 does); host features on the
+    host.
+
+    Args:
+      features: (n_k, d) floating array (NumPy or JAX) of the client's samples; n_k = 0 is allowed.
+      labels: (n_k,) non-negative integer class ids.
+      dim: feature dimension d.
+      precision: ``"float64"`` (default), ``"float32"`` or ``"fixed"`` (bit-exact), as
+        :func:`analytic.init_statistics`; uploads (:func:`federated.encode_statistics`) take float64 or fixed.
+      frac_bits: fractional bits of the fixed-point grid (fixed precision only).
+
+    Returns:
+      The client's :class:`analytic.Statistics` (classification, class ids those present in ``labels``).
+
+    Raises:
+      analytic.InputError: a bad ``dim``, ``precision`` or ``frac_bits``, or features / labels that
+        :func:`analytic.accumulate` refuses (NaN/Inf, wrong shape or dtype, negative labels).
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(12, 3)), rng.integers(0, 2, 12)
+      >>> stats = client_statistics(x, y, 3)
+      >>> int(stats.count), stats.class_ids, np.allclose(analytic.gram_matrix(stats), x.T @ x)
+      (12, array([0, 1]), True)
+      >>> int(client_statistics(x[:0], y[:0], 3).count)  # a client without samples
+      0
     """
     stats = analytic.init_statistics(dim, precision=precision, frac_bits=frac_bits)
     if np.shape(features)[0] == 0:
@@ -56,7 +84,31 @@ def client_statistics(features, labels, dim: int, *, precision: str = "float64",
 
 
 def aggregate_statistics(uploads: Iterable[analytic.Statistics]) -> analytic.Statistics:
-    r"""Summed form: :math:`G = \sum_k G_k`, :math:`B = \sum_k B_k` (bit-exact and order-free in fixed precision)."""
+    r"""Summed form: :math:`G = \sum_k G_k`, :math:`B = \sum_k B_k` (bit-exact and order-free in fixed precision).
+
+    The federated aggregation of REFERENCE.md §1 (exact, one round, any partition): solving the sum with
+    :func:`analytic.solve` gives the centralized ridge head :math:`(G + \gamma I)^{-1} B`. Clients that hold
+    different classes are aligned to the union of their class ids (:func:`analytic.merge`).
+
+    Args:
+      uploads: the clients' :class:`analytic.Statistics` (same dimension and precision), at least one.
+
+    Returns:
+      The :class:`analytic.Statistics` of the pooled samples.
+
+    Raises:
+      analytic.IntegrityError: two states differ in precision, dimension or task, or one is flagged.
+      TypeError: ``uploads`` is empty.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(30, 4)), rng.integers(0, 3, 30)
+      >>> uploads = [client_statistics(x[part], y[part], 4) for part in federated.iid_partition(30, 3)]
+      >>> pooled = aggregate_statistics(uploads)
+      >>> central = analytic.accumulate(analytic.init_statistics(4), x, y)
+      >>> int(pooled.count), np.allclose(analytic.solve(pooled, 0.1).weights, analytic.solve(central, 0.1).weights)
+      (30, True)
+    """
     return functools.reduce(analytic.merge, uploads)
 
 
@@ -69,12 +121,25 @@ def aggregate_statistics(uploads: Iterable[analytic.Statistics]) -> analytic.Sta
 class LocalSolution:
     r"""The paper form's message (or an aggregate of several): :math:`W = C^{-1} B` and :math:`C`.
 
+    What an AFL client sends (REFERENCE.md §3, AFL): its regularized ridge solution and regularized Gram. A
+    registered JAX pytree (the arrays are leaves, the ridge is static). Built by :func:`local_solution`, combined by
+    :func:`aggregate_pair`, :func:`aggregate_solutions` or :func:`push_solution` / :func:`combine_partials`.
+
     Attributes:
       weights: (d, m) :math:`W_k = (X_k^\top X_k + \gamma I)^{-1} X_k^\top Y_k`.
       regularized_gram: (d, d) symmetric :math:`C_k = X_k^\top X_k + \gamma I`.
       class_ids: (m,) the agreed class ids (column order).
       n_clients: () number of clients folded in (K), each of which added γI to C.
       ridge: the clients' common γ.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(12, 3)), rng.integers(0, 2, 12)
+      >>> message = local_solution(client_statistics(x, y, 3), 0.1, [0, 1])
+      >>> message.weights.shape, message.regularized_gram.shape, int(message.n_clients), message.ridge
+      ((3, 2), (3, 3), 1, 0.1)
+      >>> np.allclose(message.regularized_gram @ message.weights, x.T @ np.eye(2)[y])  # C W = B
+      True
     """
 
     weights: np.ndarray
@@ -86,7 +151,36 @@ class LocalSolution:
 
 def local_solution(stats: analytic.Statistics, ridge: float, class_ids) -> LocalSolution:
     r"""Client side of the paper form: :math:`C_k = G_k + \gamma I`, :math:`W_k = C_k^{-1} B_k` (γ > 0 keeps
-    :math:`C_k` invertible even when the client holds fewer samples than dimensions, or none)."""
+    :math:`C_k` invertible even when the client holds fewer samples than dimensions, or none).
+
+    .. math::
+        C_k = X_k^\top X_k + \gamma I, \qquad W_k = C_k^{-1} X_k^\top Y_k
+
+    (REFERENCE.md §3, AFL: each client solves a local ridge with γ and sends :math:`W_k, C_k`).
+
+    Args:
+      stats: the client's classification :class:`analytic.Statistics` (:func:`client_statistics`), possibly empty.
+      ridge: the federation's common γ > 0.
+      class_ids: the agreed class ids (sorted), a superset of the client's: they fix the columns of
+        :math:`W_k`, so that every client's message has the same shape.
+
+    Returns:
+      The client's :class:`LocalSolution` (K = 1).
+
+    Raises:
+      analytic.InputError: ``ridge`` is not positive.
+      analytic.IntegrityError: the client holds a class outside ``class_ids``, or ``stats`` is flagged.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(2, 3)), np.array([0, 2])  # fewer samples than dimensions
+      >>> message = local_solution(client_statistics(x, y, 3), 0.1, [0, 1, 2])
+      >>> message.weights.shape, np.allclose(message.regularized_gram, x.T @ x + 0.1 * np.eye(3))
+      ((3, 3), True)
+      >>> empty = local_solution(client_statistics(x[:0], y[:0], 3), 0.1, [0, 1, 2])
+      >>> bool(np.all(empty.weights == 0)), np.allclose(empty.regularized_gram, 0.1 * np.eye(3))
+      (True, True)
+    """
     if not float(ridge) > 0:
         raise analytic.InputError(f"the clients' ridge must be positive, got {ridge}")
     stats = analytic.with_classes(stats, np.asarray(class_ids, np.int64))
@@ -103,10 +197,36 @@ def _cho(matrix: np.ndarray):
 def aggregate_pair(u: LocalSolution, v: LocalSolution) -> LocalSolution:
     r"""Absolute aggregation of two (groups of) clients, the paper's law (module docstring).
 
-    :math:`W = (I - R_u C_v + R_u C_v C^{-1} C_v) W_u + (I - R_v C_u + R_v C_u C^{-1} C_u) W_v`.
+    .. math::
+        W = (I - R_u C_v + R_u C_v C^{-1} C_v) W_u + (I - R_v C_u + R_v C_u C^{-1} C_u) W_v,
+        \qquad C = C_u + C_v, \quad R_u = C_u^{-1}
 
-    The reference form of the paper's equation (three d×d factorizations and several d×d products per pair);
-    :func:`aggregate_solutions` computes the same aggregate with one factorization in all.
+    (REFERENCE.md §3, AFL, the "absolute aggregation" law). The reference form of the paper's equation (three d×d
+    factorizations and several d×d products per pair); :func:`aggregate_solutions` computes the same aggregate with
+    one factorization in all.
+
+    Args:
+      u: one client's :func:`local_solution` message, or an aggregate of several.
+      v: another, with the same ridge and class ids.
+
+    Returns:
+      The aggregate :class:`LocalSolution` of both: :math:`C = C_u + C_v`, K the sum of their client counts.
+
+    Raises:
+      analytic.IntegrityError: ``u`` and ``v`` differ in the ridge or the class ids.
+      numpy.linalg.LinAlgError: :math:`C_u`, :math:`C_v` or :math:`C` is not positive definite (not a message
+        built by :func:`local_solution`).
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(20, 3)), rng.integers(0, 2, 20)
+      >>> u = local_solution(client_statistics(x[:5], y[:5], 3), 0.1, [0, 1])
+      >>> v = local_solution(client_statistics(x[5:], y[5:], 3), 0.1, [0, 1])
+      >>> both = aggregate_pair(u, v)
+      >>> int(both.n_clients), np.allclose(both.weights, aggregate_solutions([u, v]).weights)
+      (2, True)
+      >>> np.allclose(both.weights, np.linalg.solve(x.T @ x + 2 * 0.1 * np.eye(3), x.T @ np.eye(2)[y]))  # (G + 2γI)⁻¹ B
+      True
     """
     if u.ridge != v.ridge or not np.array_equal(u.class_ids, v.class_ids):
         raise analytic.IntegrityError("solutions to combine must share the ridge and the class ids")
@@ -131,12 +251,24 @@ def aggregate_pair(u: LocalSolution, v: LocalSolution) -> LocalSolution:
 class PartialSums:
     r"""The running sums of the folded absolute-aggregation law over the clients received so far.
 
+    The folded form of REFERENCE.md §3 (AFL): :math:`W = (\sum_k C_k)^{-1} \sum_k C_k W_k`. Built by
+    :func:`push_solution`, solved by :func:`combine_partials`; a registered JAX pytree (the ridge is static).
+
     Attributes:
       regularized_gram: (d, d) symmetric :math:`\sum_k C_k`.
       moment: (d, m) :math:`\sum_k C_k W_k` (equal to :math:`\sum_k B_k` in exact arithmetic).
       class_ids: (m,) the agreed class ids (column order).
       n_clients: () number of clients added (K).
       ridge: the clients' common γ.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(12, 3)), rng.integers(0, 2, 12)
+      >>> sums = push_solution(None, local_solution(client_statistics(x, y, 3), 0.1, [0, 1]))
+      >>> sums.regularized_gram.shape, sums.moment.shape, int(sums.n_clients)
+      ((3, 3), (3, 2), 1)
+      >>> np.allclose(sums.moment, x.T @ np.eye(2)[y])  # Σ C_k W_k = Σ B_k
+      True
     """
 
     regularized_gram: np.ndarray
@@ -158,7 +290,17 @@ def push_solution(partials: PartialSums | None, solution: LocalSolution) -> Part
       The sums with ``solution`` added.
 
     Raises:
-      IntegrityError: ``solution`` differs from the sums in the ridge or the class ids.
+      analytic.IntegrityError: ``solution`` differs from the sums in the ridge or the class ids.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(20, 3)), rng.integers(0, 2, 20)
+      >>> messages = [local_solution(client_statistics(x[i::4], y[i::4], 3), 0.1, [0, 1]) for i in range(4)]
+      >>> sums = None
+      >>> for message in messages:  # as the messages arrive
+      ...     sums = push_solution(sums, message)
+      >>> int(sums.n_clients), np.allclose(sums.regularized_gram, x.T @ x + 4 * 0.1 * np.eye(3))
+      (4, True)
     """
     if partials is not None and (
         partials.ridge != solution.ridge or not np.array_equal(partials.class_ids, solution.class_ids)
@@ -186,7 +328,21 @@ def combine_partials(partials: PartialSums | None) -> LocalSolution:
       The aggregate :class:`LocalSolution` (W, C, K), input to :func:`remove_regularization`.
 
     Raises:
-      IntegrityError: no client has been added.
+      analytic.IntegrityError: no client has been added.
+      numpy.linalg.LinAlgError: :math:`\sum_k C_k` is not positive definite (sums not built from
+        :func:`local_solution` messages).
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(20, 3)), rng.integers(0, 2, 20)
+      >>> sums = None
+      >>> for i in range(4):
+      ...     sums = push_solution(sums, local_solution(client_statistics(x[i::4], y[i::4], 3), 0.1, [0, 1]))
+      >>> aggregate = combine_partials(sums)
+      >>> int(aggregate.n_clients), aggregate.weights.shape
+      (4, (3, 2))
+      >>> np.allclose(aggregate.weights, np.linalg.solve(x.T @ x + 4 * 0.1 * np.eye(3), x.T @ np.eye(2)[y]))
+      True
     """
     if partials is None:
         raise analytic.IntegrityError("no client solution has been aggregated")
@@ -209,7 +365,20 @@ def aggregate_solutions(solutions: Iterable[LocalSolution]) -> LocalSolution:
       solutions: the clients' :func:`local_solution` messages (same ridge and class ids).
 
     Returns:
-      The aggregate :class:`LocalSolution` with :math:`C = \sum_k C_k` and K the number of clients.
+      The aggregate :class:`LocalSolution` with :math:`C = \sum_k C_k` and K the number of clients: in exact
+      arithmetic :math:`W = (G + K\gamma I)^{-1} B` (REFERENCE.md §3, AFL), input to :func:`remove_regularization`.
+
+    Raises:
+      analytic.IntegrityError: ``solutions`` is empty, or the messages differ in the ridge or the class ids.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+      >>> parts = federated.dirichlet_partition(y, 5, 0.5, seed=0)
+      >>> messages = [local_solution(client_statistics(x[p], y[p], 3), 0.1, [0, 1]) for p in parts]
+      >>> aggregate = aggregate_solutions(messages)
+      >>> int(aggregate.n_clients), np.allclose(aggregate.regularized_gram, x.T @ x + 5 * 0.1 * np.eye(3))
+      (5, True)
     """
     return combine_partials(functools.reduce(push_solution, solutions, None))
 
@@ -218,7 +387,33 @@ def remove_regularization(aggregate: LocalSolution, target_ridge: float = 0.0) -
     r"""Regularization intermediary: :math:`W^\star = W + (K\gamma - \gamma')(C - K\gamma I + \gamma' I)^{-1} W`.
 
     Returns the head :math:`(G + \gamma' I)^{-1} B` of the pooled data; ``target_ridge`` γ' = 0 (the paper) needs
-    the pooled Gram G full rank.
+    the pooled Gram G full rank. For γ' = 0 this is REFERENCE.md §3 (AFL), the "regularization intermediary"
+    :math:`W^\star = W + K\gamma (C - K\gamma I)^{-1} W = (X^\top X)^{-1} X^\top Y`.
+
+    Args:
+      aggregate: the absolute aggregate of K clients (:func:`aggregate_solutions`, :func:`combine_partials`,
+        :func:`aggregate_pair`), :math:`C = G + K\gamma I`.
+      target_ridge: γ' ≥ 0, the ridge of the head to return (default 0, the paper's).
+
+    Returns:
+      The :class:`analytic.Head` :math:`(G + \gamma' I)^{-1} B` (ridge γ'), the centralized ridge head with γ'.
+
+    Raises:
+      analytic.InputError: ``target_ridge`` is negative.
+      analytic.IntegrityError: :math:`G + \gamma' I` is not positive definite (γ' = 0 with a rank-deficient pooled
+        Gram: choose ``target_ridge`` > 0).
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+      >>> messages = [local_solution(client_statistics(x[i::8], y[i::8], 3), 0.1, [0, 1]) for i in range(8)]
+      >>> head = remove_regularization(aggregate_solutions(messages))
+      >>> central = analytic.accumulate(analytic.init_statistics(3), x, y)
+      >>> head.ridge, np.allclose(head.weights, analytic.solve(central, 0.0).weights)
+      (0.0, True)
+      >>> np.allclose(remove_regularization(aggregate_solutions(messages), 1.0).weights,
+      ...             analytic.solve(central, 1.0).weights)
+      True
     """
     if not float(target_ridge) >= 0:
         raise analytic.InputError(f"target_ridge must be non-negative, got {target_ridge}")

@@ -50,7 +50,29 @@ def _collect(parts: list[list[np.ndarray]]) -> list[np.ndarray]:
 
 
 def iid_partition(n_samples: int, n_clients: int, *, seed: int = 0) -> list[np.ndarray]:
-    """Uniformly random split into ``n_clients`` parts whose sizes differ by at most one."""
+    """Uniformly random split into ``n_clients`` parts whose sizes differ by at most one.
+
+    The IID partition of REFERENCE.md §5 (federated): a random permutation of the sample indices cut into
+    ``n_clients`` consecutive parts. More clients than samples leaves some clients empty.
+
+    Args:
+      n_samples: number of samples n ≥ 0.
+      n_clients: number of clients K ≥ 1.
+      seed: seed of the permutation.
+
+    Returns:
+      ``n_clients`` sorted int64 index arrays, disjoint, covering ``range(n_samples)`` once.
+
+    Raises:
+      analytic.InputError: ``n_samples`` or ``n_clients`` is not an integer, or is below 0 or 1 respectively.
+
+    Example:
+      >>> parts = iid_partition(10, 3)
+      >>> [part.size for part in parts], parts[0]
+      ([4, 3, 3], array([2, 4, 6, 7]))
+      >>> np.array_equal(np.sort(np.concatenate(parts)), np.arange(10))
+      True
+    """
     _check_clients(n_samples, n_clients)
     order = np.random.default_rng(seed).permutation(n_samples)
     return [np.sort(part).astype(np.int64) for part in np.array_split(order, n_clients)]
@@ -113,7 +135,7 @@ def dirichlet_partition(labels, n_clients: int, alpha: float, *, seed: int = 0, 
 
 
 def _dirichlet_draw(labels: np.ndarray, n_clients: int, alpha: float, rng: np.random.Generator) -> list[np.ndarray]:
-    """One label-skew partition: each class dealt in :math:`\mathrm{Dir}(\alpha \mathbf 1_K)` proportions."""
+    r"""One label-skew partition: each class dealt in :math:`\mathrm{Dir}(\alpha \mathbf 1_K)` proportions."""
     parts: list[list[np.ndarray]] = [[] for _ in range(n_clients)]
     for c in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == c))
@@ -127,7 +149,29 @@ def shard_partition(labels, n_clients: int, *, classes_per_client: int = 2, seed
     """Pathological non-IID: ``n_clients · classes_per_client`` single-class shards, dealt at random.
 
     Each class is cut into a number of shards proportional to its size (at least one), so every client holds
-    at most ``classes_per_client`` classes (fewer when two of its shards share a class).
+    at most ``classes_per_client`` classes (fewer when two of its shards share a class): the pathological shards of
+    REFERENCE.md §5 (federated), each client 1–2 classes with the default.
+
+    Args:
+      labels: (n,) non-negative integer class labels.
+      n_clients: number of clients K ≥ 1.
+      classes_per_client: shards dealt to each client (default 2).
+      seed: seed of the shard cuts and the deal.
+
+    Returns:
+      ``n_clients`` sorted int64 index arrays, disjoint, covering every sample once.
+
+    Raises:
+      analytic.InputError: bad labels or ``n_clients``, or fewer shards (``n_clients · classes_per_client``) than
+        classes.
+
+    Example:
+      >>> labels = np.repeat(np.arange(4), 5)
+      >>> parts = shard_partition(labels, 4)
+      >>> [np.unique(labels[part]).tolist() for part in parts]
+      [[2], [0, 3], [1, 3], [0, 1]]
+      >>> sum(part.size for part in parts)
+      20
     """
     labels = _check_labels(labels)
     _check_clients(labels.size, n_clients)
@@ -150,7 +194,33 @@ def shard_partition(labels, n_clients: int, *, classes_per_client: int = 2, seed
 
 
 def quantity_skew_partition(n_samples: int, n_clients: int, alpha: float, *, seed: int = 0) -> list[np.ndarray]:
-    r"""Quantity skew: IID samples, client sizes proportional to :math:`q \sim \mathrm{Dir}(\alpha)`."""
+    r"""Quantity skew: IID samples, client sizes proportional to :math:`q \sim \mathrm{Dir}(\alpha)`.
+
+    .. math::
+        q \sim \mathrm{Dir}(\alpha \mathbf 1_K), \qquad n_k \approx q_k\, n
+
+    (largest remainders get the leftovers); the samples are a random permutation cut into parts of those sizes.
+    Small α gives a few large clients and many small or empty ones.
+
+    Args:
+      n_samples: number of samples n ≥ 0.
+      n_clients: number of clients K ≥ 1.
+      alpha: Dirichlet concentration α > 0 (smaller: more skew).
+      seed: seed of the draws.
+
+    Returns:
+      ``n_clients`` sorted int64 index arrays, disjoint, covering ``range(n_samples)`` once.
+
+    Raises:
+      analytic.InputError: bad ``n_samples`` or ``n_clients``, or α not positive.
+
+    Example:
+      >>> parts = quantity_skew_partition(100, 4, 1.0)
+      >>> [part.size for part in parts]
+      [40, 59, 1, 0]
+      >>> np.array_equal(np.sort(np.concatenate(parts)), np.arange(100))
+      True
+    """
     _check_clients(n_samples, n_clients)
     if not alpha > 0:
         raise InputError(f"alpha must be positive, got {alpha}")
@@ -162,7 +232,31 @@ def quantity_skew_partition(n_samples: int, n_clients: int, alpha: float, *, see
 def make_partition(name: str, labels, n_clients: int, *, alpha: float = 1.0, seed: int = 0,
                    min_size: int = 1) -> list[np.ndarray]:
     """Partition by name: ``"iid"``, ``"dirichlet"`` (with ``alpha`` and ``min_size``, see
-    :func:`dirichlet_partition`), ``"shards"`` or ``"quantity"`` (``alpha``)."""
+    :func:`dirichlet_partition`), ``"shards"`` or ``"quantity"`` (``alpha``).
+
+    Args:
+      name: ``"iid"`` (:func:`iid_partition`), ``"dirichlet"`` (:func:`dirichlet_partition`), ``"shards"``
+        (:func:`shard_partition`, two shards per client) or ``"quantity"`` (:func:`quantity_skew_partition`).
+      labels: (n,) non-negative integer class labels (only their number matters for ``"iid"`` and ``"quantity"``).
+      n_clients: number of clients K ≥ 1.
+      alpha: Dirichlet concentration α > 0 of ``"dirichlet"`` and ``"quantity"`` (ignored otherwise).
+      seed: seed of the split.
+      min_size: fewest samples per client of ``"dirichlet"`` (ignored otherwise).
+
+    Returns:
+      ``n_clients`` sorted int64 index arrays, disjoint, covering every sample once.
+
+    Raises:
+      analytic.InputError: an unknown ``name``, bad labels, or an argument the chosen partitioner refuses.
+
+    Example:
+      >>> labels = np.repeat(np.arange(3), 10)
+      >>> parts = make_partition("dirichlet", labels, 3, alpha=0.1)
+      >>> [part.size for part in parts], [np.unique(labels[part]).tolist() for part in parts]
+      ([11, 3, 16], [[0, 1, 2], [0, 2], [0, 1, 2]])
+      >>> [part.size for part in make_partition("iid", labels, 3)]
+      [10, 10, 10]
+    """
     labels = _check_labels(labels)
     if name == "iid":
         return iid_partition(labels.size, n_clients, seed=seed)

@@ -28,7 +28,22 @@ _STATE_DTYPES = {"float64": np.float64, "fixed": np.int64}
 
 
 class UploadRejected(analytic.IntegrityError):
-    """A client upload the server refuses; the aggregate it was meant for is unchanged."""
+    """A client upload the server refuses; the aggregate it was meant for is unchanged.
+
+    A subclass of :class:`analytic.IntegrityError` whose message names the problem (missing field, dtype, shape,
+    NaN/Inf, negative Gram diagonal, inconsistent counts, class ids, duplicate or replayed upload, unknown client).
+
+    Example:
+      >>> stats = federated.client_statistics(np.eye(3), np.array([0, 1, 1]), 3)
+      >>> payload = dict(encode_statistics(stats), count=np.asarray(5, np.int64))  # counts that do not add up
+      >>> try:
+      ...     check_payload(payload, 3)
+      ... except UploadRejected as error:
+      ...     print(error)
+      inconsistent counts: count 5, class counts summing to 3
+      >>> issubclass(UploadRejected, analytic.IntegrityError)
+      True
+    """
 
 
 @functools.lru_cache(maxsize=8)
@@ -39,12 +54,45 @@ def diagonal_positions(dim: int) -> np.ndarray:
 
 
 def payload_nbytes(payload: dict[str, np.ndarray]) -> int:
-    """Bytes on the wire: the sum of the payload arrays' sizes."""
+    """Bytes on the wire: the sum of the payload arrays' sizes.
+
+    Args:
+      payload: a dict of arrays, e.g. :func:`encode_statistics`'s.
+
+    Returns:
+      The total number of bytes of the arrays' data (no framing or compression counted).
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> stats = federated.client_statistics(rng.normal(size=(12, 3)), rng.integers(0, 3, 12), 3)
+      >>> payload_nbytes(encode_statistics(stats))  # 8 · (6 + 9 + 3 + 1 + 2 · 3)
+      200
+    """
     return int(sum(np.asarray(v).nbytes for v in payload.values()))
 
 
 def statistics_nbytes(dim: int, n_classes: int) -> int:
-    """Bytes of one statistics upload at dimension d with m classes (8-byte numbers)."""
+    r"""Bytes of one statistics upload at dimension d with m classes (8-byte numbers).
+
+    .. math::
+        8 \left( \tfrac{d(d+1)}{2} + d\,m + d + 1 + 2m \right)
+
+    (packed Gram, cross-moments, feature sum, count, class ids and class counts; the module docstring). It does not
+    depend on the number of samples the client holds; it equals :func:`payload_nbytes` of the upload.
+
+    Args:
+      dim: feature dimension d.
+      n_classes: number of agreed classes m.
+
+    Returns:
+      The upload's size in bytes.
+
+    Example:
+      >>> statistics_nbytes(1280, 10)  # 6.7 MB
+      6671528
+      >>> statistics_nbytes(3, 3)
+      200
+    """
     return 8 * (packed_length(dim) + dim * n_classes + dim + 1 + 2 * n_classes)
 
 
@@ -52,7 +100,32 @@ def encode_statistics(stats: analytic.Statistics, class_ids=None) -> dict[str, n
     """A client's classification statistics as a flat payload (packed Gram), aligned to ``class_ids`` if given.
 
     Only unshifted float64 or fixed-point statistics travel: float32 states carry a shift and Kahan residuals
-    that would make the server's sum depend on the order of arrival.
+    that would make the server's sum depend on the order of arrival. Per-class Grams, if the state keeps them, do
+    not travel.
+
+    Args:
+      stats: the client's classification :class:`analytic.Statistics` (:func:`federated.client_statistics`), float64
+        or fixed precision, without a shift.
+      class_ids: the agreed class ids (sorted, a superset of the client's), so that every client's payload has the
+        same shapes; ``None`` keeps the client's own class ids.
+
+    Returns:
+      A dict of host arrays: ``"gram"`` (d(d+1)/2,) the upper triangle of :math:`G_k` row by row, ``"cross"``
+      (d, m) :math:`B_k`, ``"feature_sum"`` (d,), ``"count"`` (), ``"class_ids"`` (m,) and ``"class_counts"`` (m,);
+      float64, or int64 on the fixed-point grid (counts and ids int64).
+
+    Raises:
+      analytic.InputError: float32 statistics, a shifted state, or regression statistics.
+      analytic.IntegrityError: the client holds a class outside ``class_ids``, or ``stats`` is flagged.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(12, 3)), rng.integers(0, 2, 12)
+      >>> payload = encode_statistics(federated.client_statistics(x, y, 3), class_ids=[0, 1, 2])
+      >>> payload["gram"].shape, payload["cross"].shape, payload["class_ids"], payload["class_counts"]
+      ((6,), (3, 3), array([0, 1, 2]), array([6, 6, 0]))
+      >>> encode_statistics(federated.client_statistics(x, y, 3, precision="fixed"))["gram"].dtype
+      dtype('int64')
     """
     if stats.precision not in _STATE_DTYPES or stats.shift is not None or not stats.is_classification:
         raise analytic.InputError(
@@ -95,9 +168,27 @@ def init_payload(dim: int, class_ids, *, precision: str = "float64") -> dict[str
 def check_payload(payload, dim: int, *, precision: str = "float64", class_ids=None) -> None:
     """Validate a payload without unpacking it (O(d²) reads, no d×d allocation).
 
+    Args:
+      payload: the upload, a dict of arrays in the :func:`encode_statistics` layout.
+      dim: the agreed feature dimension d.
+      precision: ``"float64"`` (default) or ``"fixed"``: the dtype every moment field must have (float64 or int64).
+      class_ids: the agreed class ids the upload's must equal, or ``None`` to accept any sorted unique ids.
+
     Raises:
+      analytic.InputError: ``precision`` is neither ``"float64"`` nor ``"fixed"``.
       UploadRejected: a missing field, a wrong dtype or shape, NaN/Inf, a negative Gram diagonal, negative or
         inconsistent counts, class ids that are unsorted or differ from the agreed ``class_ids`` — naming which.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> payload = encode_statistics(federated.client_statistics(rng.normal(size=(12, 3)), np.arange(12) % 2, 3))
+      >>> check_payload(payload, 3, class_ids=np.array([0, 1])) is None  # accepted
+      True
+      >>> try:
+      ...     check_payload(payload, 4)  # the server expects d = 4
+      ... except UploadRejected as error:
+      ...     print(error)
+      upload field 'gram' has the wrong shape (6,), expected (10,)
     """
     if precision not in _STATE_DTYPES:
         raise analytic.InputError(f"uploads are float64 or fixed, got precision {precision!r}")
@@ -135,7 +226,32 @@ def check_payload(payload, dim: int, *, precision: str = "float64", class_ids=No
 
 
 def decode_statistics(payload, dim: int, *, precision: str = "float64", frac_bits: int = 12) -> analytic.Statistics:
-    """Validate a payload (:func:`check_payload`) and rebuild its :class:`analytic.Statistics` (full Gram)."""
+    """Validate a payload (:func:`check_payload`) and rebuild its :class:`analytic.Statistics` (full Gram).
+
+    The inverse of :func:`encode_statistics`: the decoded state is the encoded one (bit-identical, same
+    :func:`analytic.state_hash`), aligned to the payload's class ids.
+
+    Args:
+      payload: the upload, a dict of arrays in the :func:`encode_statistics` layout.
+      dim: feature dimension d.
+      precision: ``"float64"`` (default) or ``"fixed"``, the encoder's.
+      frac_bits: the fixed-point grid the encoder used (fixed precision; the payload does not carry it).
+
+    Returns:
+      The host :class:`analytic.Statistics` of the upload.
+
+    Raises:
+      analytic.InputError: ``precision`` is neither ``"float64"`` nor ``"fixed"``.
+      UploadRejected: the payload fails :func:`check_payload`.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(12, 3)), rng.integers(0, 2, 12)
+      >>> stats = federated.client_statistics(x, y, 3, precision="fixed")
+      >>> decoded = decode_statistics(encode_statistics(stats), 3, precision="fixed")
+      >>> analytic.state_hash(decoded) == analytic.state_hash(stats), int(decoded.count), decoded.class_ids
+      (True, 12, array([0, 1]))
+    """
     check_payload(payload, dim, precision=precision)
     moments = analytic.Moments(
         gram=unpack_upper(np.asarray(payload["gram"]), dim), cross=np.array(payload["cross"]),

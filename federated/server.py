@@ -47,7 +47,23 @@ def _admit(clients: dict, senders: dict, client_id: str, digest: str) -> None:
 class ClientRegistry:
     """Which clients were aggregated: client id → upload fingerprint, and fingerprint → client id (read-only).
 
-    Empty uploads have the fingerprint ``""`` and are not checked for replay (they add nothing).
+    Empty uploads have the fingerprint ``""`` and are not checked for replay (they add nothing). The server keeps it
+    as an aggregate's ``received``; ``len(registry)`` is the number of clients.
+
+    Attributes:
+      clients: read-only mapping client id → sha256 fingerprint of its accepted upload (``""`` for an empty one).
+      senders: read-only mapping fingerprint → client id, for every non-empty upload: a replay of the same upload
+        under another id is refused.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> stats = federated.client_statistics(rng.normal(size=(12, 3)), np.arange(12) % 2, 3)
+      >>> aggregate = receive(init_aggregate(3, [0, 1]), "alice", federated.encode_statistics(stats))
+      >>> registry = aggregate.received
+      >>> len(registry), list(registry.clients), registry.senders[registry.clients["alice"]]
+      (1, ['alice'], 'alice')
+      >>> len(registry.release("alice", registry.clients["alice"]))  # what remove_client does to the registry
+      0
     """
 
     clients: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
@@ -74,12 +90,24 @@ class StatisticsAggregate:
     Summing packed triangles (d(d+1)/2 numbers per client) and unpacking once at the end halves the server's
     memory traffic against summing full matrices.
 
+    Built by :func:`init_aggregate`, grown by :func:`receive` / :func:`receive_many`, shrunk by
+    :func:`remove_client` (each returns a new aggregate), solved by :func:`solve`. ``n_clients``, ``class_ids``
+    and ``statistics`` (the decoded :class:`analytic.Statistics`) are derived properties.
+
     Attributes:
       total: :math:`\\sum_k` of the accepted payloads (:func:`federated.payload.encode_statistics` layout).
       received: the :class:`ClientRegistry` of accepted clients.
       dim: feature dimension d.
       precision: ``"float64"`` or ``"fixed"``.
       frac_bits: the fixed-point grid (fixed precision).
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(12, 3)), rng.integers(0, 2, 12)
+      >>> upload = federated.encode_statistics(federated.client_statistics(x, y, 3), [0, 1, 2])
+      >>> aggregate = receive(init_aggregate(3, [0, 1, 2]), "alice", upload)
+      >>> aggregate.n_clients, aggregate.class_ids, aggregate.total["gram"].shape, int(aggregate.statistics.count)
+      (1, array([0, 1, 2]), (6,), 12)
     """
 
     total: Mapping[str, np.ndarray]
@@ -108,7 +136,26 @@ class StatisticsAggregate:
 
 
 def init_aggregate(dim: int, class_ids, *, precision: str = "float64", frac_bits: int = 12) -> StatisticsAggregate:
-    """An empty summed-statistics aggregate for clients that agreed on ``class_ids``."""
+    """An empty summed-statistics aggregate for clients that agreed on ``class_ids``.
+
+    Args:
+      dim: feature dimension d.
+      class_ids: the agreed class ids (sorted, unique): the columns every upload must have
+        (:func:`federated.encode_statistics` with the same ``class_ids``).
+      precision: ``"float64"`` (default) or ``"fixed"``, the precision of every upload.
+      frac_bits: the fixed-point grid of the uploads (fixed precision).
+
+    Returns:
+      A :class:`StatisticsAggregate` with zero sums and no client.
+
+    Raises:
+      KeyError: ``precision`` is neither ``"float64"`` nor ``"fixed"``.
+
+    Example:
+      >>> aggregate = init_aggregate(3, [0, 1, 2], precision="fixed")
+      >>> aggregate.n_clients, aggregate.class_ids, int(aggregate.statistics.count)
+      (0, array([0, 1, 2]), 0)
+    """
     total = init_payload(dim, class_ids, precision=precision)
     return StatisticsAggregate(MappingProxyType(total), ClientRegistry(), int(dim), precision, frac_bits)
 
@@ -120,10 +167,35 @@ def _checked_fingerprint(aggregate: StatisticsAggregate, payload: dict) -> str:
 
 
 def receive(aggregate: StatisticsAggregate, client_id: str, payload: dict) -> StatisticsAggregate:
-    """Validate one client's payload (:func:`federated.payload.encode_statistics`) and add it to the aggregate.
+    r"""Validate one client's payload (:func:`federated.payload.encode_statistics`) and add it to the aggregate.
+
+    The server side of the summed form, :math:`G \mathrel{+}= G_k`, :math:`B \mathrel{+}= B_k` (REFERENCE.md §1,
+    federated aggregation), on the packed payloads.
+
+    Args:
+      aggregate: the current aggregate (unchanged; a new one is returned).
+      client_id: the sender's id, unique within the aggregate.
+      payload: the client's upload, aligned to the aggregate's class ids, of its precision.
+
+    Returns:
+      The :class:`StatisticsAggregate` with the upload added and the client registered.
 
     Raises:
-      UploadRejected: the reason; ``aggregate`` is unchanged.
+      UploadRejected: the reason (malformed payload, other class ids, duplicate client id, the same non-empty
+        upload replayed under another id, a fixed-point sum that would overflow int64); ``aggregate`` is unchanged.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(12, 3)), rng.integers(0, 2, 12)
+      >>> upload = federated.encode_statistics(federated.client_statistics(x, y, 3), [0, 1])
+      >>> aggregate = receive(init_aggregate(3, [0, 1]), "alice", upload)
+      >>> aggregate.n_clients
+      1
+      >>> try:
+      ...     receive(aggregate, "bob", upload)  # alice's upload, replayed
+      ... except federated.UploadRejected as error:
+      ...     print(error)
+      duplicate submission: client 'bob' replays the upload of client 'alice'
     """
     aggregate, rejected = receive_many(aggregate, [(client_id, payload)])
     if rejected:
@@ -134,8 +206,28 @@ def receive(aggregate: StatisticsAggregate, client_id: str, payload: dict) -> St
 def receive_many(aggregate: StatisticsAggregate, uploads) -> tuple[StatisticsAggregate, dict[str, str]]:
     """:func:`receive` for a round of ``(client_id, payload)`` pairs; rejected uploads are left out.
 
+    Rejections do not raise: each rejected upload is skipped (the aggregate never contains part of it) and its
+    reason reported, and the round goes on with the next one. One copy of the sums for the whole round.
+
+    Args:
+      aggregate: the current aggregate (unchanged; a new one is returned).
+      uploads: iterable of ``(client_id, payload)`` pairs, received in this order.
+
     Returns:
       The new aggregate and ``{client_id: reason}`` for every rejected upload.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(30, 3)), rng.integers(0, 3, 30)
+      >>> uploads = [(f"client-{k}", federated.encode_statistics(federated.client_statistics(x[p], y[p], 3),
+      ...                                                        [0, 1, 2]))
+      ...            for k, p in enumerate(federated.iid_partition(30, 3))]
+      >>> aggregate, rejected = receive_many(init_aggregate(3, [0, 1, 2]), uploads + [uploads[0]])
+      >>> aggregate.n_clients, rejected
+      (3, {'client-0': "duplicate submission: client 'client-0' has already been aggregated"})
+      >>> central = analytic.accumulate(analytic.init_statistics(3), x, y)
+      >>> np.allclose(solve(aggregate, 0.1).weights, analytic.solve(central, 0.1).weights)
+      True
     """
     total = dict(aggregate.total)
     clients, senders = dict(aggregate.received.clients), dict(aggregate.received.senders)
@@ -154,13 +246,34 @@ def receive_many(aggregate: StatisticsAggregate, uploads) -> tuple[StatisticsAgg
 
 
 def remove_client(aggregate: StatisticsAggregate, client_id: str, payload: dict) -> StatisticsAggregate:
-    """Client-level unlearning: subtract the upload client ``client_id`` contributed (README: the math in brief).
+    r"""Client-level unlearning: subtract the upload client ``client_id`` contributed (README: the math in brief).
 
-    The result equals the aggregate of the remaining clients (bit-identical in fixed precision). A class that no
-    remaining client holds keeps a zero column: :func:`solve` drops it.
+    :math:`G \mathrel{-}= G_k`, :math:`B \mathrel{-}= B_k` (REFERENCE.md §1, "unlearn client k"). The result equals
+    the aggregate of the remaining clients (bit-identical in fixed precision). A class that no remaining client
+    holds keeps a zero column: :func:`solve` drops it.
+
+    Args:
+      aggregate: the aggregate holding the client (unchanged; a new one is returned).
+      client_id: the client to remove.
+      payload: the upload it sent, as received (the server keeps only its fingerprint, not the d² Gram).
+
+    Returns:
+      The :class:`StatisticsAggregate` of the remaining clients.
 
     Raises:
       UploadRejected: the client was never aggregated, or ``payload`` is not the upload it sent.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(30, 3)), rng.integers(0, 3, 30)
+      >>> a, b = x[:20], x[20:]
+      >>> upload_a = federated.encode_statistics(federated.client_statistics(a, y[:20], 3, precision="fixed"))
+      >>> upload_b = federated.encode_statistics(federated.client_statistics(b, y[20:], 3, precision="fixed"))
+      >>> both, _ = receive_many(init_aggregate(3, [0, 1, 2], precision="fixed"), [("a", upload_a), ("b", upload_b)])
+      >>> without_b = remove_client(both, "b", upload_b)
+      >>> only_a = receive(init_aggregate(3, [0, 1, 2], precision="fixed"), "a", upload_a)
+      >>> without_b.n_clients, analytic.state_hash(without_b.statistics) == analytic.state_hash(only_a.statistics)
+      (1, True)
     """
     received = aggregate.received.release(client_id, _checked_fingerprint(aggregate, payload))
     total = add_payloads(aggregate.total, payload, sign=-1)
@@ -173,8 +286,33 @@ def solve(aggregate: StatisticsAggregate, ridge: float, *, intercept: bool = Fal
     ``intercept=True`` also an unregularized bias, :math:`W = (G_c + \gamma I)^{-1} B_c`, :math:`b = \bar y - W^\top
     \mu` (:func:`analytic.solve`), from the summed counts and sums: equal to the pooled data's intercept solve.
 
+    The ridge head of REFERENCE.md §1, :math:`W^\star = (G + \gamma I)^{-1} B` with :math:`G = \sum_k G_k`,
+    :math:`B = \sum_k B_k`: the centralized head, whatever the split.
+
+    Args:
+      aggregate: the summed-statistics aggregate.
+      ridge: γ ≥ 0 (γ = 0 needs the pooled G full rank).
+      intercept: also fit an unregularized bias (keyword only, a Python bool).
+
+    Returns:
+      The :class:`analytic.Head` over the classes with at least one sample (a class no accepted client holds, or
+      whose clients were all removed, has no column).
+
     Raises:
-      analytic.InputError: ``intercept`` is not a bool, or no samples were aggregated and ``intercept=True``.
+      analytic.InputError: ``intercept`` is not a bool, or no samples were aggregated and ``intercept=True``; a bad
+        ridge.
+      analytic.IntegrityError: :math:`G + \gamma I` is not positive definite (e.g. γ = 0 with a rank-deficient G).
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(30, 3)), rng.integers(0, 2, 30)  # class 2 is agreed but nobody holds it
+      >>> uploads = [(k, federated.encode_statistics(federated.client_statistics(x[p], y[p], 3), [0, 1, 2]))
+      ...            for k, p in enumerate(federated.shard_partition(y, 3))]
+      >>> aggregate, _ = receive_many(init_aggregate(3, [0, 1, 2]), uploads)
+      >>> head = solve(aggregate, 0.1, intercept=True)
+      >>> central = analytic.solve(analytic.accumulate(analytic.init_statistics(3), x, y), 0.1, intercept=True)
+      >>> head.class_ids, np.allclose(head.weights, central.weights), np.allclose(head.bias, central.bias)
+      (array([0, 1]), True, True)
     """
     stats = aggregate.statistics
     return analytic.solve(analytic.drop_classes(stats, stats.class_ids[stats.class_counts == 0]), ridge,
@@ -190,11 +328,26 @@ class SolutionAggregate:
     """Server state of the paper form: the running sums :math:`\\sum_k C_k`, :math:`\\sum_k C_k W_k` of the folded
     absolute-aggregation law.
 
+    Built by :func:`init_solution_aggregate`, grown by :func:`receive_solution` / :func:`receive_solutions`; the
+    derived property ``solution`` is the aggregate :class:`LocalSolution` (raises
+    :class:`analytic.IntegrityError` before the first client), the input to
+    :func:`federated.remove_regularization`.
+
     Attributes:
       partials: the sums over the accepted clients (:func:`federated.aggregation.push_solution`), ``None`` before
         the first.
       received: the :class:`ClientRegistry` of accepted clients.
-      dim, class_ids, ridge: what every client message must match.
+      dim: feature dimension d every message must match.
+      class_ids: (m,) the agreed class ids every message must carry.
+      ridge: the agreed γ every message must be solved with.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(20, 3)), rng.integers(0, 2, 20)
+      >>> message = federated.local_solution(federated.client_statistics(x, y, 3), 0.1, [0, 1])
+      >>> aggregate = receive_solution(init_solution_aggregate(3, [0, 1], 0.1), "alice", message)
+      >>> len(aggregate.received), int(aggregate.partials.n_clients), aggregate.solution.weights.shape
+      (1, 1, (3, 2))
     """
 
     partials: PartialSums | None
@@ -213,7 +366,23 @@ class SolutionAggregate:
 
 
 def init_solution_aggregate(dim: int, class_ids, ridge: float) -> SolutionAggregate:
-    """An empty paper-form aggregate for clients that agreed on ``class_ids`` and the ridge γ."""
+    """An empty paper-form aggregate for clients that agreed on ``class_ids`` and the ridge γ.
+
+    Nothing is validated here: every message is checked against ``dim``, ``class_ids`` and ``ridge`` on receipt.
+
+    Args:
+      dim: feature dimension d.
+      class_ids: the agreed class ids (the columns of every :func:`federated.local_solution` message).
+      ridge: the agreed γ > 0 every client solves with.
+
+    Returns:
+      A :class:`SolutionAggregate` with no client (``partials`` is ``None``).
+
+    Example:
+      >>> aggregate = init_solution_aggregate(3, [0, 1, 2], 0.1)
+      >>> aggregate.partials is None, len(aggregate.received), aggregate.class_ids, aggregate.ridge
+      (True, 0, array([0, 1, 2]), 0.1)
+    """
     return SolutionAggregate(None, ClientRegistry(), int(dim), np.asarray(class_ids, np.int64), float(ridge))
 
 
@@ -263,8 +432,27 @@ def receive_solutions(
 ) -> tuple[SolutionAggregate, dict[str, str]]:
     """:func:`receive_solution` for a round of ``(client_id, solution)`` pairs; rejected messages are left out.
 
+    Rejections do not raise: each rejected message is skipped and its reason reported, and the round goes on.
+
+    Args:
+      aggregate: the current aggregate (unchanged; a new one is returned).
+      uploads: iterable of ``(client_id, solution)`` pairs, each a single client's :func:`federated.local_solution`.
+
     Returns:
       The new aggregate and ``{client_id: reason}`` for every rejected message.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(40, 3)), rng.integers(0, 3, 40)
+      >>> messages = [(k, federated.local_solution(federated.client_statistics(x[p], y[p], 3), 0.1, [0, 1, 2]))
+      ...             for k, p in enumerate(federated.dirichlet_partition(y, 4, 0.5))]
+      >>> aggregate, rejected = receive_solutions(init_solution_aggregate(3, [0, 1, 2], 0.1), messages)
+      >>> len(aggregate.received), rejected
+      (4, {})
+      >>> head = federated.remove_regularization(aggregate.solution)  # the pooled least-squares head
+      >>> central = analytic.accumulate(analytic.init_statistics(3), x, y)
+      >>> np.allclose(head.weights, analytic.solve(central, 0.0).weights)
+      True
     """
     partials = aggregate.partials
     clients, senders = dict(aggregate.received.clients), dict(aggregate.received.senders)
@@ -282,10 +470,37 @@ def receive_solutions(
 
 
 def receive_solution(aggregate: SolutionAggregate, client_id: str, solution: LocalSolution) -> SolutionAggregate:
-    """Validate one client's (W_k, C_k) and add :math:`C_k` and :math:`C_k W_k` to the aggregate's sums.
+    r"""Validate one client's (W_k, C_k) and add :math:`C_k` and :math:`C_k W_k` to the aggregate's sums.
+
+    The folded absolute-aggregation law (REFERENCE.md §3, AFL): :math:`\sum_k C_k \mathrel{+}= C_k`,
+    :math:`\sum_k C_k W_k \mathrel{+}= C_k W_k` (:func:`federated.push_solution`).
+
+    Args:
+      aggregate: the current aggregate (unchanged; a new one is returned).
+      client_id: the sender's id, unique within the aggregate.
+      solution: the client's :func:`federated.local_solution` message.
+
+    Returns:
+      The :class:`SolutionAggregate` with the message added and the client registered.
 
     Raises:
-      UploadRejected: the reason; ``aggregate`` is unchanged.
+      UploadRejected: the reason (wrong shapes, not a single client's message, another ridge or other class ids,
+        NaN/Inf, a regularized Gram that is not symmetric or not positive definite, a duplicate client id or a
+        replayed message); ``aggregate`` is unchanged.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(20, 3)), rng.integers(0, 2, 20)
+      >>> stats = federated.client_statistics(x, y, 3)
+      >>> aggregate = receive_solution(init_solution_aggregate(3, [0, 1], 0.1), "alice",
+      ...                              federated.local_solution(stats, 0.1, [0, 1]))
+      >>> len(aggregate.received)
+      1
+      >>> try:
+      ...     receive_solution(aggregate, "bob", federated.local_solution(stats, 0.5, [0, 1]))
+      ... except federated.UploadRejected as error:
+      ...     print(error)
+      a client message must be one client's solution with the agreed ridge 0.1, got 1 clients with ridge 0.5
     """
     aggregate, rejected = receive_solutions(aggregate, [(client_id, solution)])
     if rejected:
