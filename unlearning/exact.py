@@ -84,6 +84,12 @@ class UnlearningHead:
       ridge: γ.
       solver: ``"cholesky"`` or ``"recursive"``.
       source_names: every source name ever learned, in order (its position is the ledger's source index).
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> head = learn(init_unlearning_head(8, 0.1), rng.normal(size=(30, 8)), rng.integers(0, 3, 30))
+      >>> head.statistics.class_ids, int(head.statistics.count), head.solver, head.solver_state is None
+      (array([0, 1, 2]), 30, 'cholesky', True)
     """
 
     statistics: analytic.Statistics
@@ -114,6 +120,16 @@ class Receipt:
       removed_hash: state hash of the removed statistics.
       hash_before, hash_after: state hashes of the head's statistics.
       precision: the statistics' precision.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(30, 8)), np.repeat([0, 1, 2], 10)
+      >>> head = learn(init_unlearning_head(8, 0.1), x, y)
+      >>> _, receipt = forget_class(head, 2, x[20:])
+      >>> receipt.request, receipt.removed_count, receipt.removed_per_class, receipt.dropped_classes, receipt.route
+      ('class', 10, {2: 10}, (2,), 'refactor')
+      >>> receipt.hash_before != receipt.hash_after, '"request": "class"' in receipt.to_json()
+      (True, True)
     """
 
     request: str
@@ -128,7 +144,11 @@ class Receipt:
     precision: str
 
     def to_json(self) -> str:
-        """The receipt as a JSON document."""
+        """The receipt as a JSON document (class ids of ``removed_per_class`` become string keys).
+
+        Returns:
+          The fields, indented by two spaces.
+        """
         fields = dataclasses.asdict(self)
         fields["removed_per_class"] = {str(k): v for k, v in self.removed_per_class.items()}
         return json.dumps(fields, indent=2)
@@ -165,6 +185,19 @@ def init_unlearning_head(
         out: then only the core's checks (counts, Gram diagonal, positive definiteness) guard a request.
       track_sources: keep each source's statistics, so a source can be forgotten; every learn names its source.
       device: a JAX device to keep the statistics on (the ``"device"`` route); ``None`` keeps them on the host.
+
+    Returns:
+      An :class:`UnlearningHead` with no samples and no solver state (made on first use).
+
+    Raises:
+      analytic.InputError: an unknown ``solver``, ``ridge`` not positive, ``per_class`` with ``n_targets``, or an
+        argument :func:`analytic.init_statistics` refuses (``dim``, ``precision``, ``n_targets``, ``frac_bits``,
+        ``shift``).
+
+    Example:
+      >>> head = init_unlearning_head(16, 0.1, precision="fixed", per_class=True)
+      >>> head.statistics.dim, head.statistics.precision, int(head.statistics.count), head.class_parts
+      (16, 'fixed', 0, {})
     """
     solver_of(solver)
     ridge = float(ridge)
@@ -193,13 +226,31 @@ def init_unlearning_head(
 
 
 def learn(head: UnlearningHead, features, targets, *, source: str | None = None) -> UnlearningHead:
-    """Learn a batch: :math:`G \\mathrel{+}= X^\\top X`, :math:`B \\mathrel{+}= X^\\top Y` (README: the math in brief).
+    """Learn a batch: :math:`G \\mathrel{+}= X^\\top X`, :math:`B \\mathrel{+}= X^\\top Y` (README: the math in brief;
+    REFERENCE.md §1, "learn a batch").
 
     Args:
       head: the head (unchanged; a new one is returned).
       features: (n, d) floating array.
       targets: (n,) class ids or (n, m) / (n,) regression targets.
       source: the source (client) these samples come from; required when the head tracks sources.
+
+    Returns:
+      The head with the batch learned; its solver state follows by a rank-k update (``"update"`` /
+      ``"recursive"`` route) when a small batch meets a kept state, else it is recomputed (or made on first use).
+
+    Raises:
+      analytic.InputError: NaN/Inf, wrong shape or dtype, bad labels, or a ``source`` that is not a string;
+        ``head`` is unchanged.
+      analytic.IntegrityError: a ``source`` for a head that tracks none, or none for a head that tracks sources.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> head = init_unlearning_head(8, 0.1, track_sources=True)
+      >>> head = learn(head, rng.normal(size=(20, 8)), rng.integers(0, 2, 20), source="a")
+      >>> head = learn(head, rng.normal(size=(20, 8)), rng.integers(1, 3, 20), source="b")
+      >>> head.statistics.class_ids, int(head.statistics.count), head.source_names
+      (array([0, 1, 2]), 40, ('a', 'b'))
     """
     batch = _batch_statistics(head.statistics, features, targets)
     source_index, sources = _check_source(head, source, learning=True)
@@ -227,13 +278,39 @@ def learn(head: UnlearningHead, features, targets, *, source: str | None = None)
 
 
 def factorize(head: UnlearningHead) -> UnlearningHead:
-    """The head with its solver state (Cholesky factor or recursive form) computed from the statistics."""
+    r"""The head with its solver state computed from the statistics: the Cholesky factor of :math:`G + \gamma I`
+    (``solver="cholesky"``, :math:`d^3/3`) or the recursive form :math:`R = (G + \gamma I)^{-1}`, :math:`W = R B`
+    (``solver="recursive"``, REFERENCE.md §2).
+
+    Later small requests then correct this state by rank-k steps (the ``"downdate"`` / ``"update"`` /
+    ``"recursive"`` routes) instead of refactorizing; the count of rows folded in restarts at 0.
+
+    Args:
+      head: the head (unchanged).
+
+    Returns:
+      The head with ``solver_state`` set and ``folded_rows`` 0.
+
+    Raises:
+      analytic.IntegrityError: :math:`G + \gamma I` is not positive definite, or the statistics are flagged or
+        hold NaN/Inf.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(40, 16)), rng.integers(0, 3, 40)
+      >>> head = factorize(learn(init_unlearning_head(16, 0.1), x, y))
+      >>> _, receipt = forget_samples(head, x[:2], y[:2])  # 2 rows ≤ d/8: a low-rank downdate of the kept factor
+      >>> head.solver_state is not None, receipt.route
+      (True, 'downdate')
+    """
     kept = solver_of(head.solver).compute(head.statistics, head.ridge)
     return dataclasses.replace(head, solver_state=kept, folded_rows=np.int64(0))
 
 
 def solve(head: UnlearningHead, *, intercept: bool = False) -> analytic.Head:
     r"""The weights :math:`W = (G + \gamma I)^{-1} B` as an :class:`analytic.Head`, from the kept solver state.
+
+    The ridge solution of REFERENCE.md §1, :math:`W^\star = \arg\min_W \|Y - XW\|^2 + \gamma \|W\|^2`.
 
     With ``intercept=True``, the weights and unregularized bias of :func:`analytic.solve` with an intercept,
     :math:`W = (G_c + \gamma I)^{-1} B_c`, :math:`b = \bar y - W^\top \mu`, from the statistics: the centred Gram
@@ -244,12 +321,25 @@ def solve(head: UnlearningHead, *, intercept: bool = False) -> analytic.Head:
       head: the head.
       intercept: also fit a bias (keyword only, a bool).
 
+    Returns:
+      An :class:`analytic.Head`: (d, m) weights, the class ids of the columns (classification) or ``None``, the
+      ridge, and the (m,) bias with ``intercept=True`` (else ``None``).
+
     Raises:
       analytic.InputError: ``intercept`` is not a bool, or the head holds no samples and ``intercept=True``.
+      analytic.IntegrityError: :math:`G + \gamma I` (or :math:`G_c + \gamma I`) is not positive definite, or the
+        statistics are flagged.
 
     Example:
-      >>> forgotten, _ = forget_samples(head, features[:5], labels[:5])  # doctest: +SKIP
-      >>> solve(forgotten, intercept=True).bias  # doctest: +SKIP
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(40, 8)), rng.integers(0, 3, 40)
+      >>> forgotten, _ = forget_samples(learn(init_unlearning_head(8, 0.1), x, y), x[:5], y[:5])
+      >>> retrained = analytic.solve(analytic.accumulate(analytic.init_statistics(8), x[5:], y[5:]), 0.1)
+      >>> np.allclose(solve(forgotten).weights, retrained.weights)
+      True
+      >>> solved = solve(forgotten, intercept=True)
+      >>> solved.weights.shape, solved.bias.shape, solved.class_ids
+      ((8, 3), (3,), array([0, 1, 2]))
     """
     if intercept is not False:  # True, or a value analytic.solve refuses
         return analytic.solve(head.statistics, head.ridge, intercept=intercept)
@@ -265,7 +355,7 @@ def forget_samples(
     head: UnlearningHead, features, targets, *, source: str | None = None, receipt: bool = True
 ) -> tuple[UnlearningHead, Receipt | None]:
     """Forget samples given their features and targets: :math:`G \\mathrel{-}= X_F^\\top X_F`,
-    :math:`B \\mathrel{-}= X_F^\\top Y_F` (README: the math in brief).
+    :math:`B \\mathrel{-}= X_F^\\top Y_F` (README: the math in brief; REFERENCE.md §1, "unlearn samples F").
 
     Classes left with no samples leave the output space.
 
@@ -277,10 +367,23 @@ def forget_samples(
       receipt: return a :class:`Receipt` (hashing the state costs a pass over its bytes); ``False`` returns
         ``None`` in its place.
 
+    Returns:
+      ``(head, receipt)``: the head equal to one retrained without the samples, and the :class:`Receipt` (or
+      ``None`` with ``receipt=False``).
+
     Raises:
-      analytic.InputError: NaN/Inf, wrong shape or dtype.
+      analytic.InputError: NaN/Inf, wrong shape or dtype, or a ``source`` that is not a string.
       analytic.IntegrityError: a label outside the head, more samples than learned, samples missing from the
-        ledger, a loss of positive definiteness, or a request that would empty the head.
+        ledger, a loss of positive definiteness, a ``source`` that does not match the head's tracking mode or
+        contributed nothing, or a request that would empty the head.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(40, 8)), rng.integers(0, 3, 40)
+      >>> forgotten, receipt = forget_samples(learn(init_unlearning_head(8, 0.1), x, y), x[:6], y[:6])
+      >>> retrained = learn(init_unlearning_head(8, 0.1), x[6:], y[6:])
+      >>> np.allclose(solve(forgotten).weights, solve(retrained).weights), receipt.removed_count, receipt.route
+      (True, 6, 'refactor')
     """
     removed = _batch_statistics(head.statistics, features, targets)
     if removed.is_classification:
@@ -316,11 +419,34 @@ def forget_class(
     Without ``features`` the class is removed from its stored statistics (:math:`G \\mathrel{-}= A_c`,
     :math:`A_c = \\sum_{y_i = c} x_i x_i^\\top`, needs ``per_class=True``): no data is needed. With ``features`` (all of the
     class's samples, as learned) the rows are subtracted as in :func:`forget_samples`. ``receipt`` as there.
+    Either way :math:`B` loses column :math:`c` (REFERENCE.md §1, "unlearn class c", and §5, the class-removal
+    trap).
+
+    Args:
+      head: a classification head (unchanged).
+      class_id: the class to forget, one non-negative integer.
+      features: ``None`` to forget from the stored per-class statistics (``per_class=True``), or (n_c, d) every
+        sample of the class, exactly as learned (not allowed when the head tracks sources).
+      receipt: return a :class:`Receipt`; ``False`` returns ``None`` in its place.
+
+    Returns:
+      ``(head, receipt)``: the head equal to one retrained without the class (its output space without
+      ``class_id``), and the :class:`Receipt` (or ``None``).
 
     Raises:
-      analytic.InputError: ``class_id`` is not one integer.
-      analytic.IntegrityError: the class was never learned, the features are not all of the class's samples, no
-        per-class statistics are kept, or the class is the last one in the head.
+      analytic.InputError: ``class_id`` is not one integer, or the features are malformed (NaN/Inf, shape, dtype).
+      analytic.IntegrityError: the head is not a classification head, the class was never learned, the features
+        are not all of the class's samples, no per-class statistics are kept, features are given to a head that
+        tracks sources, or the class is the last one in the head.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(30, 8)), np.repeat([0, 1, 2], 10)
+      >>> head = learn(init_unlearning_head(8, 0.1, per_class=True), x, y)
+      >>> forgotten, receipt = forget_class(head, 1)  # from the stored statistics: no data needed
+      >>> retrained = learn(init_unlearning_head(8, 0.1), x[y != 1], y[y != 1])
+      >>> solve(forgotten).class_ids, np.allclose(solve(forgotten).weights, solve(retrained).weights), receipt.route
+      (array([0, 2]), True, 'refactor')
     """
     statistics = head.statistics
     if not statistics.is_classification:
@@ -377,10 +503,33 @@ def forget_source(
     head: UnlearningHead, source: str, *, receipt: bool = True
 ) -> tuple[UnlearningHead, Receipt | None]:
     """Forget everything a tracked source contributed: :math:`G \\mathrel{-}= G_k`, :math:`B \\mathrel{-}= B_k`
-    (``receipt`` as in :func:`forget_samples`).
+    (``receipt`` as in :func:`forget_samples`; REFERENCE.md §1, "unlearn client k").
+
+    Classes only that source held leave the output space. The statistics are subtracted whole (no rows), so the
+    solver state is recomputed (the ``"refactor"`` / ``"resync"`` route).
+
+    Args:
+      head: a head created with ``track_sources=True`` (unchanged).
+      source: the name the source's samples were learned under.
+      receipt: return a :class:`Receipt`; ``False`` returns ``None`` in its place.
+
+    Returns:
+      ``(head, receipt)``: the head equal to one retrained on the other sources, and the :class:`Receipt` (or
+      ``None``).
 
     Raises:
-      analytic.IntegrityError: the head tracks no sources, or ``source`` holds nothing.
+      analytic.IntegrityError: the head tracks no sources, ``source`` holds nothing, or it holds every sample of
+        the head (the request would empty it).
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> xa, ya = rng.normal(size=(20, 8)), rng.integers(0, 2, 20)  # classes 0, 1
+      >>> xb, yb = rng.normal(size=(20, 8)), rng.integers(1, 3, 20)  # classes 1, 2
+      >>> head = learn(init_unlearning_head(8, 0.1, track_sources=True), xa, ya, source="a")
+      >>> forgotten, receipt = forget_source(learn(head, xb, yb, source="b"), "a")
+      >>> retrained = learn(init_unlearning_head(8, 0.1), xb, yb)
+      >>> np.allclose(solve(forgotten).weights, solve(retrained).weights), receipt.source, receipt.removed_count
+      (True, 'a', 20)
     """
     if head.sources is None:
         raise analytic.IntegrityError("this head does not track sources: create it with track_sources=True")
@@ -399,7 +548,32 @@ def forget_source(
 
 def certifies(receipt: Receipt, retrained: analytic.Statistics) -> bool:
     """True when the receipt's after-hash is the hash of ``retrained`` (statistics learned from scratch on the
-    retained data): the bit-exact certificate of ``precision="fixed"``."""
+    retained data): the bit-exact certificate of ``precision="fixed"``.
+
+    In ``"float64"`` / ``"float32"`` precision the forgotten and retrained statistics agree only to rounding, so
+    the hashes (and the certificate) normally differ: compare weights there instead.
+
+    Args:
+      receipt: the :class:`Receipt` of a forgetting request.
+      retrained: :class:`analytic.Statistics` learned from scratch on the retained data, in the head's
+        configuration (precision, ``frac_bits``, shift).
+
+    Returns:
+      Whether ``receipt.hash_after == analytic.state_hash(retrained)``.
+
+    Raises:
+      analytic.InputError: ``retrained`` is not :class:`analytic.Statistics`, or is traced (inside ``jax.jit``).
+      analytic.IntegrityError: ``retrained`` is malformed or carries an error flag.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(40, 8)), rng.integers(0, 3, 40)
+      >>> head = learn(init_unlearning_head(8, 0.1, precision="fixed"), x, y)
+      >>> _, receipt = forget_samples(head, x[:5], y[:5])
+      >>> retrained = analytic.accumulate(analytic.init_statistics(8, precision="fixed"), x[5:], y[5:])
+      >>> certifies(receipt, retrained), certifies(receipt, analytic.init_statistics(8, precision="fixed"))
+      (True, False)
+    """
     return receipt.hash_after == analytic.state_hash(retrained)
 
 

@@ -67,6 +67,14 @@ class UnlearningTask:
       test_features, test_labels: held-out data.
       forgotten_classes: the classes forgotten (class-wise forgetting), or ``()`` (random forgetting).
       n_classes: C.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(60, 8)), np.arange(60) % 3
+      >>> task = UnlearningTask(x, y, forget_mask=y == 2, test_features=rng.normal(size=(30, 8)),
+      ...                       test_labels=np.arange(30) % 3, forgotten_classes=(2,), n_classes=3)
+      >>> task.retain[0].shape, np.unique(task.forget[1]), task.evaluation_test[0].shape
+      ((40, 8), array([2]), (20, 8))
     """
 
     train_features: np.ndarray
@@ -79,10 +87,12 @@ class UnlearningTask:
 
     @property
     def retain(self) -> tuple[np.ndarray, np.ndarray]:
+        """The retained training set ``(features, labels)`` (RA, the reference's training data)."""
         return self.train_features[~self.forget_mask], self.train_labels[~self.forget_mask]
 
     @property
     def forget(self) -> tuple[np.ndarray, np.ndarray]:
+        """The forget set ``(features, labels)`` (UA, the MIA's targets)."""
         return self.train_features[self.forget_mask], self.train_labels[self.forget_mask]
 
     @property
@@ -104,6 +114,12 @@ class Unlearned:
       weights: (d, m) linear weights (for the weight error), or ``None``.
       learning_rate: the learning rate used (gradient methods), or ``None``.
       receipt: the :class:`unlearning.exact.Receipt` (exact methods), or ``None``.
+
+    Example:
+      >>> model = Unlearned("first two features", logits=lambda f: f[:, :2], class_ids=np.array([3, 7]),
+      ...                   seconds=0.0)
+      >>> model.predict(np.array([[0.0, 1.0, 5.0], [2.0, 1.0, 5.0]]))
+      array([7, 3])
     """
 
     name: str
@@ -115,11 +131,27 @@ class Unlearned:
     receipt: exact.Receipt | None = None
 
     def predict(self, features) -> np.ndarray:
+        """The class id of each row's largest score: ``class_ids[argmax(logits(features))]``."""
         return self.class_ids[np.argmax(self.logits(features), axis=1)]
 
 
 class Unlearner(Protocol):
-    """Anything with a ``name`` and ``unlearn(task) -> Unlearned``."""
+    """Anything with a ``name`` and ``unlearn(task) -> Unlearned``.
+
+    Attributes:
+      name: the method's name in reports.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(60, 8)), np.arange(60) % 3
+      >>> task = UnlearningTask(x, y, forget_mask=np.arange(60) < 6, test_features=rng.normal(size=(30, 8)),
+      ...                       test_labels=np.arange(30) % 3, n_classes=3)
+      >>> head = unlearning.learn(unlearning.init_unlearning_head(8, 0.1), x, y)
+      >>> for method in (ExactUnlearner(head), ClosedFormRetrain(ridge=0.1)):
+      ...     print(method.name, method.unlearn(task).weights.shape)
+      exact downdate (8, 3)
+      retrain (closed form) (8, 3)
+    """
 
     name: str
 
@@ -138,13 +170,35 @@ def _linear(name, head: analytic.Head, seconds, receipt=None) -> Unlearned:
 @dataclasses.dataclass(frozen=True)
 class ExactUnlearner:
     """Downdate a trained :class:`unlearning.exact.UnlearningHead` (classes from stored statistics when it keeps
-    per-class statistics, else from their features), with a receipt unless ``receipt=False``."""
+    per-class statistics, else from their features), with a receipt unless ``receipt=False``.
+
+    ``unlearn(task)`` forgets ``task.forgotten_classes`` one by one with :func:`unlearning.forget_class`, or else
+    the samples of ``task.forget`` with :func:`unlearning.forget_samples`, and solves the head: the result equals
+    :class:`ClosedFormRetrain` with the head's ridge (to rounding). ``unlearn`` raises
+    :class:`analytic.IntegrityError` where those functions do (e.g. samples the head never learned).
+
+    Attributes:
+      original: the head trained on all of ``task``'s training data.
+      receipt: return the last request's :class:`unlearning.exact.Receipt` in :attr:`Unlearned.receipt`.
+      name: the method's name in reports.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(60, 8)), np.arange(60) % 3
+      >>> task = UnlearningTask(x, y, forget_mask=np.arange(60) < 6, test_features=rng.normal(size=(30, 8)),
+      ...                       test_labels=np.arange(30) % 3, n_classes=3)
+      >>> head = unlearning.learn(unlearning.init_unlearning_head(8, 0.1), x, y)
+      >>> model = ExactUnlearner(head).unlearn(task)
+      >>> np.allclose(model.weights, ClosedFormRetrain(ridge=0.1).unlearn(task).weights), model.receipt.route
+      (True, 'refactor')
+    """
 
     original: exact.UnlearningHead
     receipt: bool = True
     name: str = "exact downdate"
 
     def unlearn(self, task: UnlearningTask) -> Unlearned:
+        """The head downdated by the task's request, solved, as an :class:`Unlearned` with its receipt."""
         start = time.perf_counter()
         head, receipt = self.original, None
         if task.forgotten_classes:
@@ -160,13 +214,32 @@ class ExactUnlearner:
 
 @dataclasses.dataclass(frozen=True)
 class ClosedFormRetrain:
-    """Solve the ridge head from scratch on the retained features (the exact methods' reference)."""
+    r"""Solve the ridge head from scratch on the retained features (the exact methods' reference).
+
+    ``unlearn(task)`` accumulates the statistics of ``task.retain`` in float64 batches and solves
+    :math:`W = (G + \gamma I)^{-1} B` (REFERENCE.md §1); classes absent from the retained set have no column.
+
+    Attributes:
+      ridge: γ.
+      batch_size: rows accumulated at a time (bounds the memory, not the result).
+      name: the method's name in reports.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(60, 8)), np.arange(60) % 3
+      >>> task = UnlearningTask(x, y, forget_mask=np.arange(60) < 6, test_features=rng.normal(size=(30, 8)),
+      ...                       test_labels=np.arange(30) % 3, n_classes=3)
+      >>> model = ClosedFormRetrain(ridge=0.1).unlearn(task)
+      >>> model.weights.shape, model.class_ids, model.receipt is None
+      ((8, 3), array([0, 1, 2]), True)
+    """
 
     ridge: float
     batch_size: int = 8192
     name: str = "retrain (closed form)"
 
     def unlearn(self, task: UnlearningTask) -> Unlearned:
+        """The ridge head solved on ``task.retain``, as an :class:`Unlearned`."""
         start = time.perf_counter()
         features, labels = task.retain
         batches = ((features[i : i + self.batch_size], labels[i : i + self.batch_size])
@@ -266,6 +339,20 @@ class GradientUnlearner:
       epochs: unlearning epochs (default: :data:`DEFAULT_EPOCHS`; required for ``retrain``).
       hidden: hidden width of the head for ``retrain`` (``None``: linear), matching ``original``.
       seed: shuffling, random labels and initialisation.
+      batch_size: minibatch rows (256, the usual setting).
+
+    ``unlearn(task)`` raises :class:`analytic.InputError` for a method outside :data:`GRADIENT_METHODS`, or for
+    ``retrain`` without ``epochs``.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(60, 8)), np.arange(60) % 3
+      >>> task = UnlearningTask(x, y, forget_mask=np.arange(60) < 6, test_features=rng.normal(size=(30, 8)),
+      ...                       test_labels=np.arange(30) % 3, n_classes=3)
+      >>> original = analytic.gradient.fit_softmax_head(x, y, n_classes=3, epochs=1, learning_rate=0.1)
+      >>> model = GradientUnlearner("NegGrad+", original, learning_rate=0.01, epochs=1).unlearn(task)
+      >>> model.name, model.weights.shape, model.predict(x[:4]).shape, model.learning_rate
+      ('NegGrad+', (8, 3), (4,), 0.01)
     """
 
     method: str
@@ -278,9 +365,11 @@ class GradientUnlearner:
 
     @property
     def name(self) -> str:
+        """The method's name in reports: ``method``."""
         return self.method
 
     def unlearn(self, task: UnlearningTask) -> Unlearned:
+        """Run the method on ``task`` (its wall time, compilation included, in :attr:`Unlearned.seconds`)."""
         if self.method not in GRADIENT_METHODS:
             raise analytic.InputError(f"unknown gradient method {self.method!r}; choose from {GRADIENT_METHODS}")
         if self.method == "retrain" and self.epochs is None:
@@ -391,9 +480,38 @@ GRADIENT_METHODS = tuple(_GRADIENT_RUNS)
 
 
 def evaluate(model: Unlearned, task: UnlearningTask, *, mia_samples: int | None = None, seed: int = 0) -> dict:
-    """UA, RA, TA and MIA-efficacy (percent) of ``model`` on ``task`` (the field's evaluation conventions), and on
+    r"""UA, RA, TA and MIA-efficacy (percent) of ``model`` on ``task`` (the field's evaluation conventions), and on
     the same test set as TA: ``TA_top5`` (top-5 accuracy; 100 for a model with five output columns or fewer, NaN
-    when a diverged model's logits are NaN), ``TA_f1_macro`` and ``TA_balanced`` (balanced accuracy), in percent."""
+    when a diverged model's logits are NaN), ``TA_f1_macro`` and ``TA_balanced`` (balanced accuracy), in percent.
+
+    .. math::
+        \mathrm{UA} = 100 - \mathrm{acc}(D_f), \qquad \mathrm{RA} = \mathrm{acc}(D_r), \qquad
+        \mathrm{TA} = \mathrm{acc}(D_{\text{test}} \setminus \text{forgotten classes})
+
+    (REFERENCE.md §5); MIA as :func:`unlearning.metrics.mia_efficacy`, with members from the retained set,
+    non-members from the same test set as TA and the forget set as targets.
+
+    Args:
+      model: the model a method produced.
+      task: the task it unlearned.
+      mia_samples: cap on the MIA's non-members (and as many members), a seeded subset; ``None``: all.
+      seed: the MIA subsets' seed.
+
+    Returns:
+      ``{"UA", "RA", "TA", "TA_top5", "TA_f1_macro", "TA_balanced", "MIA"}``, each a float in percent.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(60, 8)), np.arange(60) % 3
+      >>> task = UnlearningTask(x, y, forget_mask=np.arange(60) < 6, test_features=rng.normal(size=(30, 8)),
+      ...                       test_labels=np.arange(30) % 3, n_classes=3)
+      >>> head = unlearning.learn(unlearning.init_unlearning_head(8, 0.1), x, y)
+      >>> scores = evaluate(ExactUnlearner(head).unlearn(task), task)
+      >>> sorted(scores)
+      ['MIA', 'RA', 'TA', 'TA_balanced', 'TA_f1_macro', 'TA_top5', 'UA']
+      >>> scores == evaluate(ClosedFormRetrain(ridge=0.1).unlearn(task), task), scores["TA_top5"]
+      (True, 100.0)
+    """
     (retain_x, retain_y), (forget_x, forget_y) = task.retain, task.forget
     test_x, test_y = task.evaluation_test
     retain_logits, forget_logits, test_logits = model.logits(retain_x), model.logits(forget_x), model.logits(test_x)
@@ -414,8 +532,34 @@ def evaluate(model: Unlearned, task: UnlearningTask, *, mia_samples: int | None 
 
 
 def compare_outputs(model: Unlearned, reference: Unlearned, task: UnlearningTask) -> dict:
-    """Weight error, max |logit difference|, argmax agreement (percent) and mean KL against ``reference`` on the
-    evaluation test set (NaN where the output spaces differ)."""
+    r"""Weight error, max |logit difference|, argmax agreement (percent) and mean KL against ``reference`` on the
+    evaluation test set (NaN where the output spaces differ).
+
+    .. math::
+        \frac{\|W - W_r\|_F}{\|W_r\|_F}, \qquad \max_{i,j} |z_{ij} - z^r_{ij}|, \qquad
+        \frac{1}{n} \sum_i \mathrm{KL}(p^r_i \,\|\, p_i)
+
+    (REFERENCE.md §5, the output-level checks for exact methods). The weight error is also NaN when either
+    model has no linear weights.
+
+    Args:
+      model: the model to check.
+      reference: the model it should equal, usually the retrained one.
+      task: the task (its evaluation test set is used).
+
+    Returns:
+      ``{"weight_error", "max_logit_diff", "argmax_agreement", "mean_kl"}``, floats.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(60, 8)), np.arange(60) % 3
+      >>> task = UnlearningTask(x, y, forget_mask=np.arange(60) < 6, test_features=rng.normal(size=(30, 8)),
+      ...                       test_labels=np.arange(30) % 3, n_classes=3)
+      >>> head = unlearning.learn(unlearning.init_unlearning_head(8, 0.1), x, y)
+      >>> gaps = compare_outputs(ExactUnlearner(head).unlearn(task), ClosedFormRetrain(ridge=0.1).unlearn(task), task)
+      >>> gaps["weight_error"] < 1e-10, gaps["max_logit_diff"] < 1e-10, gaps["argmax_agreement"]
+      (True, True, 100.0)
+    """
     test_x, _ = task.evaluation_test
     logits, reference_logits = model.logits(test_x), reference.logits(test_x)
     same_space = np.array_equal(model.class_ids, reference.class_ids)
@@ -430,8 +574,39 @@ def compare_outputs(model: Unlearned, reference: Unlearned, task: UnlearningTask
 
 def best_of_grid(make: Callable[[float], Unlearner], learning_rates, task: UnlearningTask, reference: dict,
                  **evaluate_options) -> tuple[Unlearned, dict, list[dict]]:
-    """Run ``make(lr).unlearn(task)`` for each learning rate; keep the one with the smallest Avg. Gap to the
-    ``reference`` metrics (the usual settings of the unlearning literature). Returns (best model, its metrics, every trial's metrics)."""
+    r"""Run ``make(lr).unlearn(task)`` for each learning rate; keep the one with the smallest Avg. Gap to the
+    ``reference`` metrics (the usual settings of the unlearning literature). Returns (best model, its metrics, every trial's metrics).
+
+    The Avg. Gap is :func:`unlearning.metrics.avg_gap`, :math:`\frac14 \sum_{m \in \{UA, MIA, RA, TA\}}
+    |m - m_{\text{retrain}}|` (REFERENCE.md §5, §4: the learning rate searched and the best Avg. Gap kept); the
+    first of equal gaps wins.
+
+    Args:
+      make: the method for a learning rate, e.g. ``lambda lr: GradientUnlearner("FT", original, lr)``.
+      learning_rates: the grid, a non-empty iterable of floats.
+      task: the task.
+      reference: :func:`evaluate` of the retrained model.
+      **evaluate_options: passed to :func:`evaluate` (``mia_samples``, ``seed``).
+
+    Returns:
+      ``(model, scores, trials)``: the best model, its :func:`evaluate` scores with ``"avg_gap"`` added, and every
+      trial's scores with its ``"learning_rate"``, in grid order.
+
+    Raises:
+      ValueError: ``learning_rates`` is empty.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(60, 8)), np.arange(60) % 3
+      >>> task = UnlearningTask(x, y, forget_mask=np.arange(60) < 6, test_features=rng.normal(size=(30, 8)),
+      ...                       test_labels=np.arange(30) % 3, n_classes=3)
+      >>> original = analytic.gradient.fit_softmax_head(x, y, n_classes=3, epochs=1, learning_rate=0.1)
+      >>> reference = evaluate(ClosedFormRetrain(ridge=0.1).unlearn(task), task)
+      >>> make = lambda lr: GradientUnlearner("FT", original, learning_rate=lr, epochs=1)
+      >>> model, scores, trials = best_of_grid(make, [0.01, 0.1], task, reference)
+      >>> [trial["learning_rate"] for trial in trials], scores["avg_gap"] == min(t["avg_gap"] for t in trials)
+      ([0.01, 0.1], True)
+    """
     trials = []
     for learning_rate in learning_rates:
         model = make(learning_rate).unlearn(task)
