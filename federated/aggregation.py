@@ -98,7 +98,7 @@ def aggregate_statistics(uploads: Iterable[analytic.Statistics]) -> analytic.Sta
 
     Raises:
       analytic.IntegrityError: two states differ in precision, dimension or task, or one is flagged.
-      TypeError: ``uploads`` is empty.
+      analytic.InputError: ``uploads`` is empty.
 
     Example:
       >>> rng = np.random.default_rng(0)
@@ -109,6 +109,9 @@ def aggregate_statistics(uploads: Iterable[analytic.Statistics]) -> analytic.Sta
       >>> int(pooled.count), np.allclose(analytic.solve(pooled, 0.1).weights, analytic.solve(central, 0.1).weights)
       (30, True)
     """
+    uploads = list(uploads)
+    if not uploads:
+        raise analytic.InputError("aggregate_statistics needs at least one upload")
     return functools.reduce(analytic.merge, uploads)
 
 

@@ -20,7 +20,15 @@ import hashlib
 import numpy as np
 
 import analytic
-from analytic.internal import from_host_moments, host_moments, int_sum_fits, pack_upper, packed_length, unpack_upper
+from analytic.internal import (
+    check_choice,
+    from_host_moments,
+    host_moments,
+    int_sum_fits,
+    pack_upper,
+    packed_length,
+    unpack_upper,
+)
 
 FIELDS = ("gram", "cross", "feature_sum", "count", "class_ids", "class_counts")
 ADDITIVE_FIELDS = ("gram", "cross", "feature_sum", "count", "class_counts")  # class_ids are agreed, not summed
@@ -157,7 +165,7 @@ def _field(payload, name, dtype, shape) -> np.ndarray:
 def init_payload(dim: int, class_ids, *, precision: str = "float64") -> dict[str, np.ndarray]:
     """The payload of a client with no samples: zeros aligned to the agreed class ids."""
     class_ids = np.asarray(class_ids, np.int64)
-    dtype = _STATE_DTYPES[precision]
+    dtype = _STATE_DTYPES[check_choice("precision", precision, tuple(_STATE_DTYPES))]
     return {
         "gram": np.zeros(packed_length(dim), dtype), "cross": np.zeros((dim, class_ids.size), dtype),
         "feature_sum": np.zeros(dim, dtype), "count": np.asarray(0, np.int64), "class_ids": class_ids,

@@ -149,7 +149,7 @@ def init_aggregate(dim: int, class_ids, *, precision: str = "float64", frac_bits
       A :class:`StatisticsAggregate` with zero sums and no client.
 
     Raises:
-      KeyError: ``precision`` is neither ``"float64"`` nor ``"fixed"``.
+      analytic.InputError: ``precision`` is neither ``"float64"`` nor ``"fixed"``.
 
     Example:
       >>> aggregate = init_aggregate(3, [0, 1, 2], precision="fixed")

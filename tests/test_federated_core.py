@@ -304,3 +304,10 @@ def test_payload_round_trip_and_byte_count(precision, pooled):
     full = square + square.T
     np.testing.assert_array_equal(internal.unpack_upper(internal.pack_upper(full), D), full)
     np.testing.assert_array_equal(internal.pack_upper(full)[diagonal_positions(D)], np.diagonal(full))
+
+
+def test_an_unknown_upload_precision_or_no_upload_at_all_is_an_input_error():
+    with pytest.raises(analytic.InputError, match="precision"):
+        federated.init_aggregate(4, [0, 1], precision="float32")
+    with pytest.raises(analytic.InputError, match="at least one upload"):
+        federated.aggregate_statistics([])
