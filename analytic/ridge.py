@@ -390,7 +390,16 @@ def class_means(stats: Statistics) -> np.ndarray:
 
 
 def factorize_matrix(matrix: np.ndarray, ridge: float) -> Factorization:
-    """Cholesky factor of ``matrix + ridge·I`` for a symmetric float64 host ``matrix`` (which is overwritten)."""
+    """Cholesky factor of ``matrix + ridge·I`` for a symmetric float64 host ``matrix`` (which is overwritten).
+
+    Args:
+      matrix: a symmetric (d, d) float64 host array, consumed.
+      ridge: γ ≥ 0.
+
+    Raises:
+      InputError: a bad ridge.
+      IntegrityError: ``matrix + ridge·I`` is not positive definite, or holds NaN/Inf.
+    """
     ridge = check_ridge(ridge)
     matrix[np.diag_indices_from(matrix)] += ridge
     # LAPACK potrf in place on the Fortran view of the symmetric matrix (no layout copy, half the time of

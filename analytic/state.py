@@ -225,7 +225,11 @@ register_pytree(Statistics, ("moments", "compensation", "count_words", "class_co
 def check_leaves(stats) -> None:
     """Refuse a state whose leaves no longer match its precision (a pytree transform changed a dtype or shape).
 
+    Args:
+      stats: the state to check.
+
     Raises:
+      InputError: ``stats`` is not a :class:`Statistics`.
       IntegrityError: naming the leaf, its dtype and the one the precision needs.
     """
     if not isinstance(stats, Statistics):

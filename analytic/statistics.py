@@ -476,7 +476,11 @@ def _canonical_on_host(stats: Statistics) -> Statistics:
 
 
 def host_moments(stats: Statistics) -> Moments:
-    """The moments as host arrays: float64/float32 as stored, fixed precision as exact int64 on the grid."""
+    """The moments as host arrays: float64/float32 as stored, fixed precision as exact int64 on the grid.
+
+    Args:
+      stats: a host state.
+    """
     check_state(stats)
     return precision_of(stats.precision).host(stats.moments)
 
@@ -484,7 +488,17 @@ def host_moments(stats: Statistics) -> Moments:
 def from_host_moments(moments: Moments, count, class_ids, class_counts, *, precision: str = "float64",
                       frac_bits: int = 0, shift=None) -> Statistics:
     """A host :class:`Statistics` from host moments (int64 in fixed precision, as :func:`host_moments` gives them)
-    and int64 counts, checked like any state."""
+    and int64 counts, checked like any state.
+
+    Args:
+      moments: the :class:`Moments`, host arrays.
+      count: the number of samples.
+      class_ids: (m,) sorted class ids, or ``None`` for regression.
+      class_counts: (m,) samples per class, or ``None`` for regression.
+      precision: the state's precision.
+      frac_bits: fractional bits of the fixed-point grid (fixed precision only).
+      shift: the mean shift s, or ``None``.
+    """
     arithmetic = precision_of(precision)
     stats = Statistics(
         moments=arithmetic.stored(moments),
