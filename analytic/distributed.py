@@ -48,10 +48,25 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def shard_rows(array, mesh: Mesh) -> jax.Array:
     """``array`` with its rows split across the devices of ``mesh`` (their number must divide the rows).
 
+    Args:
+      array: an array whose leading axis is the rows.
+      mesh: a mesh with a ``"rows"`` axis, e.g. :func:`row_mesh`.
+
+    Returns:
+      A JAX array sharded by rows over the mesh.
+
+    Raises:
+      InputError: the number of rows is not a multiple of the number of devices.
+
     Example:
-      >>> mesh = row_mesh()
-      >>> stats = jax.jit(analytic.accumulate)(jax.device_put(stats, replicated(mesh)),  # doctest: +SKIP
+      >>> mesh = row_mesh()  # every device: one on a plain CPU, all of them on a GPU host
+      >>> features = np.random.default_rng(0).normal(size=(8 * mesh.devices.size, 3)).astype(np.float32)
+      >>> labels = np.arange(features.shape[0]) % 2
+      >>> stats = analytic.init_statistics(3, class_ids=[0, 1], precision="fixed")
+      >>> stats = jax.jit(analytic.accumulate)(jax.device_put(stats, replicated(mesh)),
       ...                                      shard_rows(features, mesh), shard_rows(labels, mesh))
+      >>> int(stats.count) == features.shape[0]
+      True
     """
     array = jnp.asarray(array)
     devices = mesh.devices.size

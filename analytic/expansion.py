@@ -85,6 +85,17 @@ class BufferLayer:
       width: output dimension (buffer size).
       activation: a key of ``ACTIVATIONS``.
       seed: the integer seed ``weights`` were drawn from.
+
+    Draw one with :func:`init_buffer` (REFERENCE.md §3, ACIL); constructing one checks the meta fields and raises
+    :class:`~analytic.InputError` for a bad kind, size, seed or activation.
+
+    Example:
+      >>> layer = init_buffer(4, 16, seed=0)
+      >>> layer.weights.shape, layer.activation, layer.width
+      ((4, 16), 'relu', 16)
+      >>> tanh = dataclasses.replace(layer, activation="tanh")  # DS-AL's second stream over the same W_B
+      >>> expand(tanh, np.ones((2, 4))).shape
+      (2, 16)
     """
 
     weights: jax.Array
@@ -117,6 +128,15 @@ class GaussianKernelLayer:
       width: number of centres (output dimension).
       sigma: kernel width σ > 0.
       seed: the integer seed the centres were drawn with.
+
+    Draw one with :func:`init_gaussian_kernel` (REFERENCE.md §3, GKEAL); constructing one checks the meta fields
+    and raises :class:`~analytic.InputError` for a bad kind, size, seed or a σ that is not positive.
+
+    Example:
+      >>> layer = GaussianKernelLayer(centres=jnp.zeros((1, 2)), in_dim=2, width=1, sigma=1.0)
+      >>> np.round(expand(layer, np.array([[0.0, 0.0], [1.0, 1.0]])), 4)  # exp(−‖z‖² / 2)
+      array([[1.    ],
+             [0.3679]], dtype=float32)
     """
 
     centres: jax.Array
@@ -163,7 +183,18 @@ def init_buffer(in_dim: int, width: int, *, seed: int = 0, activation: str = "re
       activation: one of ``ACTIVATIONS`` (default ``"relu"``, as in ACIL).
 
     Returns:
-      A ``BufferLayer``.
+      A ``BufferLayer`` (REFERENCE.md §3, ACIL: :math:`φ(z) = \mathrm{act}(z W_B)`).
+
+    Raises:
+      InputError: ``in_dim`` or ``width`` not a positive integer, or an unknown ``activation``.
+      TypeError: ``seed`` is not an integer (refused by ``jax.random.key``).
+
+    Example:
+      >>> layer = init_buffer(8, 32, seed=1)
+      >>> layer.weights.shape, bool(jnp.all(jnp.abs(layer.weights) <= 8**-0.5))  # U(−1/√8, 1/√8)
+      ((8, 32), True)
+      >>> np.array_equal(layer.weights, init_buffer(8, 32, seed=1).weights)  # same seed, same weights
+      True
     """
     check_int("in_dim", in_dim)
     check_int("width", width)
@@ -204,6 +235,7 @@ def init_gaussian_kernel(features, width: int, *, sigma: float = 10.0, seed: int
     Raises:
       InputError: no rows, a non-positive width, NaN/Inf features, or ``width > n`` with fewer than two distinct
         rows to combine, or a bad ``sigma``.
+      TypeError: ``seed`` is not an integer (refused by ``jax.random.key``).
 
     Example:
       >>> layer = init_gaussian_kernel(np.eye(3, dtype=np.float32), 5, sigma=1.0)
@@ -311,9 +343,18 @@ def expand(layer: ExpansionLayer, features, *, chunk_size: int = 4096) -> np.nda
       ``np.ndarray`` float32 of shape ``(n, layer.width)``.
 
     Raises:
-      ValueError: features not 2-D, not floating, of the wrong dimension, or containing NaN/Inf (also after the
-        cast to float32); layer arrays of the wrong shape; non-positive ``chunk_size``.
-      TypeError: ``layer`` is not an expansion layer.
+      InputError: features not 2-D, not floating, of the wrong dimension, or containing NaN/Inf (also after the
+        cast to float32); layer arrays of the wrong shape; non-positive ``chunk_size``; ``layer`` not an expansion
+        layer.
+
+    Example:
+      >>> layer = init_buffer(4, 16, seed=0)
+      >>> features = np.random.default_rng(0).normal(size=(10, 4))
+      >>> expanded = expand(layer, features, chunk_size=4)  # three chunks of 4 rows, the last one padded
+      >>> expanded.shape, expanded.dtype, bool((expanded >= 0).all())  # ReLU features
+      ((10, 16), dtype('float32'), True)
+      >>> np.allclose(expanded, np.maximum(features.astype(np.float32) @ np.asarray(layer.weights), 0), atol=1e-5)
+      True
     """
     array_name, layer_array, expected_shape = _layer_array(layer)
     if tuple(np.shape(layer_array)) != expected_shape:

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -443,7 +444,7 @@ def default_path() -> ExecutionPath:
     if jax.default_backend() != "cpu":
         return "flax"
     try:
-        import torch  # noqa: F401
+        importlib.import_module("torch")  # importable (not merely present): the torch path will run
     except ImportError:
         return "flax"
     return "torch"

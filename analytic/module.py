@@ -10,21 +10,26 @@ float32 unless x64 is on).
 Example:
   >>> class Classifier(nn.Module):
   ...     def setup(self):
-  ...         self.backbone = Backbone()  # any flax module, frozen
-  ...         self.head = ClosedFormHead(class_ids=tuple(range(10)))
+  ...         self.backbone = nn.Dense(8)  # any flax module, frozen
+  ...         self.head = ClosedFormHead(class_ids=(0, 1, 2))
   ...     def __call__(self, images):
   ...         return self.head(self.backbone(images))
   ...     def learn(self, images, labels):
   ...         self.head.learn(self.backbone(images), labels)
   ...     def solve(self):
   ...         self.head.solve()
+  >>> images = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)
+  >>> labels = np.arange(12) % 3
   >>> model = Classifier()
-  >>> variables = model.init(key, images)  # doctest: +SKIP
+  >>> variables = model.init(jax.random.key(0), images)
   >>> learn = jax.jit(lambda v, x, y: model.apply(v, x, y, method="learn", mutable=["statistics"])[1])
-  >>> for x, y in stream:  # doctest: +SKIP
+  >>> for x, y in zip(np.split(images, 3), np.split(labels, 3)):  # a stream of three batches
   ...     variables = {**variables, **learn(variables, x, y)}
-  >>> variables = {**variables, **model.apply(variables, method="solve", mutable=["head"])[1]}  # doctest: +SKIP
-  >>> scores = jax.jit(model.apply)(variables, images)  # doctest: +SKIP
+  >>> solve_head = jax.jit(lambda v: model.apply(v, method="solve", mutable=["head"])[1])
+  >>> variables = {**variables, **solve_head(variables)}
+  >>> scores = jax.jit(model.apply)(variables, images)
+  >>> scores.shape, variables["statistics"]["head"]["state"].class_counts
+  ((12, 3), array([4, 4, 4]))
 """
 
 from __future__ import annotations

@@ -18,17 +18,43 @@ def _upper_mask(dim: int) -> np.ndarray:
 
 
 def packed_length(dim: int) -> int:
-    """Number of entries :math:`d(d+1)/2` of a packed upper triangle."""
+    """Number of entries :math:`d(d+1)/2` of a packed upper triangle.
+
+    Args:
+      dim: the matrix dimension d.
+
+    Example:
+      >>> packed_length(3)
+      6
+    """
     return dim * (dim + 1) // 2
 
 
 def pack_upper(matrix: np.ndarray) -> np.ndarray:
-    """Row-major upper triangle (diagonal included) of a (d, d) matrix as a 1-D array."""
+    """Row-major upper triangle (diagonal included) of a (d, d) matrix as a 1-D array.
+
+    Args:
+      matrix: a (d, d) NumPy array.
+
+    Example:
+      >>> pack_upper(np.array([[1, 2], [2, 3]]))
+      array([1, 2, 3])
+    """
     return matrix[_upper_mask(matrix.shape[0])]
 
 
 def unpack_upper(packed: np.ndarray, dim: int) -> np.ndarray:
-    """The full symmetric (d, d) matrix whose packed upper triangle is ``packed``."""
+    """The full symmetric (d, d) matrix whose packed upper triangle is ``packed``.
+
+    Args:
+      packed: a (d(d+1)/2,) NumPy array, as :func:`pack_upper` gives it.
+      dim: the matrix dimension d.
+
+    Example:
+      >>> unpack_upper(np.array([1, 2, 3]), 2)
+      array([[1, 2],
+             [2, 3]])
+    """
     mask = _upper_mask(dim)
     matrix = np.empty((dim, dim), packed.dtype)
     matrix.T[mask] = packed  # the lower triangle, by symmetry

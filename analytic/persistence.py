@@ -137,9 +137,19 @@ def save(path: str | os.PathLike, state, *, key: bytes | None = None) -> None:
       key: optional secret bytes: the file is signed (HMAC-SHA256, module docstring) so that
         ``load(path, key=key)`` accepts it and nothing edited without the key.
 
+    Raises:
+      InputError: ``state`` holds an object this library does not save, or ``key`` is not non-empty bytes.
+      OSError: the file cannot be written.
+
     Example:
-      >>> save("head.npz", head, key=b"shared secret")  # doctest: +SKIP
-      >>> load("head.npz", key=b"shared secret")  # doctest: +SKIP
+      >>> import os, tempfile
+      >>> stats = analytic.accumulate(analytic.init_statistics(2), np.eye(2), np.array([0, 1]))
+      >>> head = analytic.solve(stats, 0.1)
+      >>> with tempfile.TemporaryDirectory() as folder:
+      ...     save(os.path.join(folder, "head.npz"), head, key=b"shared secret")
+      ...     loaded = load(os.path.join(folder, "head.npz"), key=b"shared secret")
+      >>> np.array_equal(loaded.weights, head.weights), loaded.class_ids
+      (True, array([0, 1]))
     """
     arrays: dict[str, np.ndarray] = {}
     tree = _encode(state, arrays, _persistable_kinds())
@@ -163,10 +173,24 @@ def load(path: str | os.PathLike, *, key: bytes | None = None):
       path: the file to read.
       key: the secret the file was signed with: the file must carry a matching signature.
 
+    Returns:
+      The saved object (:class:`~analytic.Statistics`, :class:`~analytic.Head`, :class:`~analytic.RecursiveHead`,
+      an expansion layer, ...) with host arrays, bit-identical to what was saved.
+
     Raises:
       FileNotFoundError: no such file.
       FileFormatError: corrupted, foreign, inconsistent or incompatible-version file, or (with ``key``) a file that
         is unsigned or whose signature does not match.
+      InputError: ``key`` is given but is not non-empty bytes.
+
+    Example:
+      >>> import os, tempfile
+      >>> stats = analytic.accumulate(analytic.init_statistics(3, precision="fixed"), np.eye(3), np.array([0, 1, 1]))
+      >>> with tempfile.TemporaryDirectory() as folder:
+      ...     save(os.path.join(folder, "stats.npz"), stats)
+      ...     restored = load(os.path.join(folder, "stats.npz"))
+      >>> analytic.state_hash(restored) == analytic.state_hash(stats)  # a bit-exact round trip
+      True
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")

@@ -256,6 +256,9 @@ PRECISIONS = {p.name: p for p in (Float64(), Float32(), Fixed())}
 def precision_of(name: str) -> Precision:
     """The :class:`Precision` object named ``name`` (a state's ``precision`` field).
 
+    Args:
+      name: ``"float64"``, ``"float32"`` or ``"fixed"``.
+
     Raises:
       InputError: an unknown name.
 
@@ -298,6 +301,10 @@ def int_sum_fits(total: np.ndarray, increment: np.ndarray) -> bool:
     Every fixed-point sum in the library (batches, merged states, federated totals) is checked against this bound,
     the exact range of :mod:`analytic.words`, which keeps each total a factor of two inside int64's range.
 
+    Args:
+      total: an int64 array.
+      increment: an int64 array added to or subtracted from it.
+
     Example:
       >>> int_sum_fits(np.array([2**61]), np.array([2**60])), int_sum_fits(np.array([2**61]), np.array([2**61]))
       (True, False)
@@ -308,6 +315,10 @@ def int_sum_fits(total: np.ndarray, increment: np.ndarray) -> bool:
 def quantize(values: np.ndarray, frac_bits: int) -> np.ndarray:
     """Round to the fixed-point grid :math:`2^{-f}`: integer-valued float64 :math:`q = \\mathrm{rint}(x 2^f)`
     (the product by a power of two is exact; one new array, rounded in place).
+
+    Args:
+      values: a floating array.
+      frac_bits: the fractional bits f of the grid.
 
     Example:
       >>> quantize(np.array([0.1, -1.5]), 2)

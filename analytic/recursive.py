@@ -43,19 +43,32 @@ from analytic.validation import (
 
 @dataclasses.dataclass(frozen=True)
 class RecursiveHead:
-    """Recursive form (R, W) of a ridge head with a fixed ridge γ (a pytree; class ids and γ are static).
+    r"""Recursive form (R, W) of a ridge head with a fixed ridge γ (a pytree; class ids and γ are static).
 
     On a JAX device it needs ``jax_enable_x64`` (float64 only, see the module docstring); there the update runs under
     ``jax.jit`` on declared classes, and a batch that cannot be forgotten (or an unknown label) gives NaN weights
     inside jit and an error outside it.
 
     Attributes:
-      inverse: (d, d) :math:`R = (G + \\gamma I)^{-1}`, float64.
+      inverse: (d, d) :math:`R = (G + \gamma I)^{-1}`, float64.
       weights: (d, m) :math:`W = R B`, float64.
       count: () int64 number of samples learned.
       class_ids: (m,) sorted class ids (classification) or ``None`` (regression).
       class_counts: (m,) int64 samples per class (classification) or ``None``.
       ridge: γ.
+
+    Build one with :func:`init_recursive` (empty) or :func:`recursive_from_statistics`.
+
+    Example:
+      >>> head = analytic.init_recursive(2, 0.5)
+      >>> head.inverse  # R₀ = I/γ
+      array([[2., 0.],
+             [0., 2.]])
+      >>> head = recursive_learn(head, np.eye(2), np.array([4, 9]))
+      >>> head.class_ids, int(head.count), head.class_counts
+      (array([4, 9]), 2, array([1, 1]))
+      >>> np.allclose(head.weights, np.eye(2) / 1.5)  # W = (I + 0.5 I)⁻¹ I
+      True
     """
 
     inverse: np.ndarray
@@ -91,8 +104,27 @@ def recursive_solve(head: RecursiveHead) -> Head:
 
 
 def init_recursive(dim: int, ridge: float, *, n_targets: int | None = None, class_ids=None) -> RecursiveHead:
-    """Empty recursive head: :math:`R_0 = I/\\gamma`, :math:`W_0 = 0`; ``n_targets=None`` for classification, with
-    ``class_ids`` declared up front for jitted updates."""
+    r"""Empty recursive head: :math:`R_0 = I/\gamma`, :math:`W_0 = 0` (REFERENCE.md §2); ``n_targets=None`` for
+    classification, with ``class_ids`` declared up front for jitted updates.
+
+    Args:
+      dim: feature dimension d.
+      ridge: γ > 0 (fixed for the head's life: :math:`R_0` depends on it).
+      n_targets: ``None`` for classification with integer class ids; an int m for regression with m outputs.
+      class_ids: classes whose (zero) weight columns exist from the start (classification); others are added as
+        they appear outside jit.
+
+    Returns:
+      A host :class:`RecursiveHead` with no samples.
+
+    Raises:
+      InputError: ``ridge`` is not positive.
+
+    Example:
+      >>> head = init_recursive(3, 0.1, class_ids=[0, 1])
+      >>> head.weights.shape, np.allclose(head.inverse, np.eye(3) / 0.1), int(head.count)
+      ((3, 2), True, 0)
+    """
     ridge = float(ridge)
     if not ridge > 0:
         raise InputError(f"the recursive form needs a positive ridge, got {ridge}")
@@ -109,27 +141,103 @@ def init_recursive(dim: int, ridge: float, *, n_targets: int | None = None, clas
 
 
 def recursive_learn(head: RecursiveHead, features, targets) -> RecursiveHead:
-    """Learn a batch with one Woodbury update (σ = +1); unseen class ids add zero weight columns.
+    r"""Learn a batch with one Woodbury update (σ = +1); unseen class ids add zero weight columns.
+
+    .. math::
+        S = I + X_k R X_k^\top, \quad P = R X_k^\top S^{-1}, \quad R' = R - P X_k R, \quad W' = W + P (Y_k - X_k W)
+
+    (REFERENCE.md §2, ACIL eqs. 9–10). Runs in float64 on the host for a host head, in JAX for a device head or
+    traced features (needs ``jax_enable_x64``).
+
+    Args:
+      head: the recursive head (unchanged; a new one is returned).
+      features: (n, d) floating array, n ≥ 1, finite.
+      targets: (n,) non-negative integer class ids (classification), or (n, m) / (n,) real values (regression).
+
+    Returns:
+      A new :class:`RecursiveHead` with the batch learned (its count and class counts raised).
 
     Raises:
       InputError: bad features or labels, including features so large that the update would overflow float64
         (refused before the head changes).
+      IntegrityError: a device head without ``jax_enable_x64`` (the recursive form is float64 only). Inside jit a
+        label outside the declared classes gives NaN weights instead.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(12, 3)), np.arange(12) % 3
+      >>> head = init_recursive(3, 0.1)
+      >>> for rows in (slice(0, 5), slice(5, 12)):  # two batches, one update each
+      ...     head = recursive_learn(head, x[rows], y[rows])
+      >>> joint = analytic.solve(analytic.accumulate(analytic.init_statistics(3), x, y), 0.1)
+      >>> head.class_ids, np.allclose(head.weights, joint.weights)  # the joint ridge solution
+      (array([0, 1, 2]), True)
     """
     return _woodbury_step(head, features, targets, +1)
 
 
 def recursive_forget(head: RecursiveHead, features, targets) -> RecursiveHead:
-    """Forget a batch that was learned (σ = −1).
+    r"""Forget a batch that was learned (σ = −1).
+
+    .. math::
+        S = I - X_F R X_F^\top, \quad P = R X_F^\top S^{-1}, \quad R' = R + P X_F R, \quad W' = W - P (Y_F - X_F W)
+
+    (REFERENCE.md §2, the forgetting form of ACIL eqs. 9–10): the head of retraining without the batch, up to
+    rounding. Class columns stay, even when a class loses all its samples.
+
+    Args:
+      head: the recursive head (unchanged; a new one is returned).
+      features: (n, d) floating array of samples the head learned.
+      targets: their class ids (classification) or real targets (regression), as they were learned.
+
+    Returns:
+      A new :class:`RecursiveHead` without the batch (its count and class counts lowered).
 
     Raises:
-      IntegrityError: a class or more samples than were learned, or :math:`I - X R X^\\top` not positive definite
-        (the batch was never part of the data). ``head`` is unchanged.
+      InputError: bad features or labels (see :func:`recursive_learn`).
+      IntegrityError: a class or more samples than were learned, or :math:`I - X R X^\top` not positive definite
+        (the batch was never part of the data). ``head`` is unchanged. Also: a device head without
+        ``jax_enable_x64``.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(12, 3)), np.arange(12) % 3
+      >>> head = recursive_learn(init_recursive(3, 0.1), x, y)
+      >>> forgotten = recursive_forget(head, x[:4], y[:4])
+      >>> retrained = recursive_learn(init_recursive(3, 0.1), x[4:], y[4:])
+      >>> int(forgotten.count), np.allclose(forgotten.weights, retrained.weights)
+      (8, True)
     """
     return _woodbury_step(head, features, targets, -1)
 
 
 def recursive_from_statistics(stats: Statistics, ridge: float) -> RecursiveHead:
-    """Re-synchronize: :math:`R = (G + \\gamma I)^{-1}`, :math:`W = R B` from the statistics (float64)."""
+    r"""Re-synchronize: :math:`R = (G + \gamma I)^{-1}`, :math:`W = R B` from the statistics (float64).
+
+    The recursive form drifts from the statistics form by rounding (REFERENCE.md §6); rebuilding it from the
+    statistics (one Cholesky factorization, REFERENCE.md §2) removes the drift.
+
+    Args:
+      stats: a host :class:`Statistics` (any precision).
+      ridge: γ of the recursive head (> 0 to keep learning and forgetting recursively).
+
+    Returns:
+      A host :class:`RecursiveHead` with the state's counts and class ids.
+
+    Raises:
+      InputError: a bad ridge, or ``stats`` is not a :class:`Statistics`.
+      IntegrityError: :math:`G + \gamma I` is not positive definite, or ``stats`` is malformed or flagged.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(12, 3)), np.arange(12) % 3
+      >>> stats = analytic.accumulate(analytic.init_statistics(3), x, y)
+      >>> head = recursive_from_statistics(stats, 0.1)
+      >>> np.allclose(head.inverse @ (analytic.gram_matrix(stats) + 0.1 * np.eye(3)), np.eye(3))
+      True
+      >>> np.allclose(head.weights, recursive_learn(init_recursive(3, 0.1), x, y).weights)
+      True
+    """
     factorization = factorize(stats, ridge)
     inverse = factorization.solve(np.eye(stats.dim))
     weights = solve(stats, ridge, factorization).weights

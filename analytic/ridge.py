@@ -69,6 +69,15 @@ class Head:
       class_ids: (m,) class id of each column (classification), or ``None`` (regression).
       ridge: the ridge γ it was solved with.
       bias: (m,) unregularized intercept b (``solve(..., intercept=True)``), or ``None`` for a head without one.
+
+    Example:
+      >>> stats = analytic.accumulate(analytic.init_statistics(2), np.eye(2), np.array([3, 7]))
+      >>> head = solve(stats, 1.0)  # W = (I + 1·I)⁻¹ I
+      >>> head.weights
+      array([[0.5, 0. ],
+             [0. , 0.5]])
+      >>> head.class_ids, head.ridge, head.bias
+      (array([3, 7]), 1.0, None)
     """
 
     weights: np.ndarray
@@ -85,11 +94,26 @@ register_pytree(Head, ("weights", "ridge", "bias"), ("class_ids",))
 
 @dataclasses.dataclass(frozen=True)
 class Factorization:
-    """Upper Cholesky factor U of :math:`G + \\gamma I` for one state and one ridge (a pytree of both), or of the
-    centred :math:`G_c + \\gamma I` for an intercept solve (``centred``, static).
+    r"""Upper Cholesky factor U of :math:`G + \gamma I` for one state and one ridge (a pytree of both), or of the
+    centred :math:`G_c + \gamma I` for an intercept solve (``centred``, static).
 
     On the host ``upper`` is LAPACK's output as it comes: only its upper triangle is U; the strictly lower triangle
     holds leftovers of the input. Use ``np.triu(upper)`` for U itself.
+
+    Attributes:
+      upper: (d, d) array whose upper triangle is U, with :math:`U^\top U = G + \gamma I` (host float64, or the
+        device's float; NaN when factorized inside jit from a flagged state or an indefinite matrix).
+      ridge: the ridge γ it includes.
+      centred: whether it factors the centred Gram :math:`G_c` (for ``solve(..., intercept=True)``).
+
+    Example:
+      >>> stats = analytic.accumulate(analytic.init_statistics(2), np.eye(2), np.array([0, 1]))
+      >>> factorization = factorize(stats, 3.0)
+      >>> np.triu(factorization.upper)  # UᵀU = G + γI = 4I
+      array([[2., 0.],
+             [0., 2.]])
+      >>> factorization.solve(np.ones(2))  # (G + γI)⁻¹ 1
+      array([0.25, 0.25])
     """
 
     upper: np.ndarray
@@ -97,7 +121,14 @@ class Factorization:
     centred: bool = False
 
     def solve(self, rhs):
-        """:math:`(G + \\gamma I)^{-1}` rhs, for any number of right-hand-side columns."""
+        """:math:`(G + \\gamma I)^{-1}` rhs, for any number of right-hand-side columns.
+
+        Args:
+          rhs: (d,) or (d, k) right-hand side.
+
+        Returns:
+          The solution, of ``rhs``'s shape (a JAX array for a device factorization).
+        """
         if isinstance(self.upper, jax.Array):
             return jax.scipy.linalg.cho_solve((self.upper, False), jnp.asarray(rhs, self.upper.dtype))
         # U of a C-ordered factor is, read in Fortran order, the lower factor L = Uᵀ: LAPACK takes it without a copy
@@ -154,8 +185,32 @@ def _float_dtype(stats: Statistics):
 
 
 def gram_matrix(stats: Statistics):
-    """The raw Gram :math:`G = X^\\top X = \\sum x x^\\top` of the learned samples (shift undone): float64 on the
-    host, the device's float (float64 with x64) for a device state."""
+    r"""The raw Gram :math:`G = X^\top X = \sum x x^\top` of the learned samples (shift undone): float64 on the
+    host, the device's float (float64 with x64) for a device state.
+
+    .. math::
+        G = \tilde G + s \tilde f^\top + \tilde f s^\top + n\, s s^\top \quad \text{(REFERENCE.md §1; module docstring)}
+
+    Args:
+      stats: the statistics.
+
+    Returns:
+      (d, d) symmetric G.
+
+    Raises:
+      InputError: ``stats`` is not a :class:`Statistics`, or carries an error flag for bad input.
+      IntegrityError: ``stats`` is malformed (a pytree transform changed a leaf) or flagged inside jit.
+
+    Example:
+      >>> x = np.array([[1.0, 2.0], [3.0, 4.0]])
+      >>> stats = analytic.accumulate(analytic.init_statistics(2, shift=x.mean(axis=0)), x, np.array([0, 1]))
+      >>> stats.moments.gram  # kept around the shift s = (2, 3)
+      array([[2., 2.],
+             [2., 2.]])
+      >>> gram_matrix(stats)  # XᵀX
+      array([[10., 14.],
+             [14., 20.]])
+    """
     check_state(stats)
     dtype = _float_dtype(stats)
     moments = _moment_values(stats, ("gram", "feature_sum"), dtype)
@@ -164,7 +219,30 @@ def gram_matrix(stats: Statistics):
 
 
 def cross_matrix(stats: Statistics):
-    """The raw cross-moment :math:`B = X^\\top Y` (d, m); for classification column c sums class c's features."""
+    r"""The raw cross-moment :math:`B = X^\top Y` (d, m); for classification column c sums class c's features.
+
+    .. math::
+        B = \tilde B + s\, t^\top \quad \text{(REFERENCE.md §1; module docstring)}
+
+    with :math:`t` the class counts (classification) or target sums (regression).
+
+    Args:
+      stats: the statistics.
+
+    Returns:
+      (d, m) B: float64 on the host, the device's float for a device state.
+
+    Raises:
+      InputError: ``stats`` is not a :class:`Statistics`, or carries an error flag for bad input.
+      IntegrityError: ``stats`` is malformed (a pytree transform changed a leaf) or flagged inside jit.
+
+    Example:
+      >>> x = np.array([[1.0, 2.0], [3.0, 4.0]])
+      >>> stats = analytic.accumulate(analytic.init_statistics(2, shift=x.mean(axis=0)), x, np.array([0, 1]))
+      >>> cross_matrix(stats)  # column c: the sum of class c's features
+      array([[1., 3.],
+             [2., 4.]])
+    """
     check_state(stats)
     dtype = _float_dtype(stats)
     xp = np if dtype is None else jnp
@@ -254,7 +332,27 @@ def _exact_centring(total, left, right, count, dtype, xp=np):
 
 
 def class_gram(stats: Statistics, position: int) -> np.ndarray:
-    """Full raw Gram :math:`A_c = \\sum_{y_i = c} x_i x_i^\\top` of the class in column ``position`` (host float64)."""
+    r"""Full raw Gram :math:`A_c = \sum_{y_i = c} x_i x_i^\top` of the class in column ``position`` (host float64),
+    the per-class Gram of class re-weighting (AIR, REFERENCE.md §3).
+
+    Args:
+      stats: a classification state created with ``class_grams=True``.
+      position: the class's column (0 ≤ position < m; ``np.searchsorted(stats.class_ids, c)`` for class id c).
+
+    Returns:
+      (d, d) :math:`A_c`, the shift undone.
+
+    Raises:
+      IntegrityError: the state keeps no per-class Grams, or it is malformed or flagged.
+      IndexError: ``position`` is outside the state's columns.
+
+    Example:
+      >>> x = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+      >>> stats = analytic.accumulate(analytic.init_statistics(2, class_grams=True), x, np.array([0, 1, 0]))
+      >>> class_gram(stats, 0)  # rows 0 and 2
+      array([[2., 1.],
+             [1., 1.]])
+    """
     check_state(stats)
     if stats.moments.class_grams is None:
         raise IntegrityError("this state keeps no per-class Grams: create it with init_statistics(class_grams=True)")
@@ -265,7 +363,26 @@ def class_gram(stats: Statistics, position: int) -> np.ndarray:
 
 
 def class_means(stats: Statistics) -> np.ndarray:
-    """(m, d) mean feature vector of each class (NaN-free: a class with no samples gets zeros)."""
+    r"""(m, d) mean feature vector of each class (NaN-free: a class with no samples gets zeros).
+
+    .. math::
+        \mu_c = B_{:, c} / \max(n_c, 1)
+
+    Args:
+      stats: a classification state.
+
+    Returns:
+      (m, d) host float64 class means, rows in the order of ``stats.class_ids``.
+
+    Raises:
+      IntegrityError: ``stats`` is a regression state, or it is malformed or flagged.
+
+    Example:
+      >>> x = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+      >>> class_means(analytic.accumulate(analytic.init_statistics(2), x, np.array([0, 1, 0])))
+      array([[1. , 0.5],
+             [0. , 2. ]])
+    """
     if not stats.is_classification:
         raise IntegrityError("class_means needs a classification state")
     counts = np.maximum(stats.class_counts, 1)
@@ -273,7 +390,16 @@ def class_means(stats: Statistics) -> np.ndarray:
 
 
 def factorize_matrix(matrix: np.ndarray, ridge: float) -> Factorization:
-    """Cholesky factor of ``matrix + ridge·I`` for a symmetric float64 host ``matrix`` (which is overwritten)."""
+    """Cholesky factor of ``matrix + ridge·I`` for a symmetric float64 host ``matrix`` (which is overwritten).
+
+    Args:
+      matrix: a symmetric (d, d) float64 host array, consumed.
+      ridge: γ ≥ 0.
+
+    Raises:
+      InputError: a bad ridge.
+      IntegrityError: ``matrix + ridge·I`` is not positive definite, or holds NaN/Inf.
+    """
     ridge = check_ridge(ridge)
     matrix[np.diag_indices_from(matrix)] += ridge
     # LAPACK potrf in place on the Fortran view of the symmetric matrix (no layout copy, half the time of
@@ -302,9 +428,20 @@ def factorize(stats: Statistics, ridge, *, intercept: bool = False) -> Factoriza
       ridge: γ ≥ 0.
       intercept: factor the centred Gram, for :func:`solve` with ``intercept=True`` (recorded as ``centred``).
 
+    Returns:
+      A :class:`Factorization` (host for a host state and a concrete ridge, else on the device).
+
     Raises:
       InputError: a bad ridge, ``intercept`` not a bool, or ``intercept=True`` on a state without samples.
       IntegrityError: the matrix is not positive definite, or the state is flagged or malformed.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> stats = analytic.accumulate(analytic.init_statistics(3), rng.normal(size=(10, 3)), rng.integers(0, 2, 10))
+      >>> factorization = factorize(stats, 0.1)  # d³/3 once ...
+      >>> head = solve(stats, 0.1, factorization)  # ... then O(d² m) per solve
+      >>> np.allclose(head.weights, solve(stats, 0.1).weights)
+      True
     """
     intercept = _check_intercept(stats, intercept)
     if not stats.on_device and not isinstance(ridge, jax.core.Tracer):
@@ -354,10 +491,27 @@ def solve(stats: Statistics, ridge, factorization: Factorization | None = None, 
       IntegrityError: the matrix is not positive definite, or the state is flagged or malformed.
 
     Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, labels = rng.normal(size=(20, 3)), rng.integers(0, 2, 20)
+      >>> stats = analytic.accumulate(analytic.init_statistics(3), x, labels)
       >>> head = solve(stats, 0.1)
-      >>> head = jax.jit(solve)(jax.device_put(stats), 0.1)  # the same weights, computed on the device
+      >>> head.weights.shape, head.class_ids
+      ((3, 2), array([0, 1]))
+      >>> np.allclose(head.weights, np.linalg.solve(x.T @ x + 0.1 * np.eye(3), cross_matrix(stats)))
+      True
       >>> head = solve(stats, 0.1, intercept=True)  # predict(head, x) = x @ head.weights + head.bias
-      >>> head = jax.jit(solve, static_argnames="intercept")(jax.device_put(stats), 0.1, intercept=True)
+      >>> head.bias.shape
+      (2,)
+
+      On a device (under jit) the same weights come out; a float64 state there needs ``jax_enable_x64``, a
+      fixed-precision one (exact integers) does not and is solved in float32 without it:
+
+      >>> fixed = analytic.accumulate(analytic.init_statistics(3, precision="fixed"), x, labels)
+      >>> on_device = jax.jit(solve)(jax.device_put(fixed), 0.1)
+      >>> np.allclose(on_device.weights, solve(stats, 0.1).weights, atol=1e-4)
+      True
+      >>> jax.jit(solve, static_argnames="intercept")(jax.device_put(fixed), 0.1, intercept=True).bias.shape
+      (2,)
     """
     intercept = _check_intercept(stats, intercept)
     if factorization is None:
@@ -385,9 +539,29 @@ def solve(stats: Statistics, ridge, factorization: Factorization | None = None, 
 
 
 def predict(head: Head, features):
-    """Scores :math:`X W + 1 b^\\top` (n, m), the bias only for a head that has one: class scores for
+    r"""Scores :math:`X W + 1 b^\top` (n, m), the bias only for a head that has one: class scores for
     classification, predictions for regression (in JAX for a device head or traced features, where non-finite scores
-    cannot raise inside jit)."""
+    cannot raise inside jit).
+
+    Args:
+      head: a solved :class:`Head`.
+      features: (n, d) floating features (NumPy or JAX), n ≥ 1.
+
+    Returns:
+      (n, m) scores: a host array for a host head and host features, else a JAX array.
+
+    Raises:
+      InputError: features of the wrong shape or dtype, or scores that are not finite (NaN/Inf features, or
+        weights that are NaN because the head was solved inside jit from a flagged state or an indefinite matrix).
+
+    Example:
+      >>> x = np.eye(2)
+      >>> stats = analytic.accumulate(analytic.init_statistics(2, n_targets=1), x, np.array([2.0, -1.0]))
+      >>> head = solve(stats, 1.0)  # W = (I + I)⁻¹ (2, −1)ᵀ = (1, −0.5)ᵀ
+      >>> predict(head, np.array([[2.0, 2.0], [1.0, 0.0]]))
+      array([[1.],
+             [1.]])
+    """
     weights = head.weights
     if isinstance(weights, jax.Array) or isinstance(features, jax.core.Tracer):
         x = jnp.asarray(features)
@@ -408,7 +582,24 @@ def predict(head: Head, features):
 
 
 def predict_labels(head: Head, features):
-    """Class id of the highest score for each row."""
+    """Class id of the highest score for each row: ``class_ids[argmax(predict(head, features), axis=1)]``.
+
+    Args:
+      head: a solved classification :class:`Head`.
+      features: (n, d) floating features (NumPy or JAX), n ≥ 1.
+
+    Returns:
+      (n,) class ids: host int64, or a JAX array for a device head or traced features.
+
+    Raises:
+      InputError: a regression head, or bad features / non-finite scores (see :func:`predict`).
+      IntegrityError: the head has no classes.
+
+    Example:
+      >>> stats = analytic.accumulate(analytic.init_statistics(2), np.eye(2), np.array([3, 7]))
+      >>> predict_labels(solve(stats, 0.1), np.array([[0.9, 0.2], [0.1, 0.8]]))
+      array([3, 7])
+    """
     if head.class_ids is None:
         raise InputError("predict_labels needs a classification head")
     if head.class_ids.size == 0:

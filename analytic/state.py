@@ -63,6 +63,18 @@ class Moments(NamedTuple):
       feature_sum: (d,) :math:`\sum_i \tilde x_i`.
       target_sum: (m,) :math:`\sum_i y_i` for regression; ``None`` for classification (the class counts are it).
       class_grams: (m, d, d) per-class :math:`\sum_{y_i = c} \tilde x_i \tilde x_i^\top`, or ``None``.
+
+    Example:
+      >>> x = np.array([[1.0, 2.0], [3.0, 4.0]])
+      >>> moments = analytic.accumulate(analytic.init_statistics(2), x, np.array([0, 1])).moments
+      >>> moments.gram  # XᵀX (no shift in float64 by default)
+      array([[10., 14.],
+             [14., 20.]])
+      >>> moments.cross  # column c sums class c's features
+      array([[1., 3.],
+             [2., 4.]])
+      >>> moments.feature_sum, moments.target_sum, moments.class_grams
+      (array([4., 6.]), None, None)
     """
 
     gram: np.ndarray
@@ -112,6 +124,18 @@ class Statistics:
       shift: (d,) the fixed mean shift :math:`s` (static), or ``None``.
       precision: ``"float64"``, ``"float32"`` or ``"fixed"``.
       frac_bits: fractional bits of the fixed-point grid (``"fixed"`` only, else 0).
+
+    Build one with :func:`analytic.init_statistics`, never field by field.
+
+    Example:
+      >>> stats = analytic.accumulate(analytic.init_statistics(2), np.eye(2), np.array([5, 9]))
+      >>> stats.dim, stats.n_outputs, stats.is_classification, int(stats.count), stats.class_counts
+      (2, 2, True, 2, array([1, 1]))
+      >>> stats.class_ids, stats.precision, stats.on_device
+      (array([5, 9]), 'float64', False)
+      >>> summed = jax.tree.map(np.add, stats, stats)  # every leaf is additive: the tree sum is the merge
+      >>> analytic.state_hash(summed) == analytic.state_hash(analytic.merge(stats, stats))
+      True
     """
 
     moments: Moments
@@ -201,7 +225,11 @@ register_pytree(Statistics, ("moments", "compensation", "count_words", "class_co
 def check_leaves(stats) -> None:
     """Refuse a state whose leaves no longer match its precision (a pytree transform changed a dtype or shape).
 
+    Args:
+      stats: the state to check.
+
     Raises:
+      InputError: ``stats`` is not a :class:`Statistics`.
       IntegrityError: naming the leaf, its dtype and the one the precision needs.
     """
     if not isinstance(stats, Statistics):
@@ -276,7 +304,29 @@ def check_state(stats) -> None:
 
 def with_classes(stats: Statistics, class_ids) -> Statistics:
     """The same state with columns for every id in ``class_ids`` (a sorted superset of ``stats.class_ids``);
-    new classes get zero columns. Static: works under jit."""
+    new classes get zero columns. Static: works under jit.
+
+    This is what :func:`analytic.merge` does to both states first, and what a continual phase needs before new
+    classes are learned under jit (REFERENCE.md §1: "new classes add zero columns to B first").
+
+    Args:
+      stats: a classification state.
+      class_ids: sorted class ids containing every id of ``stats.class_ids``.
+
+    Returns:
+      A :class:`Statistics` with one column per id of ``class_ids`` (``stats`` itself when they are its ids).
+
+    Raises:
+      IntegrityError: ``class_ids`` lacks one of the state's classes.
+
+    Example:
+      >>> stats = analytic.accumulate(analytic.init_statistics(2), np.eye(2), np.array([0, 2]))
+      >>> wider = with_classes(stats, [0, 1, 2])
+      >>> wider.class_ids, wider.class_counts
+      (array([0, 1, 2]), array([1, 0, 1]))
+      >>> wider.moments.cross[:, 1]  # class 1's new, empty column
+      array([0., 0.])
+    """
     class_ids = np.asarray(class_ids, dtype=np.int64)
     if np.array_equal(class_ids, stats.class_ids):
         return stats
@@ -312,7 +362,29 @@ def with_classes(stats: Statistics, class_ids) -> Statistics:
 
 
 def select_classes(stats: Statistics, keep) -> Statistics:
-    """The state restricted to the class columns at positions ``keep`` (static), in their order."""
+    """The state restricted to the class columns at positions ``keep`` (static), in their order.
+
+    Only the output columns change: the Gram, feature sums and sample count still hold the samples of the columns
+    left out. To remove a forgotten class (one whose samples were subtracted) use :func:`analytic.drop_classes`,
+    which checks that the class is empty.
+
+    Args:
+      stats: a classification state.
+      keep: column positions (0 ≤ position < m, not class ids) to keep, in the order wanted.
+
+    Returns:
+      A :class:`Statistics` whose class ids, cross-moment columns, class counts (and per-class Grams) are those at
+      ``keep``.
+
+    Raises:
+      IndexError: a position is outside the state's columns.
+
+    Example:
+      >>> stats = analytic.accumulate(analytic.init_statistics(2), np.eye(2), np.array([3, 7]))
+      >>> subset = select_classes(stats, [1])  # the column of class 7
+      >>> subset.class_ids, subset.class_counts, int(subset.count)
+      (array([7]), array([1]), 2)
+    """
     keep = np.asarray(keep, np.int64)
 
     def select(m: Moments) -> Moments:
@@ -339,8 +411,21 @@ def mean_shift(features) -> np.ndarray:
     Fashion-MNIST, d = 512 to 2,048): 2.5–8× smaller weight errors than the exact mean, which loses to no shift at all
     on sparse features. Pass the result as ``init_statistics(..., shift=mean_shift(x))`` to jit a float32 state.
 
+    Args:
+      features: (n, d) array of representative features, e.g. the first batch; only the first ``SHIFT_ROWS``
+        = 1024 rows are read.
+
+    Returns:
+      (d,) float32 shift :math:`s`, each entry the column mean rounded to 4 significant bits.
+
     Example:
-      >>> stats = init_statistics(d, precision="float32", shift=mean_shift(first_batch))  # doctest: +SKIP
+      >>> mean_shift(np.array([[1.0], [2.3]]))  # the mean 1.65 on 4 significant bits
+      array([1.625], dtype=float32)
+      >>> x = np.random.default_rng(0).uniform(0, 8, size=(16, 3)).astype(np.float32)
+      >>> stats = analytic.init_statistics(3, precision="float32", shift=mean_shift(x), class_ids=[0, 1])
+      >>> stats = jax.jit(analytic.accumulate)(stats, x, np.arange(16) % 2)
+      >>> np.allclose(analytic.gram_matrix(stats), x.T.astype(np.float64) @ x, rtol=1e-5)  # the shift undone
+      True
     """
     mean = np.asarray(features[:SHIFT_ROWS], np.float64).mean(axis=0)
     mantissa, exponent = np.frexp(mean)

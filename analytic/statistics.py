@@ -106,9 +106,22 @@ def init_statistics(
         ``shift=x[:1024].mean(axis=0)`` (:mod:`analytic.ridge`).
       frac_bits: fractional bits f of the fixed-point grid 2^-f (fixed precision only).
 
+    Returns:
+      A host :class:`Statistics` with zero moments and counts (and zero columns for the declared classes).
+
+    Raises:
+      InputError: an unknown precision; ``dim`` or ``n_targets`` below 1; both ``n_targets`` and ``class_ids``;
+        class ids that are not unique non-negative integers; a shift of the wrong shape or with NaN/Inf, or any
+        shift in fixed precision; ``frac_bits`` outside [0, 24]; ``class_grams`` on a regression state.
+
     Example:
-      >>> stats = init_statistics(64, class_ids=[0, 1, 2], precision="fixed")
-      >>> stats = jax.jit(accumulate)(stats, features, labels)  # doctest: +SKIP
+      >>> stats = init_statistics(3, class_ids=[0, 1, 2], precision="fixed")
+      >>> stats.dim, stats.n_outputs, int(stats.count)
+      (3, 3, 0)
+      >>> x = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+      >>> stats = jax.jit(accumulate)(stats, x, np.array([0, 1, 2, 0, 1, 2]))  # declared classes: static shapes
+      >>> stats.class_counts
+      array([2, 2, 2])
     """
     arithmetic = precision_of(precision)
     if int(dim) < 1:
@@ -163,9 +176,15 @@ def accumulate(stats: Statistics, features, targets, *, mask=None) -> Statistics
       mask: optional (n,) booleans; rows where it is False are not learned (their values are not even read), so
         batches of varying size can be padded to one static shape for ``jit``, ``vmap`` or ``lax.scan``.
 
+    Returns:
+      A new :class:`Statistics` that also holds the batch; classes the batch introduces get new columns (class ids
+      stay sorted). On a device, or under jit, the state's leaves are JAX arrays.
+
     Raises:
-      InputError: naming the problem (NaN/Inf, shape, dtype, labels); ``stats`` is unchanged. Inside jit the
-        state's error flag is set instead.
+      InputError: naming the problem (NaN/Inf, shape, dtype, labels, a value outside the fixed-point range);
+        ``stats`` is unchanged. Inside jit the state's error flag is set instead.
+      IntegrityError: ``stats`` is malformed (a pytree transform changed a leaf) or carries an error flag set
+        inside jit (a flag for bad input raises InputError), or fixed-point sums would overflow int64.
 
     Example:
       >>> stats = accumulate(init_statistics(4), np.eye(4), np.array([3, 7, 3, 7]))
@@ -197,8 +216,21 @@ def fit(stats: Statistics, batches: Iterable, *, progress: bool = False, total: 
       progress: show a progress bar.
       total: number of batches, for the progress bar.
 
+    Returns:
+      A new :class:`Statistics` holding ``stats``' samples and every batch's; ``stats`` itself is unchanged.
+
     Raises:
       InputError: a batch that is not a (features, targets) pair or holds bad input (see :func:`accumulate`).
+      IntegrityError: ``stats`` is malformed or flagged, or fixed-point sums would overflow (see :func:`accumulate`).
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> batches = [(rng.normal(size=(4, 3)), np.array([0, 1, 0, 1])) for _ in range(3)]
+      >>> stats = fit(init_statistics(3), batches)
+      >>> int(stats.count), stats.class_counts
+      (12, array([6, 6]))
+      >>> np.allclose(stats.moments.gram, sum(x.T @ x for x, _ in batches))  # G = Σ XₖᵀXₖ
+      True
     """
     check_state(stats)
     stream = track(_batch_pairs(batches), total=total, disable=not progress, description="accumulating")
@@ -226,10 +258,36 @@ def _batch_pairs(batches: Iterable):
 
 
 def merge(a: Statistics, b: Statistics) -> Statistics:
-    """Sum of two states: the state of the pooled samples (federated aggregation, README: the math in brief).
+    r"""Sum of two states: the state of the pooled samples (federated aggregation, README: the math in brief).
+
+    .. math::
+        G = G_a + G_b, \qquad B = B_a + B_b, \qquad n = n_a + n_b \quad \text{(REFERENCE.md §1)}
 
     Classes are united (sorted ids), so merging is commutative and associative; in fixed precision the result is
     bit-identical for any order and grouping. Under jit the union is static (it depends on the class ids only).
+
+    Args:
+      a: a state.
+      b: a state of the same configuration: precision (and ``frac_bits``), dimension, task (classification or the
+        same number of regression targets), per-class Grams or not, and mean shift (unless one of them is empty).
+
+    Returns:
+      A new :class:`Statistics` of the pooled samples, with the union of the class ids.
+
+    Raises:
+      InputError: ``a`` or ``b`` is not a :class:`Statistics`.
+      IntegrityError: the states' configurations differ (see ``b``), or either is malformed or flagged.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(6, 3)), np.array([0, 1, 0, 2, 2, 1])
+      >>> a = accumulate(init_statistics(3, precision="fixed"), x[:3], y[:3])  # classes 0 and 1
+      >>> b = accumulate(init_statistics(3, precision="fixed"), x[3:], y[3:])  # classes 1 and 2
+      >>> merged = merge(a, b)
+      >>> merged.class_ids, merged.class_counts
+      (array([0, 1, 2]), array([2, 2, 2]))
+      >>> state_hash(merged) == state_hash(accumulate(init_statistics(3, precision="fixed"), x, y))
+      True
     """
     _check_pair(a, b)
     if a.is_classification:
@@ -239,12 +297,35 @@ def merge(a: Statistics, b: Statistics) -> Statistics:
 
 
 def subtract(a: Statistics, b: Statistics) -> Statistics:
-    """``a`` minus ``b``: the state of ``a``'s samples without ``b``'s (unlearning samples or a client).
+    r"""``a`` minus ``b``: the state of ``a``'s samples without ``b``'s (unlearning samples or a client).
+
+    .. math::
+        G = G_a - G_b, \qquad B = B_a - B_b, \qquad n = n_a - n_b \quad \text{(REFERENCE.md §1)}
+
+    A class that loses all its samples keeps its (zero) column: :func:`drop_classes` removes it.
+
+    Args:
+      a: the state to subtract from.
+      b: the state of samples that ``a`` holds (same configuration as for :func:`merge`).
+
+    Returns:
+      A new :class:`Statistics` with ``a``'s class ids: the state of retraining on ``a``'s samples without ``b``'s.
 
     Raises:
+      InputError: ``a`` or ``b`` is not a :class:`Statistics`.
       IntegrityError: ``b`` holds a class ``a`` never learned, more samples than ``a`` (overall or for a class),
         or a Gram diagonal larger than ``a``'s — ``b`` was never part of ``a``. Both states are unchanged. Inside
-        jit the result's error flag is set instead.
+        jit the result's error flag is set instead. Also: the configurations differ, or a state is malformed or
+        flagged.
+
+    Example:
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(8, 3)), np.array([0, 1, 2, 0, 1, 2, 0, 1])
+      >>> full = accumulate(init_statistics(3, precision="fixed"), x, y)
+      >>> forget = accumulate(init_statistics(3, precision="fixed"), x[:2], y[:2])
+      >>> retrained = accumulate(init_statistics(3, precision="fixed"), x[2:], y[2:])
+      >>> state_hash(subtract(full, forget)) == state_hash(retrained)  # exact unlearning, bit for bit
+      True
     """
     _check_pair(a, b)
     if a.is_classification:
@@ -288,11 +369,29 @@ def drop_classes(stats: Statistics, class_ids) -> Statistics:
     """Remove the output columns of classes that hold no samples any more (after subtracting all their rows).
 
     A forgotten class must leave the output space: a zero column still scores 0 and can win the argmax
-    (the field's evaluation conventions, the class-removal trap). Under jit ``class_ids`` must be static.
+    (the field's evaluation conventions, the class-removal trap, REFERENCE.md §5). Under jit ``class_ids`` must be
+    static.
+
+    Args:
+      stats: a classification state.
+      class_ids: the class ids (an int or a sequence of ints) whose columns are removed.
+
+    Returns:
+      A new :class:`Statistics` without those classes' columns (the Gram and counts are unchanged: the classes hold
+      no samples).
 
     Raises:
-      InputError: a class id is not an integer.
-      IntegrityError: a class is unknown or still holds samples.
+      InputError: a class id is not an integer, or ``stats`` is not a :class:`Statistics`.
+      IntegrityError: a class is unknown or still holds samples (inside jit: the error flag is set), ``stats`` is a
+        regression state, or it is malformed or flagged.
+
+    Example:
+      >>> stats = accumulate(init_statistics(2), np.eye(2), np.array([0, 1]))
+      >>> emptied = subtract(stats, accumulate(init_statistics(2), np.eye(2)[1:], np.array([1])))
+      >>> emptied.class_ids, emptied.class_counts  # class 1's zero column could still win the argmax
+      (array([0, 1]), array([1, 0]))
+      >>> drop_classes(emptied, [1]).class_ids
+      array([0])
     """
     check_state(stats)
     if not stats.is_classification:
@@ -325,6 +424,16 @@ def state_hash(stats: Statistics) -> str:
     give equal hashes for any order or partition. The arrays are hashed in place (no copy) with BLAKE3, a
     cryptographic hash that runs at memory speed, so a receipt's three hashes cost about as much as reading the
     states once.
+
+    Args:
+      stats: the state to hash (host or device; not inside ``jax.jit``).
+
+    Returns:
+      The 64-character hexadecimal BLAKE3-256 digest.
+
+    Raises:
+      InputError: called inside ``jax.jit`` (traced leaves), or ``stats`` is not a :class:`Statistics`.
+      IntegrityError: ``stats`` is malformed or carries an error flag.
 
     Example:
       >>> stats = accumulate(init_statistics(4, precision="fixed"), np.eye(4), np.array([0, 1, 1, 0]))
@@ -367,7 +476,11 @@ def _canonical_on_host(stats: Statistics) -> Statistics:
 
 
 def host_moments(stats: Statistics) -> Moments:
-    """The moments as host arrays: float64/float32 as stored, fixed precision as exact int64 on the grid."""
+    """The moments as host arrays: float64/float32 as stored, fixed precision as exact int64 on the grid.
+
+    Args:
+      stats: a host state.
+    """
     check_state(stats)
     return precision_of(stats.precision).host(stats.moments)
 
@@ -375,7 +488,17 @@ def host_moments(stats: Statistics) -> Moments:
 def from_host_moments(moments: Moments, count, class_ids, class_counts, *, precision: str = "float64",
                       frac_bits: int = 0, shift=None) -> Statistics:
     """A host :class:`Statistics` from host moments (int64 in fixed precision, as :func:`host_moments` gives them)
-    and int64 counts, checked like any state."""
+    and int64 counts, checked like any state.
+
+    Args:
+      moments: the :class:`Moments`, host arrays.
+      count: the number of samples.
+      class_ids: (m,) sorted class ids, or ``None`` for regression.
+      class_counts: (m,) samples per class, or ``None`` for regression.
+      precision: the state's precision.
+      frac_bits: fractional bits of the fixed-point grid (fixed precision only).
+      shift: the mean shift s, or ``None``.
+    """
     arithmetic = precision_of(precision)
     stats = Statistics(
         moments=arithmetic.stored(moments),

@@ -20,7 +20,12 @@ from analytic.errors import InputError
 from analytic.precision import non_finite_message
 
 def check_feature_shape(x, dim: int | None = None) -> None:
-    """Raise :class:`InputError` unless ``x`` is a non-empty (n, d) floating array with d = ``dim`` (if given)."""
+    """Raise :class:`InputError` unless ``x`` is a non-empty (n, d) floating array with d = ``dim`` (if given).
+
+    Args:
+      x: an array with ``dtype``, ``ndim`` and ``shape`` (NumPy, JAX or a tracer).
+      dim: the expected d, or ``None`` for any.
+    """
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise InputError(f"features must be a floating-point array, got dtype {x.dtype}")
     if x.ndim != 2:
@@ -32,7 +37,12 @@ def check_feature_shape(x, dim: int | None = None) -> None:
 
 
 def check_label_shape(y, n: int) -> None:
-    """Raise :class:`InputError` unless ``y`` is an (n,) integer array."""
+    """Raise :class:`InputError` unless ``y`` is an (n,) integer array.
+
+    Args:
+      y: an array with ``dtype``, ``ndim`` and ``shape`` (NumPy, JAX or a tracer).
+      n: the number of rows of the features.
+    """
     if y.ndim != 1:
         raise InputError(f"labels must be a 1-D array of class ids, got shape {y.shape}")
     if y.shape[0] != n:
@@ -46,6 +56,9 @@ def check_label_shape(y, n: int) -> None:
 def check_class_ids(class_ids) -> np.ndarray:
     """Class ids given by a caller as a 1-D int64 array; raises :class:`InputError` unless every id is an integer
     (booleans, floats such as 1.7 or 1.0, and strings are refused, never truncated) that fits int64.
+
+    Args:
+      class_ids: an integer or a 1-D sequence of integers.
 
     Example:
       >>> check_class_ids([3, 7]), check_class_ids(np.uint8(2))
@@ -62,7 +75,13 @@ def check_class_ids(class_ids) -> np.ndarray:
 
 
 def target_matrix(y, n: int, m: int):
-    """Floating regression targets as (n, m) (a 1-D ``y`` is one column when m = 1); raises :class:`InputError`."""
+    """Floating regression targets as (n, m) (a 1-D ``y`` is one column when m = 1); raises :class:`InputError`.
+
+    Args:
+      y: (n, m) or, when m = 1, (n,) floating targets (NumPy, JAX or a tracer).
+      n: the number of rows of the features.
+      m: the number of regression outputs.
+    """
     if not jnp.issubdtype(y.dtype, jnp.floating):
         raise InputError(f"regression targets must be floating point, got dtype {y.dtype}")
     if y.ndim == 1 and m == 1:
@@ -73,7 +92,12 @@ def target_matrix(y, n: int, m: int):
 
 
 def check_mask_shape(keep, n: int) -> None:
-    """Raise :class:`InputError` unless ``keep`` is an (n,) boolean array."""
+    """Raise :class:`InputError` unless ``keep`` is an (n,) boolean array.
+
+    Args:
+      keep: the mask (NumPy, JAX or a tracer).
+      n: the number of rows of the batch.
+    """
     if keep.dtype != np.bool_ or keep.shape != (n,):
         raise InputError(f"mask must be a ({n},) boolean array, got {keep.dtype} of shape {keep.shape}")
 
@@ -95,7 +119,12 @@ def check_features(features, dim: int | None = None, *, finite: bool = False) ->
 
 
 def check_labels(labels, n: int) -> np.ndarray:
-    """Class ids as a host (n,) int64 array of non-negative integers."""
+    """Class ids as a host (n,) int64 array of non-negative integers; raises :class:`InputError`.
+
+    Args:
+      labels: (n,) integer class ids.
+      n: the number of rows of the features.
+    """
     y = np.asarray(labels)
     check_label_shape(y, n)
     if y.size and y.min() < 0:
@@ -104,6 +133,13 @@ def check_labels(labels, n: int) -> np.ndarray:
 
 
 def check_targets(targets, n: int, m: int) -> np.ndarray:
+    """Regression targets as a host (n, m) floating array, finite; raises :class:`InputError`.
+
+    Args:
+      targets: (n, m) or, when m = 1, (n,) floating targets.
+      n: the number of rows of the features.
+      m: the number of regression outputs.
+    """
     y = target_matrix(np.asarray(targets), n, m)
     if not np.isfinite(y).all():
         raise InputError("regression targets contain NaN or Inf")
@@ -111,6 +147,13 @@ def check_targets(targets, n: int, m: int) -> np.ndarray:
 
 
 def check_shift(shift, dim: int, dtype) -> np.ndarray:
+    """A mean shift as a host (d,) array of ``dtype``, finite; raises :class:`InputError`.
+
+    Args:
+      shift: the shift s.
+      dim: the feature dimension d.
+      dtype: the state's compute dtype.
+    """
     s = np.asarray(shift)
     if s.shape != (dim,):
         raise InputError(f"shift must have shape ({dim},), got {s.shape}")
@@ -120,6 +163,12 @@ def check_shift(shift, dim: int, dtype) -> np.ndarray:
 
 
 def check_declared_class_ids(class_ids) -> np.ndarray:
+    """Declared classes as a sorted int64 array (empty for ``None``); raises :class:`InputError` unless they are
+    unique non-negative integers.
+
+    Args:
+      class_ids: ``None`` or a 1-D sequence of integers.
+    """
     if class_ids is None:
         return np.zeros(0, np.int64)
     ids = np.asarray(class_ids)
@@ -132,12 +181,23 @@ def check_declared_class_ids(class_ids) -> np.ndarray:
 
 
 def check_mask(mask, n: int) -> np.ndarray:
+    """A mask as a host (n,) boolean array; raises :class:`InputError`.
+
+    Args:
+      mask: the mask.
+      n: the number of rows of the batch.
+    """
     keep = np.asarray(mask)
     check_mask_shape(keep, n)
     return keep
 
 
 def check_ridge(ridge) -> float:
+    """The ridge γ as a finite non-negative float; raises :class:`InputError`.
+
+    Args:
+      ridge: a number.
+    """
     try:
         value = float(ridge)
     except (TypeError, ValueError) as error:
@@ -149,6 +209,11 @@ def check_ridge(ridge) -> float:
 
 def check_int(name: str, value, *, minimum: int = 1) -> int:
     """``value`` as an int, refusing booleans, floats, strings and values below ``minimum``.
+
+    Args:
+      name: the argument's name, for the message.
+      value: the value to check.
+      minimum: the smallest allowed value.
 
     Example:
       >>> check_int("width", np.int64(3))
@@ -164,6 +229,14 @@ def check_int(name: str, value, *, minimum: int = 1) -> int:
 def check_number(name: str, value, *, low: float | None = None, high: float | None = None,
                  low_open: bool = False, high_open: bool = False) -> float:
     """``value`` as a finite float within ``[low, high]`` (an end is open when ``low_open`` / ``high_open``).
+
+    Args:
+      name: the argument's name, for the message.
+      value: the value to check.
+      low: the lower end, or ``None`` for none.
+      high: the upper end, or ``None`` for none.
+      low_open: exclude ``low`` itself.
+      high_open: exclude ``high`` itself.
 
     Example:
       >>> check_number("alpha", 0.5, low=0, low_open=True)
@@ -186,6 +259,11 @@ def check_number(name: str, value, *, low: float | None = None, high: float | No
 
 def check_choice(name: str, value, choices) -> str:
     """``value`` if it is one of ``choices``, else :class:`InputError` listing them.
+
+    Args:
+      name: the argument's name, for the message.
+      value: the value to check.
+      choices: the allowed strings.
 
     Example:
       >>> check_choice("path", "flax", ("flax", "torch"))
