@@ -186,8 +186,8 @@ def init_buffer(in_dim: int, width: int, *, seed: int = 0, activation: str = "re
       A ``BufferLayer`` (REFERENCE.md §3, ACIL: :math:`φ(z) = \mathrm{act}(z W_B)`).
 
     Raises:
-      InputError: ``in_dim`` or ``width`` not a positive integer, or an unknown ``activation``.
-      TypeError: ``seed`` is not an integer (refused by ``jax.random.key``).
+      InputError: ``in_dim`` or ``width`` not a positive integer, ``seed`` not an integer, or an unknown
+        ``activation``.
 
     Example:
       >>> layer = init_buffer(8, 32, seed=1)
@@ -198,6 +198,7 @@ def init_buffer(in_dim: int, width: int, *, seed: int = 0, activation: str = "re
     """
     check_int("in_dim", in_dim)
     check_int("width", width)
+    check_int("seed", seed, minimum=-(2**63))
     bound = 1.0 / math.sqrt(in_dim)
     weights = jax.random.uniform(
         jax.random.key(seed), (int(in_dim), int(width)), dtype=jnp.float32, minval=-bound, maxval=bound
@@ -234,8 +235,7 @@ def init_gaussian_kernel(features, width: int, *, sigma: float = 10.0, seed: int
 
     Raises:
       InputError: no rows, a non-positive width, NaN/Inf features, or ``width > n`` with fewer than two distinct
-        rows to combine, or a bad ``sigma``.
-      TypeError: ``seed`` is not an integer (refused by ``jax.random.key``).
+        rows to combine, a bad ``sigma``, or ``seed`` not an integer.
 
     Example:
       >>> layer = init_gaussian_kernel(np.eye(3, dtype=np.float32), 5, sigma=1.0)
@@ -244,6 +244,7 @@ def init_gaussian_kernel(features, width: int, *, sigma: float = 10.0, seed: int
     """
     features = _validated_features(features)
     check_int("width", width)
+    check_int("seed", seed, minimum=-(2**63))
     n_samples, in_dim = features.shape
     if n_samples == 0:
         raise InputError("features have no rows to draw centres from")

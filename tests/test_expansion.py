@@ -251,6 +251,10 @@ def test_invalid_layers_and_settings():
         init_buffer(4, 4, activation="softplus")
     with pytest.raises(analytic.InputError, match="width"):
         init_buffer(4, 0)
+    with pytest.raises(analytic.InputError, match="seed"):
+        init_buffer(4, 4, seed=1.5)
+    with pytest.raises(analytic.InputError, match="seed"):
+        init_gaussian_kernel(_features(10, 3), 2, seed="a")
     with pytest.raises(analytic.InputError, match="sigma"):
         init_gaussian_kernel(_features(10, 3), 2, sigma=0.0)
     with pytest.raises(analytic.InputError, match="no rows"):
