@@ -46,7 +46,7 @@ import scipy.linalg
 
 import analytic
 from analytic import gradient
-from continual.acil import RidgeModel, ridge_predict, ridge_update
+from continual.acil import RidgeModel, ridge_predict, ridge_scores, ridge_update
 from continual.learner import Learner, embed, make_learner
 
 
@@ -59,10 +59,22 @@ class SoftmaxModel(NamedTuple):
     labels: np.ndarray | None
 
 
-def _masked_predict(declared: np.ndarray):
-    def predict(model: SoftmaxModel, features):
+def _softmax_scores(declared: np.ndarray):
+    """``scores(model, features) -> (logits of the learned classes, their ids)`` for a :class:`SoftmaxModel`."""
+
+    def scores(model: SoftmaxModel, features):
         logits = np.asarray(gradient.head_logits(model.params, jnp.asarray(features, jnp.float32)))
-        return declared[np.argmax(np.where(model.learned, logits, -np.inf), axis=1)]
+        return logits[:, model.learned], declared[model.learned]
+
+    return scores
+
+
+def _argmax_predict(scores):
+    """``predict(model, features)``: the class id of the highest of ``scores(model, features)``."""
+
+    def predict(model, features):
+        values, class_ids = scores(model, features)
+        return class_ids[np.argmax(values, axis=1)]
 
     return predict
 
@@ -86,7 +98,9 @@ def fine_tuning(classes, *, epochs: int = 20, learning_rate: float = 0.01, batch
         learned = np.isin(declared, np.union1d(learned_classes, labels))
         return SoftmaxModel(params=params, learned=learned, features=None, labels=None)
 
-    return make_learner("FT (SGD)", classes, strict=False, update=update, predict=_masked_predict(declared))
+    scores = _softmax_scores(declared)
+    return make_learner("FT (SGD)", classes, strict=False, update=update, predict=_argmax_predict(scores),
+                        scores=scores)
 
 
 def joint_sgd(classes, *, epochs: int = 20, learning_rate: float = 0.01, batch_size: int = 64,
@@ -108,7 +122,9 @@ def joint_sgd(classes, *, epochs: int = 20, learning_rate: float = 0.01, batch_s
                                            seed=seed)
         return SoftmaxModel(params=params, learned=np.isin(declared, labels), features=features, labels=labels)
 
-    return make_learner("Joint (SGD)", classes, strict=False, update=update, predict=_masked_predict(declared))
+    scores = _softmax_scores(declared)
+    return make_learner("Joint (SGD)", classes, strict=False, update=update, predict=_argmax_predict(scores),
+                        scores=scores)
 
 
 class StoredRidgeModel(NamedTuple):
@@ -133,7 +149,10 @@ def joint_ridge(classes, *, expansion=None, ridge: float = 0.1) -> Learner:
     def predict(model, features):
         return ridge_predict(model.ridge_model, features)
 
-    return make_learner("Joint (ridge)", classes, strict=False, update=update, predict=predict)
+    def scores(model, features):
+        return ridge_scores(model.ridge_model, features)
+
+    return make_learner("Joint (ridge)", classes, strict=False, update=update, predict=predict, scores=scores)
 
 
 class DiscriminantModel(NamedTuple):
@@ -151,11 +170,10 @@ def _discriminant_learner(name: str, classes, rule) -> Learner:
         weights, bias = rule(statistics)
         return DiscriminantModel(statistics, weights, bias)
 
-    def predict(model, features):
-        scores = np.asarray(features, np.float64) @ model.weights + model.bias
-        return model.statistics.class_ids[np.argmax(scores, axis=1)]
+    def scores(model, features):
+        return np.asarray(features, np.float64) @ model.weights + model.bias, model.statistics.class_ids
 
-    return make_learner(name, classes, strict=False, update=update, predict=predict)
+    return make_learner(name, classes, strict=False, update=update, predict=_argmax_predict(scores), scores=scores)
 
 
 class MeanModel(NamedTuple):
@@ -177,13 +195,12 @@ def ncm(classes) -> Learner:
         np.add.at(counts, positions, 1)
         return MeanModel(sums, counts)
 
-    def predict(model, features):
+    def scores(model, features):
         learned = model.class_counts > 0
         means = model.feature_sums[learned] / model.class_counts[learned, None]
-        scores = np.asarray(features, np.float64) @ means.T - 0.5 * np.sum(means * means, axis=1)
-        return declared[learned][np.argmax(scores, axis=1)]
+        return np.asarray(features, np.float64) @ means.T - 0.5 * np.sum(means * means, axis=1), declared[learned]
 
-    return make_learner("NCM", classes, strict=False, update=update, predict=predict)
+    return make_learner("NCM", classes, strict=False, update=update, predict=_argmax_predict(scores), scores=scores)
 
 
 def slda(classes, *, shrinkage: float = 1e-4) -> Learner:
@@ -230,4 +247,7 @@ def ranpac(classes, *, expansion, ridges=tuple(10.0 ** np.arange(-4, 5)), held_o
     def predict(model, features):
         return ridge_predict(model.ridge_model, features)
 
-    return make_learner("RanPAC", classes, strict=False, update=update, predict=predict)
+    def scores(model, features):
+        return ridge_scores(model.ridge_model, features)
+
+    return make_learner("RanPAC", classes, strict=False, update=update, predict=predict, scores=scores)
