@@ -90,7 +90,15 @@ def device_predict(model: RidgeModel, features) -> jax.Array:
 
 def acil(classes, *, expansion=None, ridge: float = 0.1, strict: bool = True, precision: str = "float64",
          name: str = "ACIL", device: bool = False) -> Learner:
-    """ACIL (strict class-incremental) on the expansion ``expansion`` (e.g. :func:`analytic.init_buffer`).
+    r"""ACIL (strict class-incremental) on the expansion ``expansion`` (e.g. :func:`analytic.init_buffer`).
+
+    Each phase adds :math:`X_k^\top X_k` and :math:`X_k^\top Y_k` to the statistics and re-solves
+
+    .. math::
+        W_k = (G + \gamma I)^{-1} B, \qquad G = \sum_{j \le k} X_j^\top X_j, \quad B = \sum_{j \le k} X_j^\top Y_j
+
+    (REFERENCE.md §1 and §3; the recursive ACIL eqs. 9–10 of REFERENCE.md §2 give the same weights), so the head
+    after any phase is the joint ridge solution on every sample seen.
 
     Args:
       classes: declared class ids.
@@ -100,6 +108,34 @@ def acil(classes, *, expansion=None, ridge: float = 0.1, strict: bool = True, pr
       precision: precision of the statistics (:func:`analytic.init_statistics`; float64 on a device needs x64).
       name: display name.
       device: learn and predict with jitted calls on the default JAX device (module docstring).
+
+    Returns:
+      A :class:`~continual.Learner` with ``scores`` (the ridge outputs :math:`\phi(x) W`, one column per learned
+      class).
+
+    Raises:
+      InputError: ``classes`` is empty. The learner's ``learn`` raises :class:`~analytic.InputError` for a bad phase
+        (empty, NaN/Inf, labels outside ``classes``) and, with ``strict``, :class:`~analytic.IntegrityError` for a
+        class finished in an earlier phase; its ``predict`` raises :class:`~analytic.IntegrityError` before the
+        first phase.
+
+    Example:
+      Three classes in two phases (classes 0 and 1, then class 2):
+
+      >>> rng = np.random.default_rng(0)
+      >>> y = np.repeat(np.arange(3), 20)
+      >>> x = rng.normal(size=(60, 4)) + 4.0 * np.eye(3, 4)[y]
+      >>> learner = continual.acil(np.arange(3), expansion=analytic.init_buffer(4, 32, seed=0))
+      >>> state = learner.learn(learner.init(), x[y < 2], y[y < 2])
+      >>> state = learner.learn(state, x[y == 2], y[y == 2])
+      >>> state.learned_classes, learner.predict(state, x[::20])
+      (array([0, 1, 2]), array([0, 1, 2]))
+      >>> round(float(np.mean(learner.predict(state, x) == y)), 2)
+      1.0
+      >>> learner.learn(state, x[:2], y[:2])  # class 0 was finished in phase 0
+      Traceback (most recent call last):
+      ...
+      analytic.errors.IntegrityError: classes [0] were finished in an earlier phase: ...
     """
     if device:
         return _device_learner(classes, expansion, ridge, strict, precision, name)
@@ -129,7 +165,40 @@ def _device_learner(classes, expansion, ridge, strict, precision, name) -> Learn
 
 
 def g_acil(classes, *, expansion=None, ridge: float = 0.1, precision: str = "float64") -> Learner:
-    """G-ACIL: the ACIL update on generalized streams where classes reappear and phases blur (the G-ACIL paper)."""
+    r"""G-ACIL: the ACIL update on generalized streams where classes reappear and phases blur (the G-ACIL paper).
+
+    The same update as :func:`acil` — :math:`W_k = (G + \gamma I)^{-1} B` on the statistics of every sample seen
+    (REFERENCE.md §1 and §3) — with ``strict=False``: a phase may bring back classes of earlier phases, and the head
+    stays the joint ridge solution.
+
+    Args:
+      classes: declared class ids.
+      expansion: fixed expansion layer, or ``None`` to use the features as they are.
+      ridge: γ (0.1 in ACIL).
+      precision: precision of the statistics (:func:`analytic.init_statistics`).
+
+    Returns:
+      A :class:`~continual.Learner` named ``"G-ACIL"``, with ``scores``.
+
+    Raises:
+      InputError: ``classes`` is empty. The learner's ``learn`` raises :class:`~analytic.InputError` for a bad phase
+        (empty, NaN/Inf, labels outside ``classes``); its ``predict`` raises :class:`~analytic.IntegrityError` before
+        the first phase.
+
+    Example:
+      Three classes in two phases; class 1 comes back in the second phase:
+
+      >>> rng = np.random.default_rng(0)
+      >>> y = np.repeat(np.arange(3), 20)
+      >>> x = rng.normal(size=(60, 4)) + 4.0 * np.eye(3, 4)[y]
+      >>> learner = continual.g_acil(np.arange(3))
+      >>> state = learner.learn(learner.init(), x[:30], y[:30])  # class 0 and half of class 1
+      >>> state = learner.learn(state, x[30:], y[30:])  # the rest of class 1, then class 2
+      >>> state.learned_classes, learner.predict(state, x[::20])
+      (array([0, 1, 2]), array([0, 1, 2]))
+      >>> round(float(np.mean(learner.predict(state, x) == y)), 2)
+      1.0
+    """
     return acil(classes, expansion=expansion, ridge=ridge, strict=False, precision=precision, name="G-ACIL")
 
 
@@ -137,9 +206,41 @@ def gkeal(classes, *, width: int, sigma: float = 10.0, seed: int = 0, ridge: flo
           strict: bool = True) -> Learner:
     r"""GKEAL: ridge on a Gaussian-kernel expansion whose ``width`` centres are drawn from the phase-0 features.
 
-    :math:`\phi_j(z) = \exp(-\|z - c_j\|^2 / 2\sigma^2)`, σ ≈ 10 in the paper (range 5–15). With fewer phase-0
-    samples than ``width`` (few-shot base phases), every sample is a centre and the rest are random convex
-    combinations of them (:func:`analytic.init_gaussian_kernel`, after the reference GKEAL code).
+    :math:`\phi_j(z) = \exp(-\|z - c_j\|^2 / 2\sigma^2)`, σ ≈ 10 in the paper (range 5–15) (REFERENCE.md §3). With
+    fewer phase-0 samples than ``width`` (few-shot base phases), every sample is a centre and the rest are random
+    convex combinations of them (:func:`analytic.init_gaussian_kernel`, after the reference GKEAL code). The head is
+    then the ACIL ridge :math:`W = (G + \gamma I)^{-1} B` on :math:`\phi(X)` (REFERENCE.md §1), float64 statistics.
+
+    Args:
+      classes: declared class ids.
+      width: number of kernel centres d (the expanded feature dimension).
+      sigma: kernel width σ.
+      seed: seed of the centre draw.
+      ridge: γ.
+      strict: refuse classes learned in an earlier phase.
+
+    Returns:
+      A :class:`~continual.Learner` named ``"GKEAL"``, with ``scores``.
+
+    Raises:
+      InputError: ``classes`` is empty. The learner's ``learn`` raises :class:`~analytic.InputError` for a bad phase
+        (empty, NaN/Inf, labels outside ``classes``, or kernel arguments :func:`analytic.init_gaussian_kernel`
+        refuses) and, with ``strict``, :class:`~analytic.IntegrityError` for a class finished in an earlier phase;
+        its ``predict`` raises :class:`~analytic.IntegrityError` before the first phase.
+
+    Example:
+      Three classes in two phases (classes 0 and 1, then class 2); the 16 centres come from phase 0:
+
+      >>> rng = np.random.default_rng(0)
+      >>> y = np.repeat(np.arange(3), 20)
+      >>> x = rng.normal(size=(60, 4)) + 4.0 * np.eye(3, 4)[y]
+      >>> learner = continual.gkeal(np.arange(3), width=16, sigma=4.0)
+      >>> state = learner.learn(learner.init(), x[y < 2], y[y < 2])
+      >>> state = learner.learn(state, x[y == 2], y[y == 2])
+      >>> state.learned_classes, learner.predict(state, x[::20])
+      (array([0, 1, 2]), array([0, 1, 2]))
+      >>> state.model.statistics.dim, round(float(np.mean(learner.predict(state, x) == y)), 2)
+      (16, 1.0)
     """
 
     def update(model, features, labels, learned_classes, phase):

@@ -45,7 +45,15 @@ class GeneratorModel(NamedTuple):
 
 def aef_ocl(classes, *, expansion=None, ridge: float = 0.1, seed: int = 0, pseudo_cap: int | None = None,
             strict: bool = False) -> Learner:
-    """AEF-OCL learner.
+    r"""AEF-OCL learner: a ridge head on the real statistics plus temporary pseudo-features of the rarer classes.
+
+    After each batch the head is solved on the real statistics plus, for each seen class c, pseudo-features
+    :math:`\tilde z \sim \mathcal N(\mu_c, \mathrm{diag}\,\sigma_c^2)` (:math:`\min(\max_j n_j - n_c, \text{cap})` of
+    them) pushed through φ; they are never kept (REFERENCE.md §3, AEF-OCL; module docstring):
+
+    .. math::
+        W = \big(G + \tilde G + \gamma I\big)^{-1} \big(B + \tilde B\big), \qquad
+        \tilde G = \phi(\tilde Z)^\top \phi(\tilde Z), \quad \tilde B = \phi(\tilde Z)^\top \tilde Y.
 
     Args:
       classes: declared class ids.
@@ -54,6 +62,31 @@ def aef_ocl(classes, *, expansion=None, ridge: float = 0.1, seed: int = 0, pseud
       seed: seed of the pseudo-feature draws.
       pseudo_cap: at most this many pseudo-features per class and phase (``None``: the full deficit).
       strict: strict class-incremental learning (online streams usually revisit classes: default False).
+
+    Returns:
+      A :class:`~continual.Learner` named ``"AEF-OCL"``, with ``scores`` (the balanced head's outputs, one column
+      per learned class).
+
+    Raises:
+      InputError: ``classes`` is empty. The learner's ``learn`` raises :class:`~analytic.InputError` for a bad batch
+        (empty, NaN/Inf, labels outside ``classes``) and, with ``strict``, :class:`~analytic.IntegrityError` for a
+        class finished in an earlier phase; its ``predict`` raises :class:`~analytic.IntegrityError` before the
+        first batch.
+
+    Example:
+      Three classes in two phases, the last one with only 5 samples; the head sees 15 pseudo-features of class 2,
+      the kept statistics only the real rows:
+
+      >>> rng = np.random.default_rng(0)
+      >>> y = np.repeat(np.arange(3), 20)
+      >>> x = rng.normal(size=(60, 4)) + 4.0 * np.eye(3, 4)[y]
+      >>> learner = continual.aef_ocl(np.arange(3))
+      >>> state = learner.learn(learner.init(), x[y < 2], y[y < 2])
+      >>> state = learner.learn(state, x[y == 2][:5], y[y == 2][:5])
+      >>> state.learned_classes, learner.predict(state, x[::20])
+      (array([0, 1, 2]), array([0, 1, 2]))
+      >>> state.model.statistics.class_counts
+      array([20, 20,  5])
     """
     declared = np.unique(np.asarray(classes, np.int64))
 

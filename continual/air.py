@@ -50,7 +50,23 @@ class RectifierModel(NamedTuple):
 
 
 def balancing_weights(class_counts) -> np.ndarray:
-    """:math:`\\pi_c = (C / n_c) / \\sum_j (1/n_j)` over classes with samples (sums to C)."""
+    r""":math:`\pi_c = (C / n_c) / \sum_j (1/n_j)` over classes with samples (sums to C).
+
+    The class-balancing weights of AIR (REFERENCE.md §3: :math:`\pi_c \propto 1/n_c`, normalised so that the sum
+    over the C seen classes is C).
+
+    Args:
+      class_counts: (C,) positive sample counts :math:`n_c` of the seen classes.
+
+    Returns:
+      (C,) float64 weights :math:`\pi_c` (all 1 for balanced classes).
+
+    Example:
+      >>> continual.balancing_weights([10, 30])
+      array([1.5, 0.5])
+      >>> round(float(continual.balancing_weights([3, 5, 7, 9]).sum()), 12)
+      4.0
+    """
     counts = np.asarray(class_counts, np.float64)
     inverse = 1.0 / counts
     return counts.size * inverse / inverse.sum()
@@ -58,7 +74,14 @@ def balancing_weights(class_counts) -> np.ndarray:
 
 def air(classes, *, expansion=None, ridge: float = 0.1, storage: str = "full", strict: bool = True,
         name: str | None = None) -> Learner:
-    """AIR learner (class-balanced ridge); ``strict=False`` is G-AIR.
+    r"""AIR learner (class-balanced ridge); ``strict=False`` is G-AIR.
+
+    Each phase re-solves the class-balanced weighted ridge on every sample seen (REFERENCE.md §3, AIR)
+
+    .. math::
+        W = \Big(\sum_c \pi_c A_c + \gamma I\Big)^{-1} B\, \mathrm{diag}(\pi), \qquad A_c = X_c^\top X_c,
+
+    with :math:`\pi` from :func:`balancing_weights`.
 
     Args:
       classes: declared class ids.
@@ -67,6 +90,29 @@ def air(classes, *, expansion=None, ridge: float = 0.1, storage: str = "full", s
       storage: ``"full"`` (float64 d² per class) or ``"packed32"`` (float32 upper triangle, 4× smaller).
       strict: strict class-incremental learning.
       name: display name (default ``"AIR"``, with the storage appended when it is not ``"full"``).
+
+    Returns:
+      A :class:`~continual.Learner` with ``scores`` (the weighted ridge outputs, one column per learned class).
+
+    Raises:
+      InputError: ``storage`` is not one of ``"full"``, ``"packed32"``, or ``classes`` is empty. The learner's
+        ``learn`` raises :class:`~analytic.InputError` for a bad phase (empty, NaN/Inf, labels outside ``classes``)
+        and, with ``strict``, :class:`~analytic.IntegrityError` for a class finished in an earlier phase; its
+        ``predict`` raises :class:`~analytic.IntegrityError` before the first phase.
+
+    Example:
+      Three classes in two phases, the last one with only 5 samples (rebalanced by π):
+
+      >>> rng = np.random.default_rng(0)
+      >>> y = np.repeat(np.arange(3), 20)
+      >>> x = rng.normal(size=(60, 4)) + 4.0 * np.eye(3, 4)[y]
+      >>> learner = continual.air(np.arange(3))
+      >>> state = learner.learn(learner.init(), x[y < 2], y[y < 2])
+      >>> state = learner.learn(state, x[y == 2][:5], y[y == 2][:5])
+      >>> state.learned_classes, learner.predict(state, x[::20])
+      (array([0, 1, 2]), array([0, 1, 2]))
+      >>> continual.balancing_weights(state.model.statistics.class_counts)
+      array([0.5, 0.5, 2. ])
     """
     if name is None:
         name = "AIR" if storage == "full" else f"AIR ({storage})"
@@ -91,7 +137,39 @@ def air(classes, *, expansion=None, ridge: float = 0.1, storage: str = "full", s
 
 
 def g_air(classes, *, expansion=None, ridge: float = 0.1, storage: str = "full") -> Learner:
-    """G-AIR: AIR on generalized streams where classes reappear."""
+    r"""G-AIR: AIR on generalized streams where classes reappear.
+
+    The weighted ridge of :func:`air`, :math:`W = (\sum_c \pi_c A_c + \gamma I)^{-1} B\,\mathrm{diag}(\pi)`
+    (REFERENCE.md §3), with ``strict=False``.
+
+    Args:
+      classes: declared class ids.
+      expansion: fixed expansion layer or ``None``.
+      ridge: γ.
+      storage: ``"full"`` (float64 d² per class) or ``"packed32"`` (float32 upper triangle, 4× smaller).
+
+    Returns:
+      A :class:`~continual.Learner` named ``"G-AIR"`` (``"G-AIR (packed32)"`` for packed storage), with ``scores``.
+
+    Raises:
+      InputError: ``storage`` is not one of ``"full"``, ``"packed32"``, or ``classes`` is empty. The learner's
+        ``learn`` raises :class:`~analytic.InputError` for a bad phase; its ``predict`` raises
+        :class:`~analytic.IntegrityError` before the first phase.
+
+    Example:
+      Three classes in two phases; class 1 comes back in the second phase:
+
+      >>> rng = np.random.default_rng(0)
+      >>> y = np.repeat(np.arange(3), 20)
+      >>> x = rng.normal(size=(60, 4)) + 4.0 * np.eye(3, 4)[y]
+      >>> learner = continual.g_air(np.arange(3), storage="packed32")
+      >>> state = learner.learn(learner.init(), x[:30], y[:30])
+      >>> state = learner.learn(state, x[30:], y[30:])
+      >>> learner.name, state.learned_classes, learner.predict(state, x[::20])
+      ('G-AIR (packed32)', array([0, 1, 2]), array([0, 1, 2]))
+      >>> state.model.packed_grams.shape  # one packed 4 × 4 upper triangle per class
+      (3, 10)
+    """
     name = "G-AIR" if storage == "full" else f"G-AIR ({storage})"
     return air(classes, expansion=expansion, ridge=ridge, storage=storage, strict=False, name=name)
 
@@ -109,7 +187,25 @@ def weighted_head(statistics: analytic.Statistics, packed_grams: np.ndarray | No
 
 
 def class_gram_bytes(n_classes: int, dim: int, storage: str) -> int:
-    """Bytes the per-class Grams take: C·d²·8 (``"full"``) or C·d(d+1)/2·4 (``"packed32"``)."""
+    """Bytes the per-class Grams take: C·d²·8 (``"full"``) or C·d(d+1)/2·4 (``"packed32"``).
+
+    Args:
+      n_classes: number of classes C.
+      dim: feature dimension d (after the expansion).
+      storage: ``"full"``; any other value counts as ``"packed32"``.
+
+    Returns:
+      The bytes, as an int.
+
+    Example:
+      100 classes at d = 8192 (the reference code's out-of-memory case, REFERENCE.md §3) take 50 GiB in float64
+      (53.7 GB), 12.5 GiB packed:
+
+      >>> continual.class_gram_bytes(100, 8192, "full") / 2**30
+      50.0
+      >>> round(continual.class_gram_bytes(100, 8192, "packed32") / 2**30, 2)
+      12.5
+    """
     return n_classes * (dim * dim * 8 if storage == "full" else dim * (dim + 1) // 2 * 4)
 
 

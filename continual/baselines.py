@@ -46,7 +46,7 @@ import scipy.linalg
 
 import analytic
 from analytic import gradient
-from continual.acil import RidgeModel, ridge_predict, ridge_update
+from continual.acil import RidgeModel, ridge_predict, ridge_scores, ridge_update
 from continual.learner import Learner, embed, make_learner
 
 
@@ -59,21 +59,72 @@ class SoftmaxModel(NamedTuple):
     labels: np.ndarray | None
 
 
-def _masked_predict(declared: np.ndarray):
-    def predict(model: SoftmaxModel, features):
+def _softmax_scores(declared: np.ndarray):
+    """``scores(model, features) -> (logits of the learned classes, their ids)`` for a :class:`SoftmaxModel`."""
+
+    def scores(model: SoftmaxModel, features):
         logits = np.asarray(gradient.head_logits(model.params, jnp.asarray(features, jnp.float32)))
-        return declared[np.argmax(np.where(model.learned, logits, -np.inf), axis=1)]
+        return logits[:, model.learned], declared[model.learned]
+
+    return scores
+
+
+def _argmax_predict(scores):
+    """``predict(model, features)``: the class id of the highest of ``scores(model, features)``."""
+
+    def predict(model, features):
+        values, class_ids = scores(model, features)
+        return class_ids[np.argmax(values, axis=1)]
 
     return predict
 
 
 def fine_tuning(classes, *, epochs: int = 20, learning_rate: float = 0.01, batch_size: int = 64,
                 seed: int = 0) -> Learner:
-    """SGD fine-tuning of one softmax head, phase after phase, with cross-entropy on the current phase only.
+    r"""SGD fine-tuning of one softmax head, phase after phase, with cross-entropy on the current phase only.
 
     SGD with momentum 0.9 and weight decay 5e-4 (:func:`analytic.gradient.make_optimizer`); the defaults (lr 0.01,
     batch 64, 20 epochs per phase) train each phase to convergence (see the module docstring), so what the baseline
-    loses afterwards is forgetting, not under-training.
+    loses afterwards is forgetting, not under-training. Each step, on a batch of the current phase only
+    (REFERENCE.md §4: FT, μ = 0.9, λ = 5e-4),
+
+    .. math::
+        g_t = \nabla_\theta \mathrm{CE}(\theta_t; \text{batch}) + \lambda \theta_t, \qquad
+        v_t = \mu v_{t-1} + g_t, \qquad \theta_{t+1} = \theta_t - \eta v_t
+
+    The head has a column per declared class; classes not learned yet are masked out of ``predict`` and ``scores``.
+
+    Args:
+      classes: declared class ids.
+      epochs: passes over each phase.
+      learning_rate: η.
+      batch_size: rows per SGD step (capped at the phase size).
+      seed: seed of the head's initialization and of the shuffling (``seed + phase`` for each phase).
+
+    Returns:
+      A :class:`~continual.Learner` named ``"FT (SGD)"`` whose ``scores`` are the head's logits, one column per
+      learned class.
+
+    Raises:
+      InputError: ``learning_rate`` is not positive, or ``classes`` is empty. The learner's ``learn`` raises
+        :class:`~analytic.InputError` for a bad phase (empty, NaN/Inf, labels outside ``classes``) or bad
+        ``epochs`` / ``batch_size``; its ``predict`` raises :class:`~analytic.IntegrityError` before the first
+        phase.
+
+    Example:
+      Three classes in two phases (classes 0 and 1, then class 2); batches of 20 rows in both phases, so the SGD
+      step compiles once:
+
+      >>> rng = np.random.default_rng(0)
+      >>> y = np.repeat(np.arange(3), 20)
+      >>> x = rng.normal(size=(60, 4)) + 4.0 * np.eye(3, 4)[y]
+      >>> learner = continual.fine_tuning(np.arange(3), batch_size=20)
+      >>> state = learner.learn(learner.init(), x[y < 2], y[y < 2])
+      >>> state = learner.learn(state, x[y == 2], y[y == 2])
+      >>> state.learned_classes, learner.predict(state, x[::20])
+      (array([0, 1, 2]), array([0, 1, 2]))
+      >>> learner.scores(state, x).shape
+      (60, 3)
     """
     declared = np.unique(np.asarray(classes, np.int64))
     optimizer = gradient.make_optimizer(learning_rate)
@@ -86,15 +137,53 @@ def fine_tuning(classes, *, epochs: int = 20, learning_rate: float = 0.01, batch
         learned = np.isin(declared, np.union1d(learned_classes, labels))
         return SoftmaxModel(params=params, learned=learned, features=None, labels=None)
 
-    return make_learner("FT (SGD)", classes, strict=False, update=update, predict=_masked_predict(declared))
+    scores = _softmax_scores(declared)
+    return make_learner("FT (SGD)", classes, strict=False, update=update, predict=_argmax_predict(scores),
+                        scores=scores)
 
 
 def joint_sgd(classes, *, epochs: int = 20, learning_rate: float = 0.01, batch_size: int = 64,
               seed: int = 0) -> Learner:
-    """Joint SGD training: every phase retrains the head from scratch on all samples stored so far.
+    r"""Joint SGD training: every phase retrains the head from scratch on all samples stored so far.
 
     Same optimizer and defaults as :func:`fine_tuning` (SGD, momentum 0.9, weight decay 5e-4, lr 0.01, batch 64,
-    20 epochs).
+    20 epochs), each step on a batch of every sample seen (REFERENCE.md §4: joint training, the upper bound),
+
+    .. math::
+        g_t = \nabla_\theta \mathrm{CE}(\theta_t; \text{batch}) + \lambda \theta_t, \qquad
+        v_t = \mu v_{t-1} + g_t, \qquad \theta_{t+1} = \theta_t - \eta v_t
+
+    Stores every sample (not exemplar-free).
+
+    Args:
+      classes: declared class ids.
+      epochs: passes over the stored samples at each phase.
+      learning_rate: η.
+      batch_size: rows per SGD step (capped at the number of stored samples).
+      seed: seed of the head's initialization and of the shuffling.
+
+    Returns:
+      A :class:`~continual.Learner` named ``"Joint (SGD)"`` whose ``scores`` are the head's logits, one column per
+      learned class.
+
+    Raises:
+      InputError: ``classes`` is empty. The learner's ``learn`` raises :class:`~analytic.InputError` for a bad phase
+        (empty, NaN/Inf, labels outside ``classes``) or bad ``epochs`` / ``learning_rate`` / ``batch_size``; its
+        ``predict`` raises :class:`~analytic.IntegrityError` before the first phase.
+
+    Example:
+      Three classes in two phases (classes 0 and 1, then class 2):
+
+      >>> rng = np.random.default_rng(0)
+      >>> y = np.repeat(np.arange(3), 20)
+      >>> x = rng.normal(size=(60, 4)) + 4.0 * np.eye(3, 4)[y]
+      >>> learner = continual.joint_sgd(np.arange(3), batch_size=20)
+      >>> state = learner.learn(learner.init(), x[y < 2], y[y < 2])
+      >>> state = learner.learn(state, x[y == 2], y[y == 2])
+      >>> state.learned_classes, learner.predict(state, x[::20])
+      (array([0, 1, 2]), array([0, 1, 2]))
+      >>> state.model.features.shape  # every sample is kept
+      (60, 4)
     """
     declared = np.unique(np.asarray(classes, np.int64))
 
@@ -108,7 +197,9 @@ def joint_sgd(classes, *, epochs: int = 20, learning_rate: float = 0.01, batch_s
                                            seed=seed)
         return SoftmaxModel(params=params, learned=np.isin(declared, labels), features=features, labels=labels)
 
-    return make_learner("Joint (SGD)", classes, strict=False, update=update, predict=_masked_predict(declared))
+    scores = _softmax_scores(declared)
+    return make_learner("Joint (SGD)", classes, strict=False, update=update, predict=_argmax_predict(scores),
+                        scores=scores)
 
 
 class StoredRidgeModel(NamedTuple):
@@ -120,7 +211,41 @@ class StoredRidgeModel(NamedTuple):
 
 
 def joint_ridge(classes, *, expansion=None, ridge: float = 0.1) -> Learner:
-    """Joint closed-form training: statistics rebuilt from all stored samples at every phase, then solved."""
+    r"""Joint closed-form training: statistics rebuilt from all stored samples at every phase, then solved.
+
+    :math:`W = (X^\top X + \gamma I)^{-1} X^\top Y` on the (expanded) features of every sample seen (REFERENCE.md
+    §1), in float64: the oracle :func:`acil` must equal after every phase. Stores every sample.
+
+    Args:
+      classes: declared class ids.
+      expansion: fixed expansion layer, or ``None`` to use the features as they are.
+      ridge: γ.
+
+    Returns:
+      A :class:`~continual.Learner` named ``"Joint (ridge)"`` whose ``scores`` are :math:`\phi(x) W`, one column per
+      learned class.
+
+    Raises:
+      InputError: ``classes`` is empty. The learner's ``learn`` raises :class:`~analytic.InputError` for a bad phase
+        (empty, NaN/Inf, labels outside ``classes``); its ``predict`` raises :class:`~analytic.IntegrityError` before
+        the first phase.
+
+    Example:
+      Three classes in two phases; the head equals ACIL's:
+
+      >>> rng = np.random.default_rng(0)
+      >>> y = np.repeat(np.arange(3), 20)
+      >>> x = rng.normal(size=(60, 4)) + 4.0 * np.eye(3, 4)[y]
+      >>> learner = continual.joint_ridge(np.arange(3))
+      >>> state = learner.learn(learner.init(), x[y < 2], y[y < 2])
+      >>> state = learner.learn(state, x[y == 2], y[y == 2])
+      >>> state.learned_classes, learner.predict(state, x[::20])
+      (array([0, 1, 2]), array([0, 1, 2]))
+      >>> acil = continual.acil(np.arange(3))
+      >>> acil_state = acil.learn(acil.learn(acil.init(), x[y < 2], y[y < 2]), x[y == 2], y[y == 2])
+      >>> np.allclose(learner.scores(state, x), acil.scores(acil_state, x))
+      True
+    """
 
     def update(model, features, labels, learned_classes, phase):
         if model is not None:
@@ -133,7 +258,10 @@ def joint_ridge(classes, *, expansion=None, ridge: float = 0.1) -> Learner:
     def predict(model, features):
         return ridge_predict(model.ridge_model, features)
 
-    return make_learner("Joint (ridge)", classes, strict=False, update=update, predict=predict)
+    def scores(model, features):
+        return ridge_scores(model.ridge_model, features)
+
+    return make_learner("Joint (ridge)", classes, strict=False, update=update, predict=predict, scores=scores)
 
 
 class DiscriminantModel(NamedTuple):
@@ -151,11 +279,10 @@ def _discriminant_learner(name: str, classes, rule) -> Learner:
         weights, bias = rule(statistics)
         return DiscriminantModel(statistics, weights, bias)
 
-    def predict(model, features):
-        scores = np.asarray(features, np.float64) @ model.weights + model.bias
-        return model.statistics.class_ids[np.argmax(scores, axis=1)]
+    def scores(model, features):
+        return np.asarray(features, np.float64) @ model.weights + model.bias, model.statistics.class_ids
 
-    return make_learner(name, classes, strict=False, update=update, predict=predict)
+    return make_learner(name, classes, strict=False, update=update, predict=_argmax_predict(scores), scores=scores)
 
 
 class MeanModel(NamedTuple):
@@ -166,7 +293,36 @@ class MeanModel(NamedTuple):
 
 
 def ncm(classes) -> Learner:
-    """Nearest class mean: :math:`\\arg\\min_c \\|x - \\mu_c\\|`, from running class sums (no Gram kept)."""
+    r"""Nearest class mean: :math:`\arg\min_c \|x - \mu_c\|`, from running class sums (no Gram kept).
+
+    The scores are :math:`x^\top \mu_c - \tfrac12 \|\mu_c\|^2` (:math:`= \tfrac12\|x\|^2 - \tfrac12\|x - \mu_c\|^2`,
+    so their argmax is the nearest mean), :math:`\mu_c = \frac{1}{n_c}\sum_{y_i = c} x_i` (REFERENCE.md §4: NCM).
+
+    Args:
+      classes: declared class ids.
+
+    Returns:
+      A :class:`~continual.Learner` named ``"NCM"``, with ``scores`` (one column per learned class).
+
+    Raises:
+      InputError: ``classes`` is empty. The learner's ``learn`` raises :class:`~analytic.InputError` for a bad phase
+        (empty, NaN/Inf, labels outside ``classes``); its ``predict`` raises :class:`~analytic.IntegrityError` before
+        the first phase.
+
+    Example:
+      Three classes in two phases (classes 0 and 1, then class 2):
+
+      >>> rng = np.random.default_rng(0)
+      >>> y = np.repeat(np.arange(3), 20)
+      >>> x = rng.normal(size=(60, 4)) + 4.0 * np.eye(3, 4)[y]
+      >>> learner = continual.ncm(np.arange(3))
+      >>> state = learner.learn(learner.init(), x[y < 2], y[y < 2])
+      >>> state = learner.learn(state, x[y == 2], y[y == 2])
+      >>> state.learned_classes, learner.predict(state, x[::20])
+      (array([0, 1, 2]), array([0, 1, 2]))
+      >>> state.model.class_counts
+      array([20, 20, 20])
+    """
     declared = np.unique(np.asarray(classes, np.int64))
 
     def update(model, features, labels, learned_classes, phase):
@@ -177,17 +333,50 @@ def ncm(classes) -> Learner:
         np.add.at(counts, positions, 1)
         return MeanModel(sums, counts)
 
-    def predict(model, features):
+    def scores(model, features):
         learned = model.class_counts > 0
         means = model.feature_sums[learned] / model.class_counts[learned, None]
-        scores = np.asarray(features, np.float64) @ means.T - 0.5 * np.sum(means * means, axis=1)
-        return declared[learned][np.argmax(scores, axis=1)]
+        return np.asarray(features, np.float64) @ means.T - 0.5 * np.sum(means * means, axis=1), declared[learned]
 
-    return make_learner("NCM", classes, strict=False, update=update, predict=predict)
+    return make_learner("NCM", classes, strict=False, update=update, predict=_argmax_predict(scores), scores=scores)
 
 
 def slda(classes, *, shrinkage: float = 1e-4) -> Learner:
-    """Streaming LDA (Hayes & Kanan, 2020) with shrinkage ε, from the exact pooled within-class covariance."""
+    r"""Streaming LDA (Hayes & Kanan, 2020) with shrinkage ε, from the exact pooled within-class covariance.
+
+    From the additive statistics (REFERENCE.md §4: SLDA; module docstring),
+
+    .. math::
+        \Sigma = \tfrac1n \Big(G - \sum_c n_c \mu_c \mu_c^\top\Big), \qquad \Lambda = (\Sigma + \varepsilon I)^{-1},
+        \qquad s_c(x) = x^\top \Lambda \mu_c - \tfrac12 \mu_c^\top \Lambda \mu_c.
+
+    Args:
+      classes: declared class ids.
+      shrinkage: ε added to the covariance's diagonal.
+
+    Returns:
+      A :class:`~continual.Learner` named ``"SLDA"`` whose ``scores`` are :math:`s_c(x)`, one column per learned
+      class.
+
+    Raises:
+      InputError: ``classes`` is empty. The learner's ``learn`` raises :class:`~analytic.InputError` for a bad phase
+        (empty, NaN/Inf, labels outside ``classes``); its ``predict`` raises :class:`~analytic.IntegrityError` before
+        the first phase.
+
+    Example:
+      Three classes in two phases (classes 0 and 1, then class 2):
+
+      >>> rng = np.random.default_rng(0)
+      >>> y = np.repeat(np.arange(3), 20)
+      >>> x = rng.normal(size=(60, 4)) + 4.0 * np.eye(3, 4)[y]
+      >>> learner = continual.slda(np.arange(3))
+      >>> state = learner.learn(learner.init(), x[y < 2], y[y < 2])
+      >>> state = learner.learn(state, x[y == 2], y[y == 2])
+      >>> state.learned_classes, learner.predict(state, x[::20])
+      (array([0, 1, 2]), array([0, 1, 2]))
+      >>> round(float(np.mean(learner.predict(state, x) == y)), 2)
+      1.0
+    """
 
     def rule(statistics):
         means = analytic.class_means(statistics).T  # (d, m)
@@ -209,7 +398,44 @@ class SelectedRidgeModel(NamedTuple):
 
 def ranpac(classes, *, expansion, ridges=tuple(10.0 ** np.arange(-4, 5)), held_out: float = 0.2,
            seed: int = 0) -> Learner:
-    """RanPAC-style: random projection ``expansion`` (e.g. :func:`analytic.init_buffer`) + ridge chosen per phase."""
+    r"""RanPAC-style: random projection ``expansion`` (e.g. :func:`analytic.init_buffer`) + ridge chosen per phase.
+
+    Each phase, the rows are shuffled (seed ``(seed, phase)``); the head :math:`(G_{fit} + \gamma I)^{-1} B_{fit}`
+    is solved for every γ of ``ridges`` on the statistics plus the first ``1 − held_out`` of the rows, the γ with the
+    best accuracy on the rest is kept (first best on ties), and all rows are added before the final solve
+    :math:`W = (G + \gamma I)^{-1} B` (REFERENCE.md §4 and §8: RanPAC, which selects γ by MSE instead). A phase too
+    small to hold out a row keeps the previous γ (the middle of ``ridges`` at first).
+
+    Args:
+      classes: declared class ids.
+      expansion: the fixed random projection (``None`` uses the features as they are).
+      ridges: candidate γ values.
+      held_out: share of each phase's rows held out to choose γ.
+      seed: seed of the per-phase shuffle.
+
+    Returns:
+      A :class:`~continual.Learner` named ``"RanPAC"`` whose ``scores`` are :math:`\phi(x) W`, one column per
+      learned class.
+
+    Raises:
+      InputError: ``classes`` is empty. The learner's ``learn`` raises :class:`~analytic.InputError` for a bad phase
+        (empty, NaN/Inf, labels outside ``classes``); its ``predict`` raises :class:`~analytic.IntegrityError` before
+        the first phase.
+
+    Example:
+      Three classes in two phases (classes 0 and 1, then class 2):
+
+      >>> rng = np.random.default_rng(0)
+      >>> y = np.repeat(np.arange(3), 20)
+      >>> x = rng.normal(size=(60, 4)) + 4.0 * np.eye(3, 4)[y]
+      >>> learner = continual.ranpac(np.arange(3), expansion=analytic.init_buffer(4, 32, seed=0))
+      >>> state = learner.learn(learner.init(), x[y < 2], y[y < 2])
+      >>> state = learner.learn(state, x[y == 2], y[y == 2])
+      >>> state.learned_classes, learner.predict(state, x[::20])
+      (array([0, 1, 2]), array([0, 1, 2]))
+      >>> float(state.model.ridge)  # every γ classifies the held-out rows perfectly: the first wins
+      0.0001
+    """
 
     def update(model, features, labels, learned_classes, phase):
         x = embed(expansion, features)
@@ -230,4 +456,7 @@ def ranpac(classes, *, expansion, ridges=tuple(10.0 ** np.arange(-4, 5)), held_o
     def predict(model, features):
         return ridge_predict(model.ridge_model, features)
 
-    return make_learner("RanPAC", classes, strict=False, update=update, predict=predict)
+    def scores(model, features):
+        return ridge_scores(model.ridge_model, features)
+
+    return make_learner("RanPAC", classes, strict=False, update=update, predict=predict, scores=scores)

@@ -50,6 +50,19 @@ class ContinualRun:
       seen_f1_macro: (T,) macro F1 on all classes seen by phase t, in percent.
       seen_balanced_accuracy: (T,) balanced accuracy (mean per-class recall) on all classes seen by phase t, in
         percent.
+
+    Example:
+      Two phases; phase 0's classes drop from 90 % to 70 % after phase 1:
+
+      >>> result = continual.ContinualRun(
+      ...     learner="demo", scenario="B1-Inc1", accuracy_matrix=np.array([[90.0, np.nan], [70.0, 80.0]]),
+      ...     seen_accuracy=np.array([90.0, 75.0]), phase_seconds=np.array([0.5, 0.25]),
+      ...     state_bytes=np.array([100, 200]))
+      >>> summary = result.summary()
+      >>> summary["average_incremental_accuracy"], summary["last_accuracy"], summary["forgetting"]
+      (82.5, 75.0, 20.0)
+      >>> summary["backward_transfer"], summary["total_seconds"], summary["top5_accuracy"]
+      (-20.0, 0.75, None)
     """
 
     learner: str
@@ -64,7 +77,14 @@ class ContinualRun:
     seen_balanced_accuracy: np.ndarray | None = None
 
     def summary(self) -> dict:
-        """Scalar metrics and per-phase series as plain Python values (for JSON)."""
+        """Scalar metrics and per-phase series as plain Python values (for JSON).
+
+        Returns:
+          A dict: the names, :func:`average_incremental_accuracy`, :func:`last_accuracy`, :func:`forgetting`,
+          :func:`backward_transfer`, the online accuracy, the final top-5 / macro F1 / balanced accuracy (``None``
+          when missing), phase times, final state bytes, the per-phase series and the accuracy matrix (``None`` for
+          NaN entries).
+        """
         return {
             "learner": self.learner,
             "scenario": self.scenario,
@@ -99,10 +119,49 @@ def _series(series) -> list | None:
 
 def run(learner: Learner, scenario: Scenario, train_features, train_labels, test_features, test_labels, *,
         progress: bool = False) -> ContinualRun:
-    """Feed ``scenario``'s phases of the training set to ``learner`` and score it on the test set after each.
+    r"""Feed ``scenario``'s phases of the training set to ``learner`` and score it on the test set after each.
 
     With ``learner.scores`` the prediction is the learned class of the highest score (what ``predict`` returns),
-    and the same scores give the top-5 accuracy; otherwise ``predict`` gives the labels and top-5 is NaN.
+    and the same scores give the top-5 accuracy; otherwise ``predict`` gives the labels and top-5 is NaN. After
+    phase t, :math:`a_{t,j}` is the accuracy on the test rows of the classes first seen in phase j and :math:`A_t`
+    the accuracy on every class seen so far (REFERENCE.md §5, continual). Online scenarios (``batch_size`` set)
+    predict each batch before learning it, for the prequential accuracy.
+
+    Args:
+      learner: the :class:`~continual.Learner` to run (from its ``init()``).
+      scenario: the :class:`~continual.Scenario`, built from ``train_labels``.
+      train_features: (n, d) training features; the scenario's phases index their rows.
+      train_labels: (n,) training class ids.
+      test_features: (m, d) test features.
+      test_labels: (m,) test class ids (rows of classes not seen yet are left out of each phase's scores).
+      progress: show a progress bar over the phases.
+
+    Returns:
+      The :class:`ContinualRun` of the measures.
+
+    Raises:
+      InputError: raised by the learner's ``learn`` for a bad phase (NaN/Inf features, labels outside its declared
+        classes, ...).
+      IntegrityError: raised by a strict learner's ``learn`` when a class comes back in a later phase (e.g. a
+        strict learner on a :func:`~continual.si_blurry` scenario).
+
+    Example:
+      Four classes, B2-Inc1 (three phases), nearest class mean:
+
+      >>> rng = np.random.default_rng(0)
+      >>> y = np.repeat(np.arange(4), 20)
+      >>> x = rng.normal(size=(80, 4)) + 4.0 * np.eye(4)[y]
+      >>> train = np.arange(80) % 2 == 0
+      >>> scenario = continual.class_incremental(y[train], base=2, increment=1)
+      >>> result = continual.run(continual.ncm(np.arange(4)), scenario, x[train], y[train], x[~train], y[~train])
+      >>> scenario.name, [c.tolist() for c in scenario.new_classes]
+      ('B2-Inc1', [[0, 3], [2], [1]])
+      >>> result.accuracy_matrix
+      array([[ 95.,  nan,  nan],
+             [ 95., 100.,  nan],
+             [ 95., 100., 100.]])
+      >>> result.summary()["last_accuracy"], result.summary()["top5_accuracy"]
+      (97.5, 100.0)
     """
     train_features, train_labels = np.asarray(train_features), np.asarray(train_labels)
     test_features, test_labels = np.asarray(test_features), np.asarray(test_labels)
@@ -152,17 +211,59 @@ def run(learner: Learner, scenario: Scenario, train_features, train_labels, test
 
 
 def average_incremental_accuracy(seen_accuracy) -> float:
-    """:math:`\\bar A`: mean over phases of the accuracy on all classes seen so far."""
+    r""":math:`\bar A`: mean over phases of the accuracy on all classes seen so far.
+
+    :math:`\bar A = \frac1T \sum_{t=1}^T A_t` (REFERENCE.md §5, continual: average incremental accuracy).
+
+    Args:
+      seen_accuracy: (T,) :math:`A_t` per phase (e.g. :attr:`ContinualRun.seen_accuracy`).
+
+    Returns:
+      :math:`\bar A` as a float (in the unit of ``seen_accuracy``).
+
+    Example:
+      >>> continual.average_incremental_accuracy([90.0, 80.0, 70.0])
+      80.0
+    """
     return float(np.mean(seen_accuracy))
 
 
 def last_accuracy(seen_accuracy) -> float:
-    """:math:`A_T`: accuracy on every class after the last phase."""
+    r""":math:`A_T`: accuracy on every class after the last phase (REFERENCE.md §5, continual).
+
+    Args:
+      seen_accuracy: (T,) :math:`A_t` per phase (e.g. :attr:`ContinualRun.seen_accuracy`).
+
+    Returns:
+      The last entry, :math:`A_T`, as a float.
+
+    Example:
+      >>> continual.last_accuracy([90.0, 80.0, 70.0])
+      70.0
+    """
     return float(np.asarray(seen_accuracy)[-1])
 
 
 def forgetting(accuracy_matrix) -> float:
-    """Mean over earlier phases j of :math:`\\max_{t<T} a_{t,j} - a_{T,j}` (0 for a single phase)."""
+    r"""Mean over earlier phases j of :math:`\max_{t<T} a_{t,j} - a_{T,j}` (0 for a single phase).
+
+    .. math::
+        F = \frac{1}{T-1}\sum_{j<T} \Big(\max_{j \le t<T} a_{t,j} - a_{T,j}\Big)
+
+    (REFERENCE.md §5, continual: forgetting). Phases j with a NaN entry in column j from phase j on (no test rows)
+    are left out.
+
+    Args:
+      accuracy_matrix: (T, T) :math:`a_{t,j}` (e.g. :attr:`ContinualRun.accuracy_matrix`), NaN above the diagonal.
+
+    Returns:
+      F as a float (0.0 for a single phase or when no phase qualifies).
+
+    Example:
+      >>> matrix = np.array([[90.0, np.nan, np.nan], [80.0, 85.0, np.nan], [70.0, 80.0, 95.0]])
+      >>> continual.forgetting(matrix)  # ((90 - 70) + (85 - 80)) / 2
+      12.5
+    """
     matrix = np.asarray(accuracy_matrix)
     if matrix.shape[0] < 2:
         return 0.0
@@ -175,7 +276,25 @@ def forgetting(accuracy_matrix) -> float:
 
 
 def backward_transfer(accuracy_matrix) -> float:
-    """BWT: mean over earlier phases j of :math:`a_{T,j} - a_{j,j}` (0 for a single phase)."""
+    r"""BWT: mean over earlier phases j of :math:`a_{T,j} - a_{j,j}` (0 for a single phase).
+
+    .. math::
+        \mathrm{BWT} = \frac{1}{T-1}\sum_{j<T} \big(a_{T,j} - a_{j,j}\big)
+
+    (REFERENCE.md §5, continual: backward transfer; negative when learning later phases hurts earlier ones).
+    Phases j whose :math:`a_{j,j}` or :math:`a_{T,j}` is NaN are left out.
+
+    Args:
+      accuracy_matrix: (T, T) :math:`a_{t,j}` (e.g. :attr:`ContinualRun.accuracy_matrix`), NaN above the diagonal.
+
+    Returns:
+      BWT as a float (0.0 for a single phase or when no phase qualifies).
+
+    Example:
+      >>> matrix = np.array([[90.0, np.nan, np.nan], [80.0, 85.0, np.nan], [70.0, 80.0, 95.0]])
+      >>> continual.backward_transfer(matrix)  # ((70 - 90) + (80 - 85)) / 2
+      -12.5
+    """
     matrix = np.asarray(accuracy_matrix)
     if matrix.shape[0] < 2:
         return 0.0
@@ -186,7 +305,36 @@ def backward_transfer(accuracy_matrix) -> float:
 
 
 def write_csv(runs: list[ContinualRun], path) -> Path:
-    """One row per (run, phase): seen accuracy, phase seconds, state bytes, and the accuracy-matrix row."""
+    """One row per (run, phase): seen accuracy, phase seconds, state bytes, and the accuracy-matrix row.
+
+    The accuracy-matrix row :math:`a_{t,0..t}` is one space-separated field (empty entries for NaN).
+
+    Args:
+      runs: the :class:`ContinualRun` results to write.
+      path: the CSV file (its parent folders are created; an existing file is replaced).
+
+    Returns:
+      ``path`` as a :class:`pathlib.Path`.
+
+    Raises:
+      OSError: the file cannot be written.
+
+    Example:
+      >>> import tempfile
+      >>> from pathlib import Path
+      >>> rng = np.random.default_rng(0)
+      >>> y = np.repeat(np.arange(4), 20)
+      >>> x = rng.normal(size=(80, 4)) + 4.0 * np.eye(4)[y]
+      >>> train = np.arange(80) % 2 == 0
+      >>> scenario = continual.class_incremental(y[train], base=2, increment=1)
+      >>> result = continual.run(continual.ncm(np.arange(4)), scenario, x[train], y[train], x[~train], y[~train])
+      >>> with tempfile.TemporaryDirectory() as folder:
+      ...     lines = continual.write_csv([result], Path(folder) / "runs" / "b2.csv").read_text().splitlines()
+      >>> len(lines), lines[0]
+      (4, 'learner,scenario,phase,seen_accuracy,phase_seconds,state_bytes,accuracy_row')
+      >>> lines[2].split(",")[:4], lines[2].split(",")[-1]
+      (['NCM', 'B2-Inc1', '1', '96.6667'], '95.0000 100.0000')
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
@@ -202,7 +350,33 @@ def write_csv(runs: list[ContinualRun], path) -> Path:
 
 
 def plot_accuracy(runs: list[ContinualRun], path, *, title: str = "") -> Path:
-    """Accuracy on seen classes vs phase, one line per run (matplotlib, Agg backend)."""
+    """Accuracy on seen classes vs phase, one line per run (matplotlib, Agg backend).
+
+    Args:
+      runs: the :class:`ContinualRun` results to draw, labelled by learner name.
+      path: the image file (format from its suffix, e.g. ``.png``; parent folders are created).
+      title: the plot title.
+
+    Returns:
+      ``path`` as a :class:`pathlib.Path`.
+
+    Raises:
+      OSError: the file cannot be written.
+
+    Example:
+      >>> import tempfile
+      >>> from pathlib import Path
+      >>> rng = np.random.default_rng(0)
+      >>> y = np.repeat(np.arange(4), 20)
+      >>> x = rng.normal(size=(80, 4)) + 4.0 * np.eye(4)[y]
+      >>> train = np.arange(80) % 2 == 0
+      >>> scenario = continual.class_incremental(y[train], base=2, increment=1)
+      >>> result = continual.run(continual.ncm(np.arange(4)), scenario, x[train], y[train], x[~train], y[~train])
+      >>> with tempfile.TemporaryDirectory() as folder:
+      ...     image = continual.plot_accuracy([result], Path(folder) / "b2.png", title="B2-Inc1")
+      ...     print(image.name, image.read_bytes()[1:4])
+      b2.png b'PNG'
+    """
     import matplotlib
 
     matplotlib.use("Agg")

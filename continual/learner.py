@@ -5,8 +5,8 @@ A :class:`Learner` is a NamedTuple of pure functions over a :class:`ContinualSta
 * ``init() -> state``;
 * ``learn(state, features, labels) -> state`` — one phase (or one online batch);
 * ``predict(state, features) -> labels``;
-* ``scores(state, features) -> (n, k)`` class scores, column j for ``state.learned_classes[j]`` (the learners of
-  this package whose prediction is an argmax of scores have it; ``None`` for a learner that gives labels only).
+* ``scores(state, features) -> (n, k)`` class scores, column j for ``state.learned_classes[j]`` (every learner of
+  this package has it, its prediction being the argmax; ``None`` for a learner that gives labels only).
 
 :func:`make_learner` wraps a method's own update with the bad-input checks: an empty
 phase, NaN/Inf features, labels outside the declared class set and, in strict class-incremental learning, a class
@@ -31,12 +31,21 @@ from analytic.internal import check_feature_shape, check_features, check_label_s
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["model", "learned_classes", "phase"], meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class ContinualState:
-    """What a learner carries from phase to phase.
+    """What a learner carries from phase to phase (a frozen dataclass registered as a JAX pytree).
 
     Attributes:
       model: the method's own pytree (statistics, solved head, SGD parameters, ...); ``None`` before the first phase.
       learned_classes: (k,) sorted int64 ids of every class learned so far.
       phase: () int64 number of ``learn`` calls so far.
+
+    Example:
+      >>> learner = continual.ncm(np.arange(3))
+      >>> state = learner.init()
+      >>> state.model is None, state.learned_classes, int(state.phase)
+      (True, array([], dtype=int64), 0)
+      >>> state = learner.learn(state, np.eye(3), np.array([0, 1, 1]))
+      >>> state.learned_classes, int(state.phase)
+      (array([0, 1]), 1)
     """
 
     model: Any
@@ -46,7 +55,31 @@ class ContinualState:
 
 class Learner(NamedTuple):
     """A continual learner: ``init``, ``learn`` (one phase or batch), ``predict`` (class ids) and, where the method
-    has them, ``scores`` (one column per learned class; ``predict`` is the class of the highest score), all pure."""
+    has them, ``scores`` (one column per learned class; ``predict`` is the class of the highest score), all pure.
+
+    Every factory of this package (:func:`~continual.acil`, :func:`~continual.ncm`, ...) returns one, built by
+    :func:`make_learner`, so ``learn`` and ``predict`` check their input before anything is computed.
+
+    Attributes:
+      name: display name (e.g. ``"ACIL"``), used in run results and plots.
+      init: ``init() -> state``, the empty :class:`ContinualState`.
+      learn: ``learn(state, features, labels) -> state`` — one phase (or online batch) of (n, d) features and (n,)
+        class ids; raises :class:`~analytic.InputError` for bad input (empty phase, NaN/Inf, labels outside the
+        declared classes) and :class:`~analytic.IntegrityError` for a class finished in an earlier phase of strict
+        class-incremental learning.
+      predict: ``predict(state, features) -> labels``, (n,) class ids among the learned classes; raises
+        :class:`~analytic.IntegrityError` before the first ``learn``.
+      scores: ``scores(state, features) -> (n, k)`` scores, column j for ``state.learned_classes[j]``, or ``None``
+        for a learner that gives labels only.
+
+    Example:
+      >>> learner = continual.ncm(np.arange(3))
+      >>> learner.name, callable(learner.scores)
+      ('NCM', True)
+      >>> state = learner.learn(learner.init(), np.eye(3), np.arange(3))
+      >>> learner.predict(state, np.eye(3)), learner.scores(state, np.eye(3)).shape
+      (array([0, 1, 2]), (3, 3))
+    """
 
     name: str
     init: Callable[[], ContinualState]
@@ -56,7 +89,22 @@ class Learner(NamedTuple):
 
 
 def state_bytes(state: ContinualState) -> int:
-    """Memory held by the learner's state: the bytes of every array leaf (NumPy or JAX)."""
+    """Memory held by the learner's state: the bytes of every array leaf (NumPy or JAX).
+
+    Args:
+      state: a learner's :class:`ContinualState` (any pytree works).
+
+    Returns:
+      The total ``nbytes`` of the array leaves, as an int (non-array leaves count 0).
+
+    Example:
+      >>> learner = continual.ncm(np.arange(3))
+      >>> continual.state_bytes(learner.init())  # the phase counter: one int64
+      8
+      >>> state = learner.learn(learner.init(), np.eye(3)[:2], np.array([0, 1]))
+      >>> continual.state_bytes(state)  # (3, 3) float64 class sums, 3 counts, 2 learned ids, the phase
+      120
+    """
     return int(sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree.leaves(state)))
 
 

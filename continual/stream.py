@@ -23,7 +23,17 @@ import analytic
 
 @jax.jit
 def online_stream(head: analytic.RecursiveHead, features, labels) -> tuple[analytic.RecursiveHead, jax.Array]:
-    """Run a stream of T batches through ``head`` (declared classes, :func:`analytic.init_recursive`).
+    r"""Run a stream of T batches through ``head`` (declared classes, :func:`analytic.init_recursive`).
+
+    Each step predicts the batch with the current weights, then learns it with ACIL's recursive update
+    (REFERENCE.md §2, ACIL eqs. 9–10):
+
+    .. math::
+        \hat y_t = \arg\max_{c\ \text{seen}} (X_t W)_c, \quad K = (I + X_t R X_t^\top)^{-1}, \quad
+        R \leftarrow R - R X_t^\top K X_t R, \quad W \leftarrow W + R X_t^\top (Y_t - X_t W).
+
+    Jitted (one compilation per stream shape). The head is float64: on a device it needs ``jax_enable_x64``, as in
+    the example. A label outside the head's classes gives NaN weights (no error is raised inside the scan).
 
     Args:
       head: the starting recursive head, with its classes declared.
@@ -35,8 +45,22 @@ def online_stream(head: analytic.RecursiveHead, features, labels) -> tuple[analy
       (among the classes seen so far; the first batch, seen by an empty head, gets the first declared class).
 
     Example:
-      >>> head = jax.device_put(analytic.init_recursive(d, 0.1, class_ids=range(10)))  # doctest: +SKIP
-      >>> head, predicted = online_stream(head, x.reshape(T, b, d), y.reshape(T, b))
+      A stream of 8 batches of 8 rows, 3 classes in 4 dimensions:
+
+      >>> rng = np.random.default_rng(0)
+      >>> labels = rng.integers(0, 3, 64)
+      >>> features = rng.normal(size=(64, 4)) + 4.0 * np.eye(3, 4)[labels]
+      >>> with jax.enable_x64(True):
+      ...     head = jax.device_put(analytic.init_recursive(4, 0.1, class_ids=range(3)))
+      ...     head, predicted = continual.online_stream(head, features.reshape(8, 8, 4), labels.reshape(8, 8))
+      >>> predicted = np.asarray(predicted)
+      >>> predicted.shape, int(head.count)
+      ((8, 8), 64)
+      >>> float(np.mean(predicted[1:] == labels.reshape(8, 8)[1:]))  # prequential accuracy after the first batch
+      1.0
+      >>> oracle = analytic.solve(analytic.accumulate(analytic.init_statistics(4), features, labels), 0.1)
+      >>> np.allclose(head.weights, oracle.weights)  # the final head is the joint ridge solution
+      True
     """
     class_ids = jnp.asarray(head.class_ids)
 

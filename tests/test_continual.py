@@ -383,6 +383,35 @@ def test_scores_have_one_column_per_learned_class_and_their_argmax_is_predict(po
                                       np.asarray(learner.predict(state, features)))
 
 
+def baseline_learners(d):
+    return [
+        continual.fine_tuning(np.arange(8), epochs=2),
+        continual.joint_sgd(np.arange(8), epochs=2),
+        continual.joint_ridge(np.arange(8)),
+        continual.ncm(np.arange(8)),
+        continual.slda(np.arange(8)),
+        continual.ranpac(np.arange(8), expansion=analytic.init_buffer(d, 24, seed=1)),
+    ]
+
+
+@pytest.mark.parametrize("position", range(6))
+def test_baseline_scores_argmax_is_predict_and_run_reports_their_top5(position):
+    features, labels = gaussian_classes(400, 4, 8, seed=33, spread=1.0)
+    features = features.astype(np.float32)
+    learner = baseline_learners(4)[position]
+    scenario = continual.class_incremental(labels[:300], base=2, increment=3)
+    state = learner.init()
+    for rows in scenario.phases:
+        state = learner.learn(state, features[:300][rows], labels[:300][rows])
+        scores = np.asarray(learner.scores(state, features))
+        assert scores.shape == (400, state.learned_classes.size) and np.isfinite(scores).all()
+        np.testing.assert_array_equal(state.learned_classes[np.argmax(scores, axis=1)],
+                                      np.asarray(learner.predict(state, features)))
+    result = continual.run(learner, scenario, features[:300], labels[:300], features[300:], labels[300:])
+    assert np.isfinite(result.seen_top5_accuracy).all() and result.seen_top5_accuracy[0] == 100.0
+    assert result.summary()["top5_accuracy"] >= result.seen_accuracy[-1]
+
+
 def test_run_records_top5_f1_and_balanced_accuracy_like_scikit_learn():
     from sklearn.metrics import balanced_accuracy_score, f1_score, top_k_accuracy_score
 
