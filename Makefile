@@ -32,7 +32,12 @@ demo: setup fashion-mnist
 test: setup
 	$(PYTHON) -m pytest -n 2 -q
 
-# The API reference, generated from the docstrings (pdoc); open site/api/index.html.
+# The API reference, generated from the docstrings (pdoc) of the four packages and every module in them;
+# open site/api/index.html.
+# (A package's page already holds the submodules its __all__ names.)
+API_MODULES = import importlib, pkgutil; packages = [importlib.import_module(name) for name in ("analytic", "federated", \
+	"continual", "unlearning")]; print(" ".join([p.__name__ for p in packages] + [m.name for p in packages for m in \
+	pkgutil.walk_packages(p.__path__, p.__name__ + ".") if m.name.rsplit(".", 1)[1] not in p.__all__]))
 docs: setup
-	$(PYTHON) -m pdoc --docformat google --math -o site/api analytic federated continual unlearning
+	$(PYTHON) -m pdoc --docformat google --math -o site/api $$($(PYTHON) -c '$(API_MODULES)')
 	@echo "API reference written to site/api/index.html"

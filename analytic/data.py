@@ -18,7 +18,6 @@ Sources, all usable offline:
   ``$CIFAR100_DIR``).
 """
 
-from __future__ import annotations
 
 import gzip
 import hashlib

@@ -11,7 +11,6 @@ Integer leaves (fixed-point moments, counts) are exact 64-bit integers stored as
 (:mod:`analytic.words`): the same representation on the host and on any JAX device, with or without x64.
 """
 
-from __future__ import annotations
 
 import dataclasses
 from typing import NamedTuple

@@ -14,7 +14,6 @@ Draws are seeded by ``(seed, number of real samples seen)``: the head after a ph
 not on how it was cut into phases, so trained on the same rows in one phase it draws the same pseudo-features.
 """
 
-from __future__ import annotations
 
 from typing import NamedTuple
 

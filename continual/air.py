@@ -19,7 +19,6 @@ per-class Grams :math:`A_c` must be kept: C·d² numbers. Two storages:
 G-AIR is the same head on generalized streams (classes reappear).
 """
 
-from __future__ import annotations
 
 from typing import NamedTuple
 

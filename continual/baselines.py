@@ -36,7 +36,6 @@ Animal-MNIST MobileNetV2 features (B0-Inc5, 240 rows per class), joint SGD ends 
 for joint ridge (γ = 1).
 """
 
-from __future__ import annotations
 
 from typing import NamedTuple
 

@@ -17,7 +17,6 @@ The compensation targets live in the declared class columns (a regression :class
 output per declared class), so new classes never reshape them.
 """
 
-from __future__ import annotations
 
 import dataclasses
 from typing import NamedTuple

@@ -14,7 +14,6 @@ already finished in an earlier phase are refused with a clear error before anyth
 caller holds is never changed (every function is pure).
 """
 
-from __future__ import annotations
 
 import dataclasses
 import functools
