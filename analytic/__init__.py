@@ -11,7 +11,7 @@ import), ``analytic.features`` (cached feature extraction), ``analytic.data`` (d
 with the core; not public API).
 
 Naming: ``init_*`` builds an empty state, ``accumulate`` / ``fit`` add samples (one batch / a stream), ``solve``
-turns statistics into weights (:class:`Head`), ``predict`` / ``predict_labels`` apply them.
+turns statistics into weights (:class:`Head`), ``select_ridge`` chooses γ, ``predict`` / ``predict_labels`` apply them.
 """
 
 from analytic.errors import FileFormatError, InputError, IntegrityError
@@ -37,6 +37,7 @@ from analytic.ridge import (
     predict_labels,
     solve,
 )
+from analytic.selection import RidgeChoice, select_ridge
 from analytic.state import Moments, Statistics, mean_shift
 from analytic.statistics import (
     accumulate,
@@ -62,6 +63,7 @@ __all__ = [
     "IntegrityError",
     "Moments",
     "RecursiveHead",
+    "RidgeChoice",
     "Statistics",
     "accumulate",
     "class_gram",
@@ -87,6 +89,7 @@ __all__ = [
     "recursive_solve",
     "save",
     "select_classes",
+    "select_ridge",
     "solve",
     "state_hash",
     "subtract",

@@ -21,6 +21,7 @@ BENCHMARKS = {
     "federated": "one-round exact federation against FedAvg / FedProx / SCAFFOLD",
     "unlearning": "exact forgetting against the gradient unlearning methods",
     "multihost": "the multi-controller runtime over loopback",
+    "ridge": "choosing the ridge by one eigendecomposition against refitting every candidate",
 }
 
 
