@@ -26,7 +26,6 @@ The eigendecomposition only ranks the candidates; the head itself is then solved
 Cholesky factorization) at the chosen ridge.
 """
 
-from __future__ import annotations
 
 from typing import NamedTuple
 
