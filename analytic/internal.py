@@ -14,7 +14,7 @@ from analytic.packing import pack_upper, packed_length, unpack_upper
 from analytic.precision import int_sum_fits, precision_of, quantize, x64_enabled
 from analytic.ridge import factorize_matrix
 from analytic.state import check_leaves
-from analytic.statistics import from_host_moments, host_moments
+from analytic.statistics import empty_like, from_host_moments, host_moments
 from analytic.validation import (
     check_choice,
     check_class_ids,
@@ -49,6 +49,7 @@ __all__ = [
     "check_ridge",
     "check_shift",
     "check_targets",
+    "empty_like",
     "factorize_matrix",
     "from_host_moments",
     "host_moments",

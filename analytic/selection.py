@@ -35,7 +35,7 @@ import numpy as np
 from analytic.errors import InputError
 from analytic.ridge import cross_matrix, gram_matrix
 from analytic.state import Statistics, check_state
-from analytic.statistics import accumulate, init_statistics, subtract
+from analytic.statistics import accumulate, empty_like, subtract
 from analytic.validation import check_features, check_labels, check_targets
 
 GRID_SIZE = 100
@@ -139,10 +139,7 @@ def _by_held_out(stats: Statistics, ridges, held_out) -> RidgeChoice:
     except (TypeError, ValueError) as error:
         raise InputError("held_out must be a (features, targets) pair") from error
     x = check_features(features, stats.dim, finite=True)
-    empty = init_statistics(stats.dim, precision=stats.precision, frac_bits=stats.frac_bits, shift=stats.shift,
-                            n_targets=None if stats.is_classification else stats.n_outputs,
-                            class_ids=stats.class_ids if stats.is_classification else None)
-    training = subtract(stats, accumulate(empty, x, targets))
+    training = subtract(stats, accumulate(empty_like(stats), x, targets))
     if int(training.count) == 0:
         raise InputError("the held-out samples are all the samples: nothing is left to fit the candidates on")
     values, vectors, projected = _spectrum(training)

@@ -162,6 +162,26 @@ def init_statistics(
     )
 
 
+def empty_like(stats: Statistics) -> Statistics:
+    """Empty host statistics in the configuration of ``stats``: dimension, precision, task, shift and grid (no
+    classes declared; they are added as samples arrive).
+
+    Args:
+      stats: the statistics whose configuration to copy.
+
+    Returns:
+      Statistics of no sample that ``stats`` can be merged with or subtracted from.
+
+    Example:
+      >>> stats = accumulate(init_statistics(3, precision="fixed"), np.eye(3), np.array([0, 1, 1]))
+      >>> empty = empty_like(stats)
+      >>> empty.precision, int(empty.count), empty.class_ids.size
+      ('fixed', 0, 0)
+    """
+    return init_statistics(stats.dim, precision=stats.precision, frac_bits=stats.frac_bits, shift=stats.shift,
+                           n_targets=None if stats.is_classification else stats.n_outputs)
+
+
 def accumulate(stats: Statistics, features, targets, *, mask=None) -> Statistics:
     r"""Learn one batch: :math:`G \mathrel{+}= X^\top X`, :math:`B \mathrel{+}= X^\top Y` (README: the math in brief).
 

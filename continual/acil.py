@@ -82,8 +82,7 @@ def device_scores(model: RidgeModel, features) -> jax.Array:
 @jax.jit
 def device_predict(model: RidgeModel, features) -> jax.Array:
     """Class ids of the argmax over the classes learned so far (declared but unlearned columns are masked)."""
-    x = features if model.expansion is None else apply_expansion(model.expansion, features)
-    scores = analytic.predict(model.head, x)
+    scores = device_scores(model, features)
     learned = jnp.any(model.statistics.class_count_words != 0, axis=-1)
     return jnp.asarray(model.head.class_ids)[jnp.argmax(jnp.where(learned[None, :], scores, -jnp.inf), axis=1)]
 

@@ -56,7 +56,7 @@ import jax
 import numpy as np
 
 import analytic
-from analytic.internal import check_class_ids, precision_of
+from analytic.internal import check_class_ids, empty_like, precision_of
 from unlearning import ledger as ledger_lib
 from unlearning.solvers import FOLD_FRACTION, solver_of
 
@@ -635,13 +635,7 @@ def _follow(head, statistics, rows, sign, dropped) -> tuple[UnlearningHead, str]
 
 def _empty_like(statistics: analytic.Statistics) -> analytic.Statistics:
     """Empty statistics in the configuration (and the home) of ``statistics``."""
-    empty = analytic.init_statistics(
-        statistics.dim,
-        precision=statistics.precision,
-        n_targets=None if statistics.is_classification else statistics.n_outputs,
-        shift=statistics.shift,
-        frac_bits=statistics.frac_bits,
-    )
+    empty = empty_like(statistics)
     if statistics.on_device:
         return jax.device_put(empty, next(iter(jax.tree.leaves(statistics)[0].devices())))
     return empty
