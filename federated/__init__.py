@@ -1,7 +1,7 @@
 """Analytic federated learning: one round of additive statistics gives exactly the centralized ridge head.
 
 Modules: ``federated.partition`` (IID, Dirichlet, shard and quantity-skew splits), ``federated.payload`` (what a
-client sends, packed and validated), ``federated.aggregation`` (the summed-statistics law, the paper's
+client sends, packed or as a triangular factor, and validated), ``federated.aggregation`` (the summed-statistics law, the paper's
 absolute-aggregation law, pairwise and folded into running sums, and the regularization intermediary),
 ``federated.server`` (validated receipt and client-level unlearning), ``federated.secure`` (pairwise additive
 masking), ``federated.simulation`` (many clients in one process), ``federated.baselines`` (FedAvg / FedProx /
@@ -32,6 +32,7 @@ from federated.payload import (
     UploadRejected,
     check_payload,
     decode_statistics,
+    encode_factor,
     encode_statistics,
     payload_nbytes,
     statistics_nbytes,
@@ -65,6 +66,7 @@ __all__ = [
     "combine_partials",
     "decode_statistics",
     "dirichlet_partition",
+    "encode_factor",
     "encode_statistics",
     "iid_partition",
     "init_aggregate",

@@ -1,13 +1,26 @@
 r"""The AFL server: validated receipt of client uploads, aggregation, and client-level unlearning.
 
-Every receipt is a pure function from an aggregate to a new aggregate. An upload that is malformed (wrong shape,
-non-symmetric Gram, negative Gram diagonal, NaN/Inf) or a duplicate (the same client id again, or the same
-non-empty upload replayed under another id) raises :class:`~federated.payload.UploadRejected` naming the reason,
-and the aggregate passed in is unchanged.
+Every receipt is a pure function from an aggregate to a new aggregate. An upload that is malformed or that no data
+can produce (:func:`federated.check_payload`: wrong shape or dtype, NaN/Inf, inconsistent counts, a non-zero
+count-0 upload, a negative Gram diagonal, a correlation above 1, cross-moments out of bounds), a Gram that is not
+positive semidefinite, or a duplicate (the same client id again, or the same upload replayed under another id)
+raises :class:`~federated.payload.UploadRejected` naming the reason, and the aggregate passed in is unchanged; in
+a round (:func:`receive_many`) it is left out, reported, and the round solves on the rest.
+
+Positive semidefiniteness costs one Cholesky factorization per round, not one per client: the round's packed-Gram
+uploads are summed and the sum tested (a sum of positive semidefinite matrices is positive semidefinite); only when
+it fails are the offending clients isolated by bisection over partial sums of the round's uploads, about
+2·log₂ K factorizations per offender among K. Factor uploads (:func:`federated.encode_factor`) are positive
+semidefinite by construction and are not tested. The test allows the rounding of the uploads: the sum G of a
+group is accepted when :math:`D^{-1/2} G D^{-1/2} + \tau I` is positive definite, D = diag(G) (on the features
+with :math:`G_{ii} > 0`), τ = 4 d u with u the uploads' unit roundoff (:func:`federated.payload.unit_roundoff`;
+a group's τ is the diagonal-weighted mean of its members'). A client whose indefinite Gram is outweighed by the
+rest of its round is not detected (its sum with the others is a valid Gram); neither is any fabricated but
+valid upload.
 
 Client-level unlearning (README: the math in brief): :math:`G \mathrel{-}= G_k`, :math:`B \mathrel{-}= B_k` with
-:func:`analytic.subtract`; the server keeps a fingerprint of each accepted upload (O(d·m), not the d² Gram) and
-accepts a removal only for the upload it received.
+:func:`analytic.subtract`; the server keeps a fingerprint of each accepted upload (a sha256 of all it carries, not
+the d² Gram) and accepts a removal only for the upload it received.
 """
 
 from __future__ import annotations
@@ -22,36 +35,54 @@ import numpy as np
 import scipy.linalg
 
 import analytic
+from analytic.internal import unpack_upper
 from federated.aggregation import LocalSolution, PartialSums, combine_partials, push_solution
 from federated.payload import (
     UploadRejected,
     add_payloads,
     check_payload,
-    decode_statistics,
+    diagonal_positions,
+    gram_upload,
     init_payload,
+    is_factor,
+    payload_statistics,
+    unit_roundoff,
     upload_fingerprint,
 )
 
+PSD_TOLERANCE = 4.0  # τ = PSD_TOLERANCE · d · u (module docstring)
 
-def _admit(clients: dict, senders: dict, client_id: str, digest: str) -> None:
+
+def _admit(clients: dict, senders: dict, client_id: str, digest: str, *, empty: bool = False) -> None:
+    """Register ``client_id`` with its upload's fingerprint; refuse a known id or a replayed upload. The empty
+    upload (all zeros) is the same for every client without samples, so only its id is checked."""
     if client_id in clients:
         raise UploadRejected(f"duplicate submission: client {client_id!r} has already been aggregated")
-    if digest and digest in senders:
+    if not empty and digest in senders:
         raise UploadRejected(f"duplicate submission: client {client_id!r} replays the upload of client {senders[digest]!r}")
     clients[client_id] = digest
-    if digest:
+    if not empty:
         senders[digest] = client_id
+
+
+def _withdraw(clients: dict, senders: dict, client_id: str) -> None:
+    """Undo :func:`_admit` for an upload refused later in its round."""
+    digest = clients.pop(client_id)
+    if senders.get(digest) == client_id:
+        del senders[digest]
 
 
 @dataclasses.dataclass(frozen=True)
 class ClientRegistry:
     """Which clients were aggregated: client id → upload fingerprint, and fingerprint → client id (read-only).
 
-    Empty uploads have the fingerprint ``""`` and are not checked for replay (they add nothing). The server keeps it
-    as an aggregate's ``received``; ``len(registry)`` is the number of clients.
+    Every upload is fingerprinted (:func:`federated.payload.upload_fingerprint`), the empty one included; the empty
+    upload (count 0, all zeros) is the same for every client without samples and adds nothing, so it may come from
+    several ids. The server keeps the registry as an aggregate's ``received``; ``len(registry)`` is the number of
+    clients.
 
     Attributes:
-      clients: read-only mapping client id → sha256 fingerprint of its accepted upload (``""`` for an empty one).
+      clients: read-only mapping client id → sha256 fingerprint of its accepted upload.
       senders: read-only mapping fingerprint → client id, for every non-empty upload: a replay of the same upload
         under another id is refused.
 
@@ -132,7 +163,7 @@ class StatisticsAggregate:
 
         Decoded (validated and unpacked) once per aggregate, which is immutable; treat the arrays as read-only.
         """
-        return decode_statistics(dict(self.total), self.dim, precision=self.precision, frac_bits=self.frac_bits)
+        return payload_statistics(self.total, self.dim, precision=self.precision, frac_bits=self.frac_bits)
 
 
 def init_aggregate(dim: int, class_ids, *, precision: str = "float64", frac_bits: int = 12) -> StatisticsAggregate:
@@ -161,13 +192,68 @@ def init_aggregate(dim: int, class_ids, *, precision: str = "float64", frac_bits
 
 
 def _checked_fingerprint(aggregate: StatisticsAggregate, payload: dict) -> str:
-    """The upload's fingerprint, or ``""`` for an empty upload (which adds nothing and may repeat)."""
+    """The upload's fingerprint, after :func:`federated.check_payload` against the aggregate's layout."""
     check_payload(payload, aggregate.dim, precision=aggregate.precision, class_ids=aggregate.class_ids)
-    return upload_fingerprint(payload, aggregate.dim) if int(payload["count"]) > 0 else ""
+    return upload_fingerprint(payload)
+
+
+def _positive_semidefinite(gram: np.ndarray, slack: np.ndarray, dim: int) -> bool:
+    r"""Whether :math:`D^{-1/2} (G + \operatorname{diag}(\text{slack})) D^{-1/2}`, D = diag(G), is positive definite
+    on the features with :math:`G_{ii} > 0` (one Cholesky factorization); a packed float64 G. Features with
+    :math:`G_{ii} = 0` have zero rows (Cauchy–Schwarz, checked per upload)."""
+    if not np.isfinite(gram).all():
+        return False
+    matrix = unpack_upper(gram, dim)
+    diagonal = np.diagonal(matrix).copy()
+    active = np.flatnonzero(diagonal > 0)
+    scale = 1.0 / np.sqrt(diagonal[active])
+    scaled = matrix[np.ix_(active, active)] * scale[:, None] * scale[None, :]
+    scaled[np.diag_indices_from(scaled)] += slack[active] / diagonal[active]
+    try:
+        scipy.linalg.cholesky(scaled, check_finite=False, overwrite_a=True)
+    except np.linalg.LinAlgError:
+        return False
+    return True
+
+
+def indefinite_members(grams: list, units: list, dim: int) -> list[int]:
+    r"""Positions of the uploads whose Gram keeps the round's sum from being positive semidefinite, found by
+    bisection over partial sums.
+
+    The sum :math:`\sum_{k \in S} G_k` of a group S is tested (:func:`_positive_semidefinite`, slack
+    :math:`\sum_k 4 d u_k \operatorname{diag}(G_k)`); if it fails, S is split in halves and each half searched, down
+    to single uploads. A sum of positive semidefinite matrices is positive semidefinite, so a failing group holds at
+    least one failing upload and the uploads kept form a positive semidefinite sum. One factorization when all
+    pass; about 2·log₂ K per offender among K.
+
+    Args:
+      grams: the packed Grams of the round's uploads (any dtype; tested in float64).
+      units: each upload's unit roundoff u.
+      dim: feature dimension d.
+
+    Returns:
+      The positions in ``grams`` of the uploads left out, ascending.
+    """
+    diagonal = diagonal_positions(dim)
+
+    def search(members: list[int]) -> list[int]:
+        gram = functools.reduce(np.add, (np.asarray(grams[k], np.float64) for k in members))
+        slack = functools.reduce(
+            np.add, (PSD_TOLERANCE * dim * units[k] * np.asarray(grams[k][diagonal], np.float64) for k in members)
+        )
+        if _positive_semidefinite(gram, slack, dim):
+            return []
+        if len(members) == 1:
+            return members
+        half = len(members) // 2
+        return search(members[:half]) + search(members[half:])
+
+    return search(list(range(len(grams)))) if grams else []
 
 
 def receive(aggregate: StatisticsAggregate, client_id: str, payload: dict) -> StatisticsAggregate:
-    r"""Validate one client's payload (:func:`federated.payload.encode_statistics`) and add it to the aggregate.
+    r"""Validate one client's payload (:func:`federated.encode_statistics` or :func:`federated.encode_factor`) and add
+    it to the aggregate.
 
     The server side of the summed form, :math:`G \mathrel{+}= G_k`, :math:`B \mathrel{+}= B_k` (REFERENCE.md §1,
     federated aggregation), on the packed payloads.
@@ -181,8 +267,9 @@ def receive(aggregate: StatisticsAggregate, client_id: str, payload: dict) -> St
       The :class:`StatisticsAggregate` with the upload added and the client registered.
 
     Raises:
-      UploadRejected: the reason (malformed payload, other class ids, duplicate client id, the same non-empty
-        upload replayed under another id, a fixed-point sum that would overflow int64); ``aggregate`` is unchanged.
+      UploadRejected: the reason (an upload :func:`federated.check_payload` refuses, other class ids, a Gram that
+        is not positive semidefinite, a duplicate client id, the same non-empty upload replayed under another id, a
+        sum that would overflow int64 or float64); ``aggregate`` is unchanged.
 
     Example:
       >>> rng = np.random.default_rng(0)
@@ -207,7 +294,11 @@ def receive_many(aggregate: StatisticsAggregate, uploads) -> tuple[StatisticsAgg
     """:func:`receive` for a round of ``(client_id, payload)`` pairs; rejected uploads are left out.
 
     Rejections do not raise: each rejected upload is skipped (the aggregate never contains part of it) and its
-    reason reported, and the round goes on with the next one. One copy of the sums for the whole round.
+    reason reported, and the round goes on with the rest: the new aggregate is the sum of the accepted uploads in
+    the order received, the same (bit for bit) as a round without the rejected ones. Positive semidefiniteness is
+    tested once for the round's packed-Gram uploads and, only if that fails, the offenders isolated by bisection
+    (:func:`indefinite_members`); the round's accepted uploads are held until then. One copy of the sums for the
+    whole round.
 
     Args:
       aggregate: the current aggregate (unchanged; a new one is returned).
@@ -229,18 +320,28 @@ def receive_many(aggregate: StatisticsAggregate, uploads) -> tuple[StatisticsAgg
       >>> np.allclose(solve(aggregate, 0.1).weights, analytic.solve(central, 0.1).weights)
       True
     """
-    total = dict(aggregate.total)
     clients, senders = dict(aggregate.received.clients), dict(aggregate.received.senders)
-    rejected = {}
+    rejected, admitted = {}, []
     for client_id, payload in uploads:
         try:
             digest = _checked_fingerprint(aggregate, payload)
-            new_total = add_payloads(total, payload)  # may refuse an overflow: before the client is admitted
-            _admit(clients, senders, client_id, digest)
+            _admit(clients, senders, client_id, digest, empty=int(payload["count"]) == 0)
         except UploadRejected as error:
             rejected[client_id] = str(error)
             continue
-        total = new_total
+        admitted.append((client_id, gram_upload(payload, aggregate.dim), unit_roundoff(payload), is_factor(payload)))
+    tested = [k for k, (_, upload, _, factor) in enumerate(admitted) if not factor and int(upload["count"]) > 0]
+    left_out = {tested[k] for k in indefinite_members(
+        [admitted[k][1]["gram"] for k in tested], [admitted[k][2] for k in tested], aggregate.dim)}
+    total = dict(aggregate.total)
+    for k, (client_id, upload, _, _) in enumerate(admitted):
+        try:
+            if k in left_out:
+                raise UploadRejected("the Gram matrix is not positive semidefinite: no data gives it")
+            total = add_payloads(total, upload)  # may refuse an overflow
+        except UploadRejected as error:
+            rejected[client_id] = str(error)
+            _withdraw(clients, senders, client_id)
     received = ClientRegistry(MappingProxyType(clients), MappingProxyType(senders))
     return dataclasses.replace(aggregate, total=MappingProxyType(total), received=received), rejected
 
@@ -276,8 +377,7 @@ def remove_client(aggregate: StatisticsAggregate, client_id: str, payload: dict)
       (1, True)
     """
     received = aggregate.received.release(client_id, _checked_fingerprint(aggregate, payload))
-    total = add_payloads(aggregate.total, payload, sign=-1)
-    check_payload(total, aggregate.dim, precision=aggregate.precision)  # counts and Gram diagonal stay valid
+    total = add_payloads(aggregate.total, gram_upload(payload, aggregate.dim), sign=-1)
     return dataclasses.replace(aggregate, total=MappingProxyType(total), received=received)
 
 
@@ -460,7 +560,8 @@ def receive_solutions(
     for client_id, solution in uploads:
         try:
             check_solution(aggregate, solution)
-            _admit(clients, senders, client_id, _solution_fingerprint(solution))
+            digest = _solution_fingerprint(solution)
+            _admit(clients, senders, client_id, digest, empty=not digest)
         except UploadRejected as error:
             rejected[client_id] = str(error)
             continue
