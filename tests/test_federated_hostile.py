@@ -1,6 +1,7 @@
 """Hostile and broken clients: every attack is refused with its reason, the aggregate passed in is unchanged, and the
 round solves on the honest clients, exactly their float64 direct solve."""
 
+import math
 import re
 
 import numpy as np
@@ -195,12 +196,12 @@ def test_fixed_point_bounds_are_exact(honest):
     stats = federated.client_statistics(*honest[0], D, precision="fixed")
     payload = federated.encode_statistics(stats, CLASSES)
     gram = unpack_upper(payload["gram"], D)
-    gram[0, 1] = gram[1, 0] = int(np.floor(np.sqrt(float(gram[0, 0]) * float(gram[1, 1])))) + 1
-    while gram[0, 1] ** 2 <= gram[0, 0] * gram[1, 1]:  # the smallest integer beyond the bound
-        gram[0, 1] = gram[1, 0] = gram[0, 1] + 1
+    gram[0, 0], gram[1, 1] = 2**60 + 7, 2**58 + 3  # where float64 cannot tell v² from v² ± 1
+    largest = math.isqrt(int(gram[0, 0]) * int(gram[1, 1]))  # the largest integer within the bound
+    gram[0, 1] = gram[1, 0] = largest + 1
     with pytest.raises(federated.UploadRejected, match=r"Cauchy–Schwarz at \(0, 1\)"):
         federated.check_payload({**payload, "gram": pack_upper(gram)}, D, precision="fixed")
-    gram[0, 1] = gram[1, 0] = gram[0, 1] - 1  # on the bound: a correlation of exactly 1 is possible
+    gram[0, 1] = gram[1, 0] = largest  # on the bound: a correlation of exactly 1 is possible
     federated.check_payload({**payload, "gram": pack_upper(gram)}, D, precision="fixed")
 
 
