@@ -89,7 +89,8 @@ def exactness(dim: int, n_clients: int, n_per_client: int) -> list[dict]:
     for form in FORMS:
         uploads = [(f"client-{k}", encode(form, features[p], labels[p])) for k, p in enumerate(parts)]
         started = time.perf_counter()
-        aggregate, rejected = federated.receive_many(federated.init_aggregate(dim, CLASS_IDS), uploads)
+        server = federated.init_aggregate(dim, CLASS_IDS, allow_float32=FORMS[form][1] == "float32")
+        aggregate, rejected = federated.receive_many(server, uploads)
         seconds = time.perf_counter() - started
         assert rejected == {}, rejected
         gram = aggregate.statistics.moments.gram

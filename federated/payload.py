@@ -139,7 +139,7 @@ def statistics_nbytes(dim: int, n_classes: int, *, n_samples: int | None = None,
       >>> statistics_nbytes(1280, 10)  # 6.7 MB
       6671528
       >>> statistics_nbytes(1280, 10, n_samples=50)  # a client with 50 samples: the factor
-      581928
+      615008
       >>> statistics_nbytes(3, 3)
       200
     """
@@ -349,7 +349,8 @@ def _check_moments(gram_diagonal, payload, dim: int, gram_entries=None) -> None:
         )
 
 
-def check_payload(payload, dim: int, *, precision: str = "float64", class_ids=None) -> None:
+def check_payload(payload, dim: int, *, precision: str = "float64", class_ids=None,
+                  allow_float32: bool = False) -> None:
     r"""Validate an upload, packed Gram or factor, against everything that holds for true statistics, in
     O(size of the upload) work, without a d×d allocation for a packed Gram.
 
@@ -367,10 +368,12 @@ def check_payload(payload, dim: int, *, precision: str = "float64", class_ids=No
       dim: the agreed feature dimension d.
       precision: ``"float64"`` (default; moments in float64, or float32 in transport) or ``"fixed"`` (int64).
       class_ids: the agreed class ids the upload's must equal, or ``None`` to accept any sorted unique ids.
+      allow_float32: also accept float32 transport (``precision="float64"`` only; not exact). Off by default, so
+        that an exact aggregate cannot be made inexact by a client's choice.
 
     Raises:
       analytic.InputError: ``precision`` is neither ``"float64"`` nor ``"fixed"``.
-      UploadRejected: a missing field, a wrong dtype or shape, NaN/Inf, negative or inconsistent counts, a
+      UploadRejected: a missing field, a wrong dtype (float32 moments unless ``allow_float32``) or shape, NaN/Inf, negative or inconsistent counts, a
         non-zero upload with count 0, a negative Gram diagonal, a correlation above 1, cross-moments or feature sums
         no data can give, class ids that are unsorted or differ from the agreed ``class_ids`` — naming which.
 
@@ -383,7 +386,7 @@ def check_payload(payload, dim: int, *, precision: str = "float64", class_ids=No
       ...     check_payload(payload, 4)  # the server expects d = 4
       ... except UploadRejected as error:
       ...     print(error)
-      upload field 'gram' has the wrong shape (6,), expected (10,)
+      upload field 'cross' has the wrong shape (3, 2), expected (4, 2)
     """
     if precision not in _STATE_DTYPES:
         raise analytic.InputError(f"uploads are float64 or fixed, got precision {precision!r}")
@@ -409,7 +412,11 @@ def check_payload(payload, dim: int, *, precision: str = "float64", class_ids=No
     if precision == "fixed" and is_factor(payload):
         raise UploadRejected("a factor upload is float64: the fixed-point grid's exact integer Gram cannot be rebuilt "
                              "from a rounded factor, send the packed Gram")
-    cross = _field(payload, "cross", (np.int64,) if precision == "fixed" else (np.float64, np.float32), (dim, m))
+    if precision == "float64" and not allow_float32 and np.asarray(payload["cross"]).dtype == np.float32:
+        raise UploadRejected("the upload is in float32 transport, not exact: this aggregate takes float64 uploads "
+                             "(allow_float32=True accepts them)")
+    floats = (np.float64, np.float32) if allow_float32 else (np.float64,)
+    cross = _field(payload, "cross", (np.int64,) if precision == "fixed" else floats, (dim, m))
     feature_sum = _field(payload, "feature_sum", (cross.dtype,), (dim,))
     if is_factor(payload):
         rows = min(count, dim)
@@ -474,7 +481,8 @@ def payload_statistics(payload, dim: int, *, precision: str = "float64", frac_bi
     )
 
 
-def decode_statistics(payload, dim: int, *, precision: str = "float64", frac_bits: int = 12) -> analytic.Statistics:
+def decode_statistics(payload, dim: int, *, precision: str = "float64", frac_bits: int = 12,
+                      allow_float32: bool = False) -> analytic.Statistics:
     """Validate an upload (:func:`check_payload`) and rebuild its :class:`analytic.Statistics` (full Gram).
 
     The inverse of :func:`encode_statistics`: the decoded state is the encoded one (bit-identical, same
@@ -487,6 +495,7 @@ def decode_statistics(payload, dim: int, *, precision: str = "float64", frac_bit
       dim: feature dimension d.
       precision: ``"float64"`` (default) or ``"fixed"``, the encoder's.
       frac_bits: the fixed-point grid the encoder used (fixed precision; the payload does not carry it).
+      allow_float32: accept float32 transport (:func:`check_payload`).
 
     Returns:
       The host :class:`analytic.Statistics` of the upload (float64, or fixed).
@@ -503,7 +512,7 @@ def decode_statistics(payload, dim: int, *, precision: str = "float64", frac_bit
       >>> analytic.state_hash(decoded) == analytic.state_hash(stats), int(decoded.count), decoded.class_ids
       (True, 12, array([0, 1]))
     """
-    check_payload(payload, dim, precision=precision)
+    check_payload(payload, dim, precision=precision, allow_float32=allow_float32)
     return payload_statistics(gram_upload(payload, dim), dim, precision=precision, frac_bits=frac_bits)
 
 

@@ -131,6 +131,7 @@ class StatisticsAggregate:
       dim: feature dimension d.
       precision: ``"float64"`` or ``"fixed"``.
       frac_bits: the fixed-point grid (fixed precision).
+      allow_float32: whether uploads in float32 transport are accepted (not exact).
 
     Example:
       >>> rng = np.random.default_rng(0)
@@ -146,6 +147,7 @@ class StatisticsAggregate:
     dim: int
     precision: str = "float64"
     frac_bits: int = 12
+    allow_float32: bool = False
 
     @property
     def n_clients(self) -> int:
@@ -166,7 +168,8 @@ class StatisticsAggregate:
         return payload_statistics(self.total, self.dim, precision=self.precision, frac_bits=self.frac_bits)
 
 
-def init_aggregate(dim: int, class_ids, *, precision: str = "float64", frac_bits: int = 12) -> StatisticsAggregate:
+def init_aggregate(dim: int, class_ids, *, precision: str = "float64", frac_bits: int = 12,
+                   allow_float32: bool = False) -> StatisticsAggregate:
     """An empty summed-statistics aggregate for clients that agreed on ``class_ids``.
 
     Args:
@@ -175,12 +178,15 @@ def init_aggregate(dim: int, class_ids, *, precision: str = "float64", frac_bits
         (:func:`federated.encode_statistics` with the same ``class_ids``).
       precision: ``"float64"`` (default) or ``"fixed"``, the precision of every upload.
       frac_bits: the fixed-point grid of the uploads (fixed precision).
+      allow_float32: also accept uploads in float32 transport (``transport="float32"``; float64 precision only):
+        half the bytes, and the head is no longer exact. Off by default.
 
     Returns:
       A :class:`StatisticsAggregate` with zero sums and no client.
 
     Raises:
-      analytic.InputError: ``precision`` is neither ``"float64"`` nor ``"fixed"``.
+      analytic.InputError: ``precision`` is neither ``"float64"`` nor ``"fixed"``, or ``allow_float32`` with fixed
+        precision.
 
     Example:
       >>> aggregate = init_aggregate(3, [0, 1, 2], precision="fixed")
@@ -188,12 +194,16 @@ def init_aggregate(dim: int, class_ids, *, precision: str = "float64", frac_bits
       (0, array([0, 1, 2]), 0)
     """
     total = init_payload(dim, class_ids, precision=precision)
-    return StatisticsAggregate(MappingProxyType(total), ClientRegistry(), int(dim), precision, frac_bits)
+    if allow_float32 and precision != "float64":
+        raise analytic.InputError("float32 transport is for float64 aggregates: fixed-point uploads are exact int64")
+    return StatisticsAggregate(MappingProxyType(total), ClientRegistry(), int(dim), precision, frac_bits,
+                               bool(allow_float32))
 
 
 def _checked_fingerprint(aggregate: StatisticsAggregate, payload: dict) -> str:
     """The upload's fingerprint, after :func:`federated.check_payload` against the aggregate's layout."""
-    check_payload(payload, aggregate.dim, precision=aggregate.precision, class_ids=aggregate.class_ids)
+    check_payload(payload, aggregate.dim, precision=aggregate.precision, class_ids=aggregate.class_ids,
+                  allow_float32=aggregate.allow_float32)
     return upload_fingerprint(payload)
 
 

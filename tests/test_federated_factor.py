@@ -73,11 +73,14 @@ def test_float32_transport_halves_the_moments_and_is_not_exact(clients):
     uploads = [(f"client-{k}", packed_upload(x, y, "float32")) for k, (x, y) in enumerate(clients)]
     for (x, y), (_, upload) in zip(clients, uploads):
         assert federated.payload_nbytes(upload) == federated.statistics_nbytes(D, len(CLASSES), transport="float32")
-        decoded = federated.decode_statistics(upload, D)
+        decoded = federated.decode_statistics(upload, D, allow_float32=True)
         assert decoded.moments.gram.dtype == np.float64
         entries = np.abs(decoded.moments.gram - x.T @ x) / np.abs(x.T @ x)
         assert entries.max() <= 2.0**-24 * 1.01  # each entry rounded once
-    aggregate, rejected = federated.receive_many(federated.init_aggregate(D, CLASSES), uploads)
+    exact_only, refused = federated.receive_many(federated.init_aggregate(D, CLASSES), uploads)
+    assert exact_only.n_clients == 0 and set(refused) == {k for k, _ in uploads}
+    assert all("float32 transport, not exact" in reason for reason in refused.values())
+    aggregate, rejected = federated.receive_many(federated.init_aggregate(D, CLASSES, allow_float32=True), uploads)
     assert rejected == {}
     error = relative_error(federated.solve(aggregate, RIDGE).weights, pooled_head(clients))
     assert 1e-12 < error < 1e-4  # measured here: 8.8e-6 — float32 rounding amplified by cond(G + γI), not exact
@@ -87,7 +90,8 @@ def test_a_float32_factor_travels_too(clients):
     x, y = clients[2]
     upload = federated.encode_factor(x, y, CLASSES, transport="float32")
     assert upload["factor"].dtype == np.float32 and upload["cross"].dtype == np.float32
-    assert relative_error(federated.decode_statistics(upload, D).moments.gram, x.T @ x) < 1e-6
+    assert relative_error(federated.decode_statistics(upload, D, allow_float32=True).moments.gram,
+                          x.T @ x) < 1e-6
 
 
 def test_broken_factor_uploads_are_refused(clients):
@@ -119,5 +123,7 @@ def test_fixed_point_refuses_a_factor(clients):
         federated.receive(aggregate, "client-0", federated.encode_factor(x, y, CLASSES))
     with pytest.raises(analytic.InputError, match="float32 transport is for float64"):
         federated.encode_statistics(federated.client_statistics(x, y, D, precision="fixed"), transport="float32")
+    with pytest.raises(analytic.InputError, match="float32 transport is for float64 aggregates"):
+        federated.init_aggregate(D, CLASSES, precision="fixed", allow_float32=True)
     with pytest.raises(analytic.InputError, match="transport must be one of"):
         federated.encode_factor(x, y, CLASSES, transport="float16")
