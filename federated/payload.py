@@ -77,12 +77,6 @@ def diagonal_positions(dim: int) -> np.ndarray:
     return i * dim - i * (i - 1) // 2
 
 
-@functools.lru_cache(maxsize=4)
-def _packed_rows_and_columns(dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column index of every entry of a row-major packed upper triangle."""
-    return np.triu_indices(dim)
-
-
 def factor_length(rows: int, dim: int) -> int:
     """Number of entries :math:`r d - r(r-1)/2` of an (r, d) upper-trapezoidal factor packed row by row."""
     return rows * dim - rows * (rows - 1) // 2
@@ -321,13 +315,15 @@ def _check_moments(gram_diagonal, payload, dim: int, gram_entries=None) -> None:
         first = int(np.flatnonzero(gram_diagonal < 0)[0])
         raise UploadRejected(f"the Gram matrix has a negative diagonal entry ({first}, {first}): not a sum of squares")
     if gram_entries is not None:
-        rows, columns = _packed_rows_and_columns(dim)
-        bad = _exceeding(np.abs(gram_entries), gram_diagonal[rows], gram_diagonal[columns], slack)
-        if bad.size:
-            i, j = int(rows[bad[0]]), int(columns[bad[0]])
-            raise UploadRejected(
-                f"the Gram matrix breaks Cauchy–Schwarz at ({i}, {j}): |G_ij| > √(G_ii G_jj), a correlation above 1"
-            )
+        starts = diagonal_positions(dim)
+        for i in range(dim):  # row i of the packed triangle: G_ij for j ≥ i, contiguous
+            row = gram_entries[starts[i]:starts[i] + dim - i]
+            bad = _exceeding(np.abs(row), np.full(row.size, gram_diagonal[i]), gram_diagonal[i:], slack)
+            if bad.size:
+                j = i + int(bad[0])
+                raise UploadRejected(
+                    f"the Gram matrix breaks Cauchy–Schwarz at ({i}, {j}): |G_ij| > √(G_ii G_jj), a correlation above 1"
+                )
     bad = _exceeding(np.abs(cross).ravel(), np.repeat(gram_diagonal, class_counts.size),
                      np.tile(class_counts, dim), slack)
     if bad.size:

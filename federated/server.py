@@ -51,6 +51,7 @@ from federated.payload import (
 )
 
 PSD_TOLERANCE = 4.0  # τ = PSD_TOLERANCE · d · u (module docstring)
+HELD_BYTES = 2**30  # a round holds at most about this many bytes of uploads before testing and adding them
 
 
 def _admit(clients: dict, senders: dict, client_id: str, digest: str, *, empty: bool = False) -> None:
@@ -307,8 +308,9 @@ def receive_many(aggregate: StatisticsAggregate, uploads) -> tuple[StatisticsAgg
     reason reported, and the round goes on with the rest: the new aggregate is the sum of the accepted uploads in
     the order received, the same (bit for bit) as a round without the rejected ones. Positive semidefiniteness is
     tested once for the round's packed-Gram uploads and, only if that fails, the offenders isolated by bisection
-    (:func:`indefinite_members`); the round's accepted uploads are held until then. One copy of the sums for the
-    whole round.
+    (:func:`indefinite_members`); the uploads are held until then, up to about 1 GiB (``HELD_BYTES``): a longer
+    round is tested in consecutive groups of that size, one factorization each. One copy of the sums for the whole
+    round.
 
     Args:
       aggregate: the current aggregate (unchanged; a new one is returned).
@@ -331,7 +333,8 @@ def receive_many(aggregate: StatisticsAggregate, uploads) -> tuple[StatisticsAgg
       True
     """
     clients, senders = dict(aggregate.received.clients), dict(aggregate.received.senders)
-    rejected, admitted = {}, []
+    rejected, held, held_bytes = {}, [], 0
+    total = dict(aggregate.total)
     for client_id, payload in uploads:
         try:
             digest = _checked_fingerprint(aggregate, payload)
@@ -339,12 +342,24 @@ def receive_many(aggregate: StatisticsAggregate, uploads) -> tuple[StatisticsAgg
         except UploadRejected as error:
             rejected[client_id] = str(error)
             continue
-        admitted.append((client_id, gram_upload(payload, aggregate.dim), unit_roundoff(payload), is_factor(payload)))
-    tested = [k for k, (_, upload, _, factor) in enumerate(admitted) if not factor and int(upload["count"]) > 0]
+        upload = gram_upload(payload, aggregate.dim)
+        held.append((client_id, upload, unit_roundoff(payload), is_factor(payload)))
+        held_bytes += upload["gram"].nbytes
+        if held_bytes >= HELD_BYTES:
+            total = _settle(total, held, clients, senders, rejected, aggregate.dim)
+            held, held_bytes = [], 0
+    total = _settle(total, held, clients, senders, rejected, aggregate.dim)
+    received = ClientRegistry(MappingProxyType(clients), MappingProxyType(senders))
+    return dataclasses.replace(aggregate, total=MappingProxyType(total), received=received), rejected
+
+
+def _settle(total: dict, held: list, clients: dict, senders: dict, rejected: dict, dim: int) -> dict:
+    """Test the held uploads' packed Grams positive semidefinite (:func:`indefinite_members`) and add the rest to
+    ``total`` in the order received; refused uploads are reported in ``rejected`` and withdrawn from the registry."""
+    tested = [k for k, (_, upload, _, factor) in enumerate(held) if not factor and int(upload["count"]) > 0]
     left_out = {tested[k] for k in indefinite_members(
-        [admitted[k][1]["gram"] for k in tested], [admitted[k][2] for k in tested], aggregate.dim)}
-    total = dict(aggregate.total)
-    for k, (client_id, upload, _, _) in enumerate(admitted):
+        [held[k][1]["gram"] for k in tested], [held[k][2] for k in tested], dim)}
+    for k, (client_id, upload, _, _) in enumerate(held):
         try:
             if k in left_out:
                 raise UploadRejected("the Gram matrix is not positive semidefinite: no data gives it")
@@ -352,8 +367,7 @@ def receive_many(aggregate: StatisticsAggregate, uploads) -> tuple[StatisticsAgg
         except UploadRejected as error:
             rejected[client_id] = str(error)
             _withdraw(clients, senders, client_id)
-    received = ClientRegistry(MappingProxyType(clients), MappingProxyType(senders))
-    return dataclasses.replace(aggregate, total=MappingProxyType(total), received=received), rejected
+    return total
 
 
 def remove_client(aggregate: StatisticsAggregate, client_id: str, payload: dict) -> StatisticsAggregate:

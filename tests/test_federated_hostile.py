@@ -214,3 +214,9 @@ def test_a_floating_correlation_just_above_the_rounding_slack_is_refused(honest)
     gram[2, 3] = gram[3, 2] = np.sqrt(gram[2, 2] * gram[3, 3]) * (1 + 1e-9)  # rounding cannot
     with pytest.raises(federated.UploadRejected, match=r"Cauchy–Schwarz at \(2, 3\)"):
         federated.check_payload({**payload, "gram": pack_upper(gram)}, D)
+
+
+def test_a_long_round_is_tested_in_groups_and_still_isolates_the_offender(honest, monkeypatch):
+    monkeypatch.setattr(federated.server, "HELD_BYTES", 2 * 8 * D * (D + 1) // 2)  # two uploads per group
+    payload = with_gram(forged(honest), negatively_correlated_triple)
+    assert_round_survives(honest, [("evil", payload)], "not positive semidefinite")
