@@ -12,7 +12,7 @@ holds (:func:`statistics_nbytes`). A client with fewer samples than features, :m
 the upper-trapezoidal factor :math:`R_k` of its features, :math:`X_k^\top X_k = R_k^\top R_k`
 (:func:`encode_factor`): :math:`n_k d - n_k(n_k-1)/2` numbers in place of :math:`d(d+1)/2`. Either form may travel
 in float32 (:func:`encode_statistics` / :func:`encode_factor` with ``transport="float32"``): half the bytes, not
-exact.
+exact, and accepted only by an aggregate that allows it (``federated.init_aggregate(..., allow_float32=True)``).
 
 Decoding validates every field and raises :class:`UploadRejected` naming the problem, so a malformed upload never
 reaches an aggregate. Beyond shapes, dtypes and finiteness, every upload is checked against what holds for any
