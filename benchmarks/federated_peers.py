@@ -161,7 +161,8 @@ def plot(out: Path, rows: list[dict], centralized_accuracy: float) -> str:
                       label=name if name != "Fed3R" else "Fed3R (widths " + ", ".join(str(r["width"]) for r in group)
                       + ")")
         axis.axhline(centralized_accuracy, color="black", linestyle="--", linewidth=0.8, label="centralized ridge")
-        axis.set(xscale="log", xlabel="bytes per client (up + down)", title=f"{clients} clients, Dirichlet α = {alpha:g}")
+        axis.set(xscale="log", xlabel="bytes per client (up + down)",
+                 title=f"{clients} clients, Dirichlet α = {alpha:g}")
         axis.grid(True, which="major", alpha=0.3)
     axes[0][0].set_ylabel("test accuracy")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))

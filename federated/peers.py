@@ -346,9 +346,17 @@ def fedcof_gram(uploads: Iterable[ClassMeans], *, between_class: bool = True) ->
       >>> np.allclose(fedcof_gram(uploads), x.T @ x)
       True
     """
+    return _estimated_gram(*_client_spreads(uploads), _check_between_class(between_class))
+
+
+def _check_between_class(between_class) -> bool:
     if not isinstance(between_class, (bool, np.bool_)):
         raise analytic.InputError(f"between_class must be True or False, got {between_class!r}")
-    pooled, spreads = _client_spreads(uploads)
+    return bool(between_class)
+
+
+def _estimated_gram(pooled: ClassMeans, spreads, between_class: bool) -> np.ndarray:
+    r""":math:`\hat G` (:func:`fedcof_gram`) from the pooled means and the clients' spreads."""
     counts = pooled.counts.astype(np.float64)
     gram = np.zeros((pooled.means.shape[1],) * 2)
     for position, rows, holders in spreads:
@@ -367,8 +375,8 @@ def fedcof_head(uploads: Iterable[ClassMeans], ridge: float, *, between_class: b
         W = (\hat G + \gamma I)^{-1} B, \qquad B_{:, c} = n_c \mu_c = \sum_{y_i = c} x_i
 
     (Goswami et al., NeurIPS 2025; :math:`\hat G` from :func:`fedcof_gram`). :math:`B` is exact; :math:`\hat G` is
-    an unbiased estimate, so the head approximates the centralized ridge head, and equals it when every client
-    holds one sample.
+    an unbiased estimate of the pooled Gram when each class's samples are i.i.d. (``between_class=True``), so the
+    head approximates the centralized ridge head, and equals it when every client holds one sample.
 
     Args:
       uploads: the clients' :func:`client_class_means` uploads.
@@ -392,9 +400,9 @@ def fedcof_head(uploads: Iterable[ClassMeans], ridge: float, *, between_class: b
       ((3, 2), (3,))
     """
     ridge = check_ridge(ridge)
-    uploads = list(uploads)
-    gram = fedcof_gram(uploads, between_class=between_class)
-    pooled = pooled_class_means(uploads)
+    between_class = _check_between_class(between_class)
+    pooled, spreads = _client_spreads(uploads)
+    gram = _estimated_gram(pooled, spreads, between_class)
     cross = pooled.means.T * pooled.counts.astype(np.float64)  # B = [n_c μ_c]
     weights = factorize_matrix(gram, ridge).solve(cross)
     return analytic.Head(weights=weights, class_ids=pooled.class_ids, ridge=ridge)
