@@ -181,7 +181,7 @@ def _stacked(uploads: Iterable[ClassMeans]) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def _pooled(means: np.ndarray, counts: np.ndarray, ids: np.ndarray) -> ClassMeans:
-    """:math:`n_c = \\sum_k n_{k,c}`, :math:`\\mu_c = \\sum_k n_{k,c}\\mu_{k,c} / n_c`; every class needs a sample."""
+    r""":math:`n_c = \sum_k n_{k,c}`, :math:`\mu_c = \sum_k n_{k,c}\mu_{k,c} / n_c`; every class needs a sample."""
     total = counts.sum(axis=0)
     empty = ids[total == 0]
     if empty.size:
