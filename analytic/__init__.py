@@ -6,7 +6,7 @@ JAX (under ``jax.jit`` too) for device states (README: where it runs). Submodule
 path), ``analytic.words`` (exact 64-bit integers as int32 words), ``analytic.distributed`` (device meshes and
 processes), ``analytic.module`` (the head as a flax module), ``analytic.backbones`` (frozen flax backbones and weight
 import), ``analytic.features`` (cached feature extraction), ``analytic.data`` (datasets), ``analytic.expansion``
-(buffer / Gaussian-kernel layers), ``analytic.gradient`` (the optax-trained comparison head), ``analytic.metrics``
+(buffer, Gaussian-kernel and random Fourier layers), ``analytic.gradient`` (the optax-trained comparison head), ``analytic.metrics``
 (top-k accuracy, macro F1, balanced accuracy), ``analytic.internal`` (helpers the library's other packages share
 with the core; not public API).
 
@@ -15,7 +15,15 @@ turns statistics into weights (:class:`Head`), ``select_ridge`` chooses γ, ``pr
 """
 
 from analytic.errors import FileFormatError, InputError, IntegrityError
-from analytic.expansion import BufferLayer, GaussianKernelLayer, expand, init_buffer, init_gaussian_kernel
+from analytic.expansion import (
+    BufferLayer,
+    GaussianKernelLayer,
+    RandomFourierLayer,
+    expand,
+    init_buffer,
+    init_gaussian_kernel,
+    init_random_fourier,
+)
 from analytic.persistence import load, save
 from analytic.recursive import (
     RecursiveHead,
@@ -62,6 +70,7 @@ __all__ = [
     "InputError",
     "IntegrityError",
     "Moments",
+    "RandomFourierLayer",
     "RecursiveHead",
     "RidgeChoice",
     "Statistics",
@@ -76,6 +85,7 @@ __all__ = [
     "gram_matrix",
     "init_buffer",
     "init_gaussian_kernel",
+    "init_random_fourier",
     "init_recursive",
     "init_statistics",
     "load",

@@ -1,9 +1,11 @@
 """Fixed feature expansions applied between a frozen backbone and a ridge head.
 
-Two expansions from the analytic-learning literature, both drawn once from an integer seed and never trained:
+Three expansions, each drawn once from an integer seed and never trained:
 
 * the ACIL random *buffer layer* ``φ(z) = act(z W_B)``;
-* the GKEAL *Gaussian-kernel layer* ``φ_j(z) = exp(−‖z − c_j‖² / (2σ²))``.
+* the GKEAL *Gaussian-kernel layer* ``φ_j(z) = exp(−‖z − c_j‖² / (2σ²))``;
+* *random Fourier features* ``φ(z) = √(2/w) cos(z Ω + b)`` (Rahimi & Recht 2007), whose inner products approximate
+  the Gaussian (RBF) kernel: the kernel version of the federated ridge peer Fed3R.
 
 A layer is a frozen dataclass registered as a JAX pytree. Its *data fields* are the arrays (float32) and its
 *meta fields* (marked ``metadata={"static": True}``) are JSON-serializable settings, so a layer can be saved as
@@ -31,10 +33,12 @@ __all__ = [
     "EXPANSIONS",
     "ExpansionLayer",
     "GaussianKernelLayer",
+    "RandomFourierLayer",
     "apply_expansion",
     "expand",
     "init_buffer",
     "init_gaussian_kernel",
+    "init_random_fourier",
 ]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -151,9 +155,57 @@ class GaussianKernelLayer:
         check_number("sigma", self.sigma, low=0, low_open=True)
 
 
-ExpansionLayer = BufferLayer | GaussianKernelLayer
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class RandomFourierLayer:
+    r"""Random Fourier features of the Gaussian (RBF) kernel (Rahimi & Recht, NeurIPS 2007).
 
-EXPANSIONS: dict[str, type] = {"buffer": BufferLayer, "gaussian_kernel": GaussianKernelLayer}
+    .. math::
+
+        φ(z) = \sqrt{2/w}\, \cos(z Ω + b), \qquad Ω_{ij} \sim \mathcal N(0, σ^{-2}), \quad
+        b_j \sim \mathcal U(0, 2π),
+
+    so that :math:`\mathbb E[φ(z)^\top φ(z')] = \exp(−‖z − z'‖^2 / (2σ^2))`: a ridge on φ approximates kernel ridge
+    regression with that kernel, the random-feature form of Fed3R (Fanì et al., ICML 2024). Clients that draw the
+    layer from the same seed share it without sending it.
+
+    Attributes:
+      frequencies: ``Ω``, float32 of shape ``(in_dim, width)``.
+      phases: ``b``, float32 of shape ``(width,)``.
+      kind: ``"random_fourier"``.
+      in_dim: input (backbone) feature dimension.
+      width: number of random features w.
+      sigma: kernel width σ > 0.
+      seed: the integer seed the arrays were drawn from.
+
+    Draw one with :func:`init_random_fourier`; constructing one checks the meta fields and raises
+    :class:`~analytic.InputError` for a bad kind, size, seed or a σ that is not positive.
+
+    Example:
+      >>> layer = init_random_fourier(3, 4096, sigma=2.0, seed=0)
+      >>> z = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+      >>> phi = expand(layer, z)
+      >>> round(float(phi[0] @ phi[1]), 1), round(float(np.exp(-2 / (2 * 2.0**2))), 1)  # ≈ exp(−‖z − z'‖² / 2σ²)
+      (0.8, 0.8)
+    """
+
+    frequencies: jax.Array
+    phases: jax.Array
+    kind: str = _static("random_fourier")
+    in_dim: int = _static(0)
+    width: int = _static(0)
+    sigma: float = _static(1.0)
+    seed: int = _static(0)
+
+    def __post_init__(self):
+        _check_meta(self, "random_fourier")
+        check_number("sigma", self.sigma, low=0, low_open=True)
+
+
+ExpansionLayer = BufferLayer | GaussianKernelLayer | RandomFourierLayer
+
+EXPANSIONS: dict[str, type] = {"buffer": BufferLayer, "gaussian_kernel": GaussianKernelLayer,
+                               "random_fourier": RandomFourierLayer}
 
 
 def _validated_features(features, *, name: str = "features") -> np.ndarray:
@@ -261,6 +313,42 @@ def init_gaussian_kernel(features, width: int, *, sigma: float = 10.0, seed: int
     )
 
 
+def init_random_fourier(in_dim: int, width: int, *, sigma: float = 1.0, seed: int = 0) -> RandomFourierLayer:
+    r"""Draw random Fourier features of the Gaussian kernel of width σ: ``Ω ~ N(0, 1/σ²)``, ``b ~ U(0, 2π)``.
+
+    .. math::
+        φ(z) = \sqrt{2/w}\, \cos(z Ω + b) \quad \text{(Rahimi \& Recht 2007)}
+
+    Args:
+      in_dim: backbone feature dimension ``d_in``.
+      width: number of random features w.
+      sigma: kernel width σ > 0 of :math:`\exp(−‖z − z'‖^2 / (2σ^2))`.
+      seed: integer seed for ``jax.random``; the same seed gives bit-identical arrays (what federated clients share).
+
+    Returns:
+      A :class:`RandomFourierLayer`.
+
+    Raises:
+      InputError: ``in_dim`` or ``width`` not a positive integer, ``seed`` not an integer, or a bad ``sigma``.
+
+    Example:
+      >>> layer = init_random_fourier(8, 32, sigma=3.0, seed=1)
+      >>> layer.frequencies.shape, layer.phases.shape
+      ((8, 32), (32,))
+      >>> np.array_equal(layer.frequencies, init_random_fourier(8, 32, sigma=3.0, seed=1).frequencies)
+      True
+    """
+    check_int("in_dim", in_dim)
+    check_int("width", width)
+    check_int("seed", seed, minimum=-(2**63))
+    sigma = check_number("sigma", sigma, low=0, low_open=True)
+    frequency_key, phase_key = jax.random.split(jax.random.key(seed))
+    frequencies = jax.random.normal(frequency_key, (int(in_dim), int(width)), dtype=jnp.float32) / sigma
+    phases = jax.random.uniform(phase_key, (int(width),), dtype=jnp.float32, minval=0.0, maxval=2 * math.pi)
+    return RandomFourierLayer(frequencies=frequencies, phases=phases, in_dim=int(in_dim), width=int(width),
+                              sigma=sigma, seed=int(seed))
+
+
 def _synthesized_centres(rows: np.ndarray, count: int, key: jax.Array) -> np.ndarray:
     r"""``count`` convex combinations :math:`A X` of ``rows``, :math:`A_{ij} \propto |g_{ij}|`, in float32."""
     if np.unique(rows, axis=0).shape[0] < 2:
@@ -294,6 +382,13 @@ def _gaussian_kernel_features(layer: GaussianKernelLayer, features: jax.Array) -
     return jnp.exp(-squared_distances / (2.0 * layer.sigma**2))
 
 
+def _random_fourier_features(layer: RandomFourierLayer, features: jax.Array) -> jax.Array:
+    """``√(2/w) cos(z Ω + b)``."""
+    projection = jnp.matmul(features, layer.frequencies.astype(features.dtype), precision=_HIGHEST)
+    scale = jnp.asarray(math.sqrt(2.0 / layer.width), features.dtype)
+    return scale * jnp.cos(projection + layer.phases.astype(features.dtype)[None, :])
+
+
 def apply_expansion(layer: ExpansionLayer, features: jax.Array) -> jax.Array:
     """Apply ``layer`` to a ``(n, in_dim)`` floating batch, in the batch's dtype; pure and jittable (no validation,
     no chunking)."""
@@ -301,6 +396,8 @@ def apply_expansion(layer: ExpansionLayer, features: jax.Array) -> jax.Array:
         return _buffer_features(layer, features)
     if isinstance(layer, GaussianKernelLayer):
         return _gaussian_kernel_features(layer, features)
+    if isinstance(layer, RandomFourierLayer):
+        return _random_fourier_features(layer, features)
     raise InputError(f"expected one of {sorted(c.__name__ for c in EXPANSIONS.values())}, got {type(layer).__name__}")
 
 
@@ -315,6 +412,10 @@ def _layer_array(layer: ExpansionLayer) -> tuple[str, jax.Array, tuple[int, int]
         return "weights", layer.weights, (layer.in_dim, layer.width)
     if isinstance(layer, GaussianKernelLayer):
         return "centres", layer.centres, (layer.width, layer.in_dim)
+    if isinstance(layer, RandomFourierLayer):
+        if tuple(np.shape(layer.phases)) != (layer.width,):
+            raise InputError(f"layer phases has shape {np.shape(layer.phases)}, expected ({layer.width},)")
+        return "frequencies", layer.frequencies, (layer.in_dim, layer.width)
     raise InputError(f"expected one of {sorted(c.__name__ for c in EXPANSIONS.values())}, got {type(layer).__name__}")
 
 
@@ -336,7 +437,7 @@ def expand(layer: ExpansionLayer, features, *, chunk_size: int = 4096) -> np.nda
     outputs then agree only to float32 rounding (relative differences of a few 1e-6 measured on CPU).
 
     Args:
-      layer: a ``BufferLayer`` or ``GaussianKernelLayer``.
+      layer: a ``BufferLayer``, ``GaussianKernelLayer`` or ``RandomFourierLayer``.
       features: ``(n, in_dim)`` floating array (cast to float32).
       chunk_size: maximum rows per chunk.
 

@@ -42,6 +42,7 @@ def _persistable_kinds() -> dict[str, type]:
         recursive.RecursiveHead,
         expansion.BufferLayer,
         expansion.GaussianKernelLayer,
+        expansion.RandomFourierLayer,
     )
     return {cls.__name__: cls for cls in classes}
 

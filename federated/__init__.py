@@ -5,8 +5,9 @@ client sends, packed or as a triangular factor, and validated), ``federated.aggr
 absolute-aggregation law, pairwise and folded into running sums, and the regularization intermediary),
 ``federated.server`` (validated receipt and client-level unlearning), ``federated.secure`` (pairwise additive
 masking), ``federated.simulation`` (many clients in one process), ``federated.baselines`` (FedAvg / FedProx /
-SCAFFOLD on the shared gradient head) and ``federated.flower_app`` (the same protocols as a Flower app) with
-``federated.flower_runtime`` (``flwr run`` on Flower's simulation and deployment runtimes).
+SCAFFOLD on the shared gradient head), ``federated.peers`` (the cheap one-round peers FedNCM, FedCOF and
+Fed3R) and ``federated.flower_app`` (the same protocols as a Flower app) with ``federated.flower_runtime``
+(``flwr run`` on Flower's simulation and deployment runtimes).
 """
 
 from federated.aggregation import (
@@ -27,6 +28,17 @@ from federated.partition import (
     make_partition,
     quantity_skew_partition,
     shard_partition,
+)
+from federated.peers import (
+    ClassMeans,
+    class_covariances,
+    class_means_nbytes,
+    client_class_means,
+    fedcof_gram,
+    fedcof_head,
+    fedncm_head,
+    pooled_class_means,
+    random_feature_statistics,
 )
 from federated.payload import (
     UploadRejected,
@@ -52,6 +64,7 @@ from federated.server import (
 )
 
 __all__ = [
+    "ClassMeans",
     "ClientRegistry",
     "LocalSolution",
     "PartialSums",
@@ -62,20 +75,28 @@ __all__ = [
     "aggregate_solutions",
     "aggregate_statistics",
     "check_payload",
+    "class_covariances",
+    "class_means_nbytes",
+    "client_class_means",
     "client_statistics",
     "combine_partials",
     "decode_statistics",
     "dirichlet_partition",
     "encode_factor",
     "encode_statistics",
+    "fedcof_gram",
+    "fedcof_head",
+    "fedncm_head",
     "iid_partition",
     "init_aggregate",
     "init_solution_aggregate",
     "local_solution",
     "make_partition",
+    "pooled_class_means",
     "payload_nbytes",
     "push_solution",
     "quantity_skew_partition",
+    "random_feature_statistics",
     "receive",
     "receive_many",
     "receive_solution",

@@ -91,7 +91,8 @@ def aggregate_statistics(uploads: Iterable[analytic.Statistics]) -> analytic.Sta
     different classes are aligned to the union of their class ids (:func:`analytic.merge`).
 
     Args:
-      uploads: the clients' :class:`analytic.Statistics` (same dimension and precision), at least one.
+      uploads: the clients' :class:`analytic.Statistics` (same dimension and precision), at least one; an iterator
+        is summed as it goes, so a generator keeps one client's statistics in memory, not all of them.
 
     Returns:
       The :class:`analytic.Statistics` of the pooled samples.
@@ -109,10 +110,11 @@ def aggregate_statistics(uploads: Iterable[analytic.Statistics]) -> analytic.Sta
       >>> int(pooled.count), np.allclose(analytic.solve(pooled, 0.1).weights, analytic.solve(central, 0.1).weights)
       (30, True)
     """
-    uploads = list(uploads)
-    if not uploads:
+    uploads = iter(uploads)  # folded as they come: a generator of uploads holds one at a time
+    first = next(uploads, None)
+    if first is None:
         raise analytic.InputError("aggregate_statistics needs at least one upload")
-    return functools.reduce(analytic.merge, uploads)
+    return functools.reduce(analytic.merge, uploads, first)
 
 
 @functools.partial(

@@ -1,4 +1,4 @@
-"""Tests for the fixed feature expansions (ACIL buffer layer, GKEAL Gaussian kernel)."""
+"""Tests for the fixed feature expansions (ACIL buffer layer, GKEAL Gaussian kernel, random Fourier features)."""
 
 import dataclasses
 import json
@@ -17,10 +17,12 @@ from analytic.expansion import (
     EXPANSIONS,
     BufferLayer,
     GaussianKernelLayer,
+    RandomFourierLayer,
     apply_expansion,
     expand,
     init_buffer,
     init_gaussian_kernel,
+    init_random_fourier,
 )
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -149,6 +151,45 @@ def test_width_up_to_the_row_count_draws_the_same_rows_as_before():
     np.testing.assert_array_equal(np.asarray(init_gaussian_kernel(features, 31, seed=7).centres)[:30], features[rows])
 
 
+# ------------------------------------------------------------------------------------- random Fourier features
+
+
+def test_random_fourier_matches_float64_formula():
+    features = _features(200, 16)
+    layer = init_random_fourier(16, 64, sigma=3.0, seed=4)
+    frequencies, phases = np.asarray(layer.frequencies, np.float64), np.asarray(layer.phases, np.float64)
+    reference = np.sqrt(2.0 / 64) * np.cos(features.astype(np.float64) @ frequencies + phases)
+    np.testing.assert_allclose(expand(layer, features), reference, rtol=0, atol=2e-6)
+    assert np.all((phases >= 0) & (phases < 2 * np.pi))
+
+
+def test_random_fourier_inner_products_approximate_the_gaussian_kernel():
+    features = _features(40, 8, offset=0.0)
+    sigma = 2.0
+    distances = ((features[:, None, :].astype(np.float64) - features[None, :, :]) ** 2).sum(axis=2)
+    kernel = np.exp(-distances / (2 * sigma**2))
+    errors = []
+    for width in (256, 16_384):
+        phi = expand(init_random_fourier(8, width, sigma=sigma, seed=0), features).astype(np.float64)
+        errors.append(np.abs(phi @ phi.T - kernel).max())
+    assert errors[1] < 0.06 and errors[1] < errors[0] / 3  # Monte Carlo error falls as 1/√w
+
+
+def test_random_fourier_seed_and_bad_arguments():
+    layer = init_random_fourier(5, 9, sigma=0.5, seed=3)
+    again = init_random_fourier(5, 9, sigma=0.5, seed=3)
+    assert np.array_equal(layer.frequencies, again.frequencies) and np.array_equal(layer.phases, again.phases)
+    assert not np.array_equal(layer.frequencies, init_random_fourier(5, 9, sigma=0.5, seed=4).frequencies)
+    with pytest.raises(analytic.InputError, match="sigma"):
+        init_random_fourier(5, 9, sigma=0.0)
+    with pytest.raises(analytic.InputError, match="width"):
+        init_random_fourier(5, 0)
+    with pytest.raises(analytic.InputError, match="phases"):
+        expand(dataclasses.replace(layer, phases=jnp.zeros(3, jnp.float32)), np.ones((1, 5), np.float32))
+    with pytest.raises(analytic.InputError, match="kind"):
+        RandomFourierLayer(frequencies=layer.frequencies, phases=layer.phases, kind="buffer", in_dim=5, width=9)
+
+
 # ---------------------------------------------------------------------------------------------- chunking, jit
 
 
@@ -202,7 +243,9 @@ def test_expand_under_jit_and_tree_map():
 
 
 @pytest.mark.parametrize(
-    "layer", [init_buffer(5, 7, seed=2, activation="gelu"), init_gaussian_kernel(_features(9, 5), 4)]
+    "layer",
+    [init_buffer(5, 7, seed=2, activation="gelu"), init_gaussian_kernel(_features(9, 5), 4),
+     init_random_fourier(5, 6, sigma=2.0, seed=1)],
 )
 def test_fields_split_into_arrays_and_json(layer):
     data = {
