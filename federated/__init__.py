@@ -4,8 +4,8 @@ Modules: ``federated.partition`` (IID, Dirichlet, shard and quantity-skew splits
 client sends, packed and validated), ``federated.aggregation`` (the summed-statistics law, the paper's
 absolute-aggregation law, pairwise and folded into running sums, and the regularization intermediary),
 ``federated.server`` (validated receipt and client-level unlearning), ``federated.secure`` (pairwise additive
-masking), ``federated.simulation`` (many clients in one process), ``federated.baselines`` (FedAvg / FedProx /
-SCAFFOLD on the shared gradient head) and ``federated.flower_app`` (the same protocols as a Flower app) with
+masking), ``federated.hierarchy`` (a tree of edge aggregators), ``federated.simulation`` (many clients in one
+process), ``federated.baselines`` (FedAvg / FedProx / SCAFFOLD on the shared gradient head) and ``federated.flower_app`` (the same protocols as a Flower app) with
 ``federated.flower_runtime`` (``flwr run`` on Flower's simulation and deployment runtimes).
 """
 
@@ -21,6 +21,7 @@ from federated.aggregation import (
     push_solution,
     remove_regularization,
 )
+from federated.hierarchy import LevelReport, aggregator_levels, tree_plan, tree_round
 from federated.partition import (
     dirichlet_partition,
     iid_partition,
@@ -52,6 +53,7 @@ from federated.server import (
 
 __all__ = [
     "ClientRegistry",
+    "LevelReport",
     "LocalSolution",
     "PartialSums",
     "SolutionAggregate",
@@ -60,6 +62,7 @@ __all__ = [
     "aggregate_pair",
     "aggregate_solutions",
     "aggregate_statistics",
+    "aggregator_levels",
     "check_payload",
     "client_statistics",
     "combine_partials",
@@ -83,4 +86,6 @@ __all__ = [
     "shard_partition",
     "solve",
     "statistics_nbytes",
+    "tree_plan",
+    "tree_round",
 ]
