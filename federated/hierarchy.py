@@ -53,7 +53,7 @@ class LevelReport:
     Example:
       >>> edges = tree_plan(10_000, 100, 64, 10)[0]
       >>> edges.level, edges.nodes, edges.children, edges.bytes_received // 10_000  # one 22 KB upload per client
-      (1, 100, 10000, 22392)
+      (1, 100, 10000, 22440)
     """
 
     level: int
