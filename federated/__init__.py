@@ -4,10 +4,10 @@ Modules: ``federated.partition`` (IID, Dirichlet, shard and quantity-skew splits
 client sends, packed or as a triangular factor, and validated), ``federated.aggregation`` (the summed-statistics law, the paper's
 absolute-aggregation law, pairwise and folded into running sums, and the regularization intermediary),
 ``federated.server`` (validated receipt and client-level unlearning), ``federated.secure`` (pairwise additive
-masking), ``federated.simulation`` (many clients in one process), ``federated.baselines`` (FedAvg / FedProx /
-SCAFFOLD on the shared gradient head), ``federated.peers`` (the cheap one-round peers FedNCM, FedCOF and
-Fed3R) and ``federated.flower_app`` (the same protocols as a Flower app) with ``federated.flower_runtime``
-(``flwr run`` on Flower's simulation and deployment runtimes).
+masking), ``federated.hierarchy`` (a tree of edge aggregators), ``federated.simulation`` (many clients in one
+process), ``federated.baselines`` (FedAvg / FedProx / SCAFFOLD on the shared gradient head), ``federated.peers`` (the
+cheap one-round peers FedNCM, FedCOF and Fed3R) and ``federated.flower_app`` (the same protocols as a Flower app)
+with ``federated.flower_runtime`` (``flwr run`` on Flower's simulation and deployment runtimes).
 """
 
 from federated.aggregation import (
@@ -22,6 +22,7 @@ from federated.aggregation import (
     push_solution,
     remove_regularization,
 )
+from federated.hierarchy import LevelReport, aggregator_levels, tree_plan, tree_round
 from federated.partition import (
     dirichlet_partition,
     iid_partition,
@@ -66,6 +67,7 @@ from federated.server import (
 __all__ = [
     "ClassMeans",
     "ClientRegistry",
+    "LevelReport",
     "LocalSolution",
     "PartialSums",
     "SolutionAggregate",
@@ -74,6 +76,7 @@ __all__ = [
     "aggregate_pair",
     "aggregate_solutions",
     "aggregate_statistics",
+    "aggregator_levels",
     "check_payload",
     "class_covariances",
     "class_means_nbytes",
@@ -106,4 +109,6 @@ __all__ = [
     "shard_partition",
     "solve",
     "statistics_nbytes",
+    "tree_plan",
+    "tree_round",
 ]

@@ -73,7 +73,7 @@ def simulate_afl(
     """One AFL round over ``parts`` (index arrays, one per client, e.g. from :mod:`federated.partition`).
 
     ``vectorized=True`` computes the clients' statistics with ``jax.vmap`` (module docstring); float64 then needs
-    ``jax_enable_x64``, fixed precision does not.
+    ``jax_enable_x64``, fixed precision does not but needs float32 features (:func:`vmapped_client_statistics`).
 
     Returns:
       The server aggregate, the head :math:`(\\sum_k G_k + \\gamma I)^{-1} \\sum_k B_k`, and a :class:`RoundReport`.
@@ -123,11 +123,27 @@ def simulate_afl(
 
 def vmapped_client_statistics(features, labels, bounds, class_ids, *, precision: str = "float64", group: int = 256):
     """Each client's statistics (client k holds rows ``bounds[k]:bounds[k+1]``), in order, computed ``group``
-    clients at a time by one jitted ``vmap`` of :func:`analytic.accumulate` with padded, masked rows."""
+    clients at a time by one jitted ``vmap`` of :func:`analytic.accumulate` with padded, masked rows.
+
+    The rows travel in the precision's device dtype (float32 for ``"fixed"`` and ``"float32"``); features that
+    this cast would round are refused rather than quantized differently from the host path.
+
+    Raises:
+      analytic.InputError: the features are not exactly representable in the device dtype.
+    """
+    dtype = precision_of(precision).device_dtype()
+    if not np.array_equal(features.astype(dtype), features, equal_nan=True):
+        raise analytic.InputError(
+            f"vectorized clients compute on {np.dtype(dtype).name} rows, and these {features.dtype} features are "
+            f"not exactly {np.dtype(dtype).name}: cast them first, or use vectorized=False"
+        )
+    return _vmapped_states(features, labels, bounds, class_ids, precision, group, dtype)
+
+
+def _vmapped_states(features, labels, bounds, class_ids, precision, group, dtype):
     empty = analytic.init_statistics(features.shape[1], precision=precision, class_ids=class_ids)
     step = jax.jit(jax.vmap(lambda s, x, y, keep: analytic.accumulate(s, x, y, mask=keep), in_axes=(None, 0, 0, 0)))
     labels = labels.astype(np.int32)
-    dtype = precision_of(precision).device_dtype()
     for first in range(0, len(bounds) - 1, group):
         last = min(first + group, len(bounds) - 1)
         starts, ends = bounds[first:last], bounds[first + 1 : last + 1]

@@ -1,6 +1,7 @@
 """The in-process simulator runs the real protocol and gives the centralized head; bytes are accounted exactly."""
 
 import numpy as np
+import pytest
 from conftest import make_classification, one_hot_columns, relative_error, ridge_oracle
 
 import analytic
@@ -70,3 +71,10 @@ def test_a_client_on_a_device_computes_its_statistics_there():
     on_host = federated.client_statistics(x.astype(np.float32), y, D, precision="fixed")
     assert federated.encode_statistics(on_device, CLASSES)["gram"].tobytes() == federated.encode_statistics(
         on_host, CLASSES)["gram"].tobytes()
+
+
+def test_vectorized_fixed_point_clients_refuse_features_the_device_would_round():
+    x, y = make_classification(n=200, d=D, classes=CLASSES, seed=27)
+    parts = federated.iid_partition(200, 4)
+    with pytest.raises(analytic.InputError, match="not exactly float32"):
+        simulate_afl(x, y, parts, ridge=RIDGE, precision="fixed", progress=False, vectorized=True)
