@@ -105,7 +105,7 @@ def write_json(out_dir: str, name: str, payload: dict) -> Path:
 
 
 def pyplot():
-    """matplotlib's pyplot with a file-only backend."""
+    """matplotlib's pyplot with a file-only backend and the benchmarks' shared style (:mod:`benchmarks.plotting`)."""
     try:
         import matplotlib
     except ImportError as error:
@@ -114,6 +114,9 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .plotting import apply_style
+
+    apply_style(plt)
     return plt
 
 

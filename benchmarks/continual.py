@@ -24,6 +24,7 @@ import numpy as np
 import analytic
 import continual
 from .common import feature_cache_dir, parser, print_table, write_json
+from .plotting import accuracy_per_phase
 from continual.datasets import thirty_class_dataset
 
 RIDGE = 1.0
@@ -300,8 +301,13 @@ def main():
     name = "continual_quick" if quick else "continual"
     continual.write_csv([r for _, _, r in runs], out / f"{name}.csv")
     for setting in dict.fromkeys(s for s, _, _ in runs):
-        chosen = [r for s, seed, r in runs if s == setting and seed == first]
-        continual.plot_accuracy(chosen, out / f"{name}_{setting}.png", title=f"{setting}, seed {first}")
+        chosen = [(seed, r) for s, seed, r in runs if s == setting]
+        seeds_of = sorted({seed for seed, _ in chosen})
+        accuracy_per_phase({learner: [r.seen_accuracy for _, r in chosen if r.learner == learner]
+                            for learner in dict.fromkeys(r.learner for _, r in chosen)},
+                           out / f"{name}_{setting}.png",
+                           title=f"{setting}, seed{'s' if len(seeds_of) > 1 else ''} "
+                                 f"{', '.join(map(str, seeds_of))}" + (" (mean ± std)" if len(seeds_of) > 1 else ""))
     write_json(args.out, name, {
         "data": {"stream": data.name, "train_rows": int(data.train_images.shape[0]),
                  "test_rows": int(data.test_images.shape[0]), "features": f"mobilenetv2_100 ImageNet 64px, {in_dim}-d",

@@ -29,6 +29,7 @@ import analytic
 import unlearning
 from analytic import gradient
 from .common import frozen_features, interleaved_times, parser, print_table, pyplot, write_json
+from .plotting import method_style, plain_log_axis, save
 from unlearning import methods, metrics
 
 RIDGES = (1e-2, 1e-1, 1.0, 10.0, 100.0)
@@ -200,20 +201,16 @@ def regression(quick: bool):
 def plot(rows, path):
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(8, 5))
-    colors = plt.get_cmap("tab20").colors
-    for index, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
+    for method in dict.fromkeys(r["method"] for r in rows):
         picked = [r for r in rows if r["method"] == method]
-        marker = "*" if picked[0]["family"] == "exact" else "o"
         axis.scatter([r["seconds"] for r in picked], [r["avg_gap"] for r in picked], label=method, s=60,
-                     color=colors[index % len(colors)], marker=marker)
-    axis.set_xscale("log")
+                     **method_style(method))
+    plain_log_axis(axis, "x")
     axis.set_xlabel("wall time of the unlearning call (s)")
     axis.set_ylabel("Avg. Gap to its family's retrained model (points)")
     axis.set_title("Unlearning: exactness vs time (each point: one scenario)")
-    axis.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    axis.legend(ncol=2)
+    print(f"wrote {save(figure, path)}")
 
 
 def main():
