@@ -36,6 +36,7 @@ from federated.baselines import run_federated_gradient
 from federated.simulation import simulate_afl
 
 RIDGE = 1.0
+GRADIENT_SETTINGS = {"local_epochs": 1, "client_fraction": 0.1, "learning_rate": 0.05, "batch_size": 32, "mu": 0.01}
 PARTITIONS = {"iid": ("iid", 1.0), "α=1": ("dirichlet", 1.0), "α=0.1": ("dirichlet", 0.1),
               "α=0.01": ("dirichlet", 0.01), "shards": ("shards", 1.0)}
 
@@ -118,8 +119,7 @@ def gradient_runs(data, afl_rows, n_clients: int, partitions, methods, rounds: i
         for method in methods:
             record = run_federated_gradient(
                 data.train_features, data.train_labels, parts, data.test_features, data.test_labels, method=method,
-                rounds=rounds, local_epochs=1, client_fraction=0.1, learning_rate=0.05, batch_size=32,
-                mu=0.01, progress=progress,
+                rounds=rounds, progress=progress, **GRADIENT_SETTINGS,
             )
             reached = record.first_round_reaching(afl["accuracy"])
             at = (reached or int(np.argmax(record.accuracy)) + 1) - 1  # index of the reported round
