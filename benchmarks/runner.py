@@ -159,14 +159,20 @@ def check_requirements(config: dict) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _pixels(images: np.ndarray) -> np.ndarray:
-    flat = np.asarray(images).reshape(len(images), -1).astype(np.float32)
-    return flat / 255.0 if np.asarray(images).dtype == np.uint8 else flat
+def pixels(images: np.ndarray, side: int) -> np.ndarray:
+    """The stand-in for a backbone: images (NHWC) sampled to at most ``side`` x ``side`` (nearest), flattened, uint8
+    scaled to [0, 1]; feature rows are kept as they are."""
+    images = np.asarray(images)
+    if images.ndim == 4 and images.shape[1] > side:
+        rows, columns = (np.arange(side) * images.shape[1]) // side, (np.arange(side) * images.shape[2]) // side
+        images = images[:, rows][:, :, columns]
+    flat = images.reshape(len(images), -1).astype(np.float32)
+    return flat / 255.0 if images.dtype == np.uint8 else flat
 
 
 def _extractor(config: dict):
     if config["backbone_type"] == "pixels":
-        return _pixels
+        return lambda images: pixels(images, config["image_size"])
     weights = weights_source(config)
     if weights == "timm":
         weights = _timm_state_dict(config["backbone_type"])
