@@ -45,8 +45,10 @@ COMMON = {
                    "Animal-MNIST)"),
     "data_root": Key((str,), "", "directory of a dataset that is read from a local path (CIFAR, image folders)"),
     "backbone_type": Key((str,), "mobilenetv2_100", "a backbone of analytic.backbones (a timm name; the part after "
-                         "the dot names the weights), or pixels (the images sampled to image_size and flattened: no backbone)"),
-    "weights": Key((str,), "", "pretrained (shipped in a pip package), timm (download), or a .pth/.safetensors file"),
+                         "the dot names the weights), or pixels (the images sampled to image_size and flattened: no "
+                         "backbone)"),
+    "weights": Key((str,), "", "pretrained (shipped in a pip package), timm (timm's weights of backbone_type, "
+                   "downloaded; the default), or a .pth/.safetensors file"),
     "image_size": Key((int,), 64, "side the images are resized to before the backbone"),
     "per_class": Key((int,), 0, "at most this many training samples per class (0: all)"),
     "test_per_class": Key((int,), 0, "at most this many test samples per class (0: all)"),

@@ -39,8 +39,8 @@ def method_style(name: str) -> dict:
         ``{"color": ..., "marker": ...}`` for matplotlib.
 
     Example:
-        >>> method_style("ACIL") == method_style("ACIL"), method_style("ACIL")["color"] != method_style("DS-AL")["color"]
-        (True, True)
+        >>> method_style("ACIL") == method_style("ACIL")
+        True
     """
     if name in KNOWN_METHODS:
         index = KNOWN_METHODS.index(name)

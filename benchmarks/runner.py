@@ -26,13 +26,14 @@ import analytic
 from analytic import InputError
 from .common import feature_extractor, machine, print_table, provenance, ridge_choice
 from .config import nearest, resolve, shipped
+from continual.datasets import SOURCES, thirty_class_dataset
 
 CONTINUAL_METHODS = ("ACIL", "DS-AL", "GKEAL", "AIR", "AIR (packed32)", "AEF-OCL", "RanPAC", "FT (SGD)",
                      "Joint (SGD)", "Joint (ridge)", "NCM", "SLDA")
 FEDERATED_METHODS = ("AFL", "centralized", "fedavg", "fedprox", "scaffold")
 LOGS = {"continual": "phases.csv", "federated": "rounds.csv", "unlearning": "requests.csv"}
 PATH_DATASETS = ("cifar10", "cifar100", "imagenet_r", "imagenet_a", "cub", "omnibenchmark", "vtab")
-THIRTY_CLASS = "thirty_class"
+THIRTY_CLASS = "thirty_class"  # continual.datasets.thirty_class_dataset over its SOURCES
 
 
 class RunData(NamedTuple):
@@ -80,13 +81,8 @@ def _backbone_architecture(config: dict) -> str:
 
 
 def weights_source(config: dict) -> str:
-    """``pretrained`` where the architecture's weights ship in a pip package, else ``timm``, unless set."""
-    if config["weights"]:
-        return config["weights"]
-    from analytic.backbones.registry import ARCHITECTURES
-
-    architecture = ARCHITECTURES.get(_backbone_architecture(config))
-    return "pretrained" if architecture is not None and architecture.pretrained_file is not None else "timm"
+    """The configured weights; ``timm`` (timm's weights of ``backbone_type``) when none are set."""
+    return config["weights"] or "timm"
 
 
 def requirements(config: dict) -> list[tuple[str, str, str | None]]:
@@ -95,7 +91,7 @@ def requirements(config: dict) -> list[tuple[str, str, str | None]]:
     from analytic.backbones import list_backbones
 
     needs = []
-    sources = ("fashion_mnist", "mnist5k", "animal_mnist") if config["dataset"] == THIRTY_CLASS else (config["dataset"],)
+    sources = SOURCES if config["dataset"] == THIRTY_CLASS else (config["dataset"],)
     for source in sources:
         try:
             found = data.check_dataset(source, config["data_root"] or None)
@@ -211,8 +207,6 @@ def load_run_data(config: dict) -> RunData:
     where = f"{config['backbone_type']}" + ("" if config["backbone_type"] == "pixels" else
                                             f" ({weights_source(config)}, {config['image_size']} px)")
     if config["dataset"] == THIRTY_CLASS:
-        from continual.datasets import thirty_class_dataset
-
         stream = thirty_class_dataset(per_class=config["per_class"] or None,
                                       test_per_class=config["test_per_class"] or None, features=extract)
         return RunData(f"{stream.name} under {where}", stream.train_images, stream.train_labels, stream.test_images,
