@@ -177,10 +177,10 @@ def _extractor(config: dict):
 
 
 def _timm_state_dict(name: str) -> dict:
-    try:
-        import timm
+    from analytic.backbones import import_timm
 
-        return timm.create_model(name, pretrained=True, num_classes=0).state_dict()
+    try:
+        return import_timm().create_model(name, pretrained=True, num_classes=0).state_dict()
     except Exception as error:  # timm raises hub, network and name errors of many types
         raise MissingRequirement(f"the weights of {name!r} could not be had from the Hugging Face hub ({error}); "
                                  f"offline, pass --set weights=FILE (a .safetensors or .pth state dict)") from error
