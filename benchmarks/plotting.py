@@ -91,7 +91,8 @@ def plain_number(value: float, _position=None) -> str:
 
 
 def plain_log_axis(axis, which: str = "x", base: float = 10) -> None:
-    """A log scale labelled with plain numbers (10, 100, 1,000 rather than 10², or 2×10¹).
+    """A log scale labelled with plain numbers (10, 100, 1,000 rather than 10², or 2×10¹); an axis spanning less
+    than two decades (base 10) is labelled at 1, 2 and 5 times each power. Call it after plotting.
 
     Args:
         axis: a matplotlib Axes.
@@ -101,8 +102,10 @@ def plain_log_axis(axis, which: str = "x", base: float = 10) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     getattr(axis, f"set_{which}scale")("log", base=base)
+    low, high = getattr(axis, f"get_{which}lim")()
+    narrow = base == 10 and high / max(low, np.finfo(float).tiny) < 100
     target = getattr(axis, f"{which}axis")
-    target.set_major_locator(LogLocator(base=base))
+    target.set_major_locator(LogLocator(base=base, subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
     target.set_major_formatter(FuncFormatter(plain_number))
     target.set_minor_formatter(NullFormatter())
 
