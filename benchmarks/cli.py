@@ -2,6 +2,9 @@
 
     analytic-learning bench core --quick --out results
     analytic-learning bench --list
+    analytic-learning run CONFIG [--set key=value ...] [--quick] [--dry-run] [--out DIR]
+    analytic-learning run --list
+    analytic-learning show RUN_DIR
 
 In a checkout the same modules run as ``python -m benchmarks.<name>``; installed, the package is
 ``analytic_benchmarks`` (a name no user project will have), so ``python -m analytic_benchmarks.<name>`` works too.
@@ -31,6 +34,15 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="run one benchmark; arguments after its name go to it")
     bench.add_argument("name", nargs="?", choices=sorted(BENCHMARKS), help="which benchmark")
     bench.add_argument("--list", action="store_true", help="list the benchmarks and stop")
+    run = commands.add_parser("run", help="run an experiment from a TOML configuration (a file or a shipped name)")
+    run.add_argument("config", nargs="?", help="a .toml file or the name of a shipped configuration")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key (TOML value; repeatable)")
+    run.add_argument("--quick", action="store_true", help="apply the configuration's [quick] table")
+    run.add_argument("--dry-run", action="store_true", help="say what would run and what is missing, run nothing")
+    run.add_argument("--out", default="runs", help="parent folder of the run folders (default: runs/)")
+    run.add_argument("--list", action="store_true", help="list the shipped configurations and stop")
+    show = commands.add_parser("show", help="print the tables of a finished run beside the published numbers")
+    show.add_argument("folder", help="a run folder")
     return parser
 
 
@@ -46,6 +58,11 @@ def main(argv: list[str] | None = None) -> None:
     """
     argv = sys.argv[1:] if argv is None else argv
     known, rest = _parser().parse_known_args(argv)
+    if known.command in ("run", "show"):
+        if rest:
+            _parser().error(f"unrecognized arguments: {' '.join(rest)}")
+        _run_or_show(known)
+        return
     if known.list or known.name is None:
         for name in sorted(BENCHMARKS):
             print(f"{name:<11} {BENCHMARKS[name]}")
@@ -53,6 +70,22 @@ def main(argv: list[str] | None = None) -> None:
     module = f"{__package__}.{known.name}"
     sys.argv = [module, *rest]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+def _run_or_show(arguments) -> None:
+    """``run`` and ``show``: a refused configuration or a missing requirement is one clear line, exit status 2."""
+    from analytic import InputError
+
+    from . import runner
+
+    try:
+        if arguments.command == "show":
+            print(runner.show(arguments.folder))
+        else:
+            runner.main(arguments)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

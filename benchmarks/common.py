@@ -93,6 +93,19 @@ def provenance() -> dict:
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
+def ridge_choice(features, labels, ridges=None, criterion: str = "held-out"):
+    """``analytic.select_ridge`` on the statistics of ``features``: by the accuracy on a seeded 10 % held out
+    (subtracted, no refit; ``criterion="held-out"``) or by GCV (``"gcv"``); ``ridges`` None is the library's grid.
+    Returns the :class:`analytic.RidgeChoice`."""
+    import analytic
+
+    stats = analytic.accumulate(analytic.init_statistics(features.shape[1]), features, labels)
+    if criterion == "gcv":
+        return analytic.select_ridge(stats, ridges)
+    held_out = np.random.default_rng(0).permutation(len(labels))[: len(labels) // 10]
+    return analytic.select_ridge(stats, ridges, held_out=(features[held_out], labels[held_out]))
+
+
 def write_json(out_dir: str, name: str, payload: dict) -> Path:
     """Write ``payload`` (plus the machine and provenance) to ``out_dir/name.json`` and return the path."""
     path = Path(out_dir)
@@ -105,7 +118,7 @@ def write_json(out_dir: str, name: str, payload: dict) -> Path:
 
 
 def pyplot():
-    """matplotlib's pyplot with a file-only backend."""
+    """matplotlib's pyplot with a file-only backend and the benchmarks' shared style (:mod:`benchmarks.plotting`)."""
     try:
         import matplotlib
     except ImportError as error:
@@ -114,6 +127,9 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .plotting import apply_style
+
+    apply_style(plt)
     return plt
 
 
@@ -158,24 +174,34 @@ def feature_cache_dir() -> Path:
     return default_cache_dir() / "features"
 
 
-def frozen_features(*, subset: int | None = None, backbone: str = "mobilenetv2_100", image_side: int = 64,
-                    cache_dir: str | None = None) -> FrozenFeatures:
-    """Pooled features of the default data under an ImageNet-pretrained backbone, cached on disk (``cache_dir``,
-    by default :func:`feature_cache_dir`).
+def feature_extractor(backbone: str = "mobilenetv2_100", *, weights="pretrained", image_side: int = 64,
+                      cache_dir: str | None = None, progress: bool = False):
+    """A function from images to the pooled features of a frozen backbone, cached on disk (``cache_dir``, by
+    default :func:`feature_cache_dir`), and the execution path it uses.
 
     The path is :func:`analytic.features.default_path` (flax on an accelerator; on a CPU torch when installed,
-    flax otherwise); it is reported.
+    flax otherwise).
     """
     from analytic.backbones import create_backbone
     from analytic.features import Preprocess, default_path, extract_features
 
-    data = load_images(subset=subset)
-    model = create_backbone(backbone, weights="pretrained")
+    model = create_backbone(backbone, weights=weights)
     path = default_path()
     preprocess = Preprocess.for_backbone(model, size=image_side)
-    extract = lambda images: extract_features(  # noqa: E731
-        model, images, path=path, preprocess=preprocess, cache_dir=cache_dir or feature_cache_dir(), batch_size=256
-    )
+
+    def extract(images):
+        return extract_features(model, images, path=path, preprocess=preprocess,
+                                cache_dir=cache_dir or feature_cache_dir(), batch_size=256, progress=progress)
+
+    return extract, path
+
+
+def frozen_features(*, subset: int | None = None, backbone: str = "mobilenetv2_100", image_side: int = 64,
+                    cache_dir: str | None = None) -> FrozenFeatures:
+    """Pooled features of the default data under an ImageNet-pretrained backbone (:func:`feature_extractor`); the
+    execution path is reported."""
+    data = load_images(subset=subset)
+    extract, path = feature_extractor(backbone, image_side=image_side, cache_dir=cache_dir, progress=True)
     return FrozenFeatures(
         dataset=data.name, backbone=f"{backbone} (ImageNet, {image_side}px)", path=path,
         train_features=extract(data.train_images), train_labels=data.train_labels,

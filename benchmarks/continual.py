@@ -23,7 +23,8 @@ import numpy as np
 
 import analytic
 import continual
-from .common import feature_cache_dir, parser, print_table, write_json
+from .common import feature_extractor, parser, print_table, write_json
+from .plotting import accuracy_per_phase
 from continual.datasets import thirty_class_dataset
 
 RIDGE = 1.0
@@ -35,18 +36,9 @@ DS_AL_RATIO = 0.6  # the paper's compensation ratio on CIFAR-100
 
 def load_features(quick: bool):
     """Frozen MobileNetV2 features of the 30-class stream, cached in :func:`feature_cache_dir`."""
-    from analytic.backbones import create_backbone
-    from analytic.features import Preprocess, default_path, extract_features
-
-    model = create_backbone("mobilenetv2_100", weights="pretrained")
-    preprocess = Preprocess.for_backbone(model, size=64)
-
-    def features(images):
-        return extract_features(model, images, path=default_path(), preprocess=preprocess,
-                                cache_dir=feature_cache_dir(), batch_size=256, progress=False)
-
+    extract, _ = feature_extractor("mobilenetv2_100", image_side=64)
     per_class, test_per_class = (40, 20) if quick else (600, 150)
-    return thirty_class_dataset(per_class=per_class, test_per_class=test_per_class, features=features)
+    return thirty_class_dataset(per_class=per_class, test_per_class=test_per_class, features=extract)
 
 
 def kernel_width(features: np.ndarray, seed: int = 0) -> float:
@@ -62,39 +54,50 @@ def buffer_layers(in_dim: int, width: int, seed: int):
             analytic.init_buffer(in_dim, width, seed=seed, activation="tanh"))
 
 
-def learners(kind: str, classes, in_dim: int, width: int, sigma: float, quick: bool, seed: int):
-    """The learners of one setting: ``kind`` is "strict", "blurry", "long_tailed" or "online"."""
+LEARNERS = {
+    "strict": ["ACIL", "DS-AL", "GKEAL", "AIR", "AIR (packed32)", "AEF-OCL", "RanPAC", "FT (SGD)", "Joint (SGD)",
+               "Joint (ridge)", "NCM", "SLDA"],
+    "blurry": ["ACIL", "DS-AL", "AIR (packed32)", "AEF-OCL", "RanPAC", "FT (SGD)", "Joint (SGD)", "NCM", "SLDA"],
+    "long_tailed": ["ACIL", "AIR", "AIR (packed32)", "AEF-OCL", "DS-AL", "FT (SGD)", "Joint (SGD)", "NCM", "SLDA"],
+    "online": ["ACIL", "AIR (packed32)", "AEF-OCL", "FT (SGD)", "NCM", "SLDA"],
+}
+
+
+def make_learners(names, kind: str, classes, in_dim: int, width: int, sigma: float, seed: int, ridge: float = RIDGE,
+                  ds_al_ratio: float = DS_AL_RATIO):
+    """The learners ``names`` (of :data:`LEARNERS`) of one setting: ``kind`` is "strict", "blurry", "long_tailed"
+    or "online"; generalized settings (blurry, online) build G-ACIL / G-AIR under the names ACIL / AIR."""
     relu, tanh = buffer_layers(in_dim, width, seed)
     generalized = kind in ("blurry", "online")
     sgd = {"epochs": 1} if kind == "online" else {}  # online: one pass; otherwise the baselines' defaults
     chosen = {
-        "ACIL": lambda: continual.acil(classes, expansion=relu, ridge=RIDGE, strict=not generalized,
+        "ACIL": lambda: continual.acil(classes, expansion=relu, ridge=ridge, strict=not generalized,
                                        name="G-ACIL" if generalized else "ACIL"),
-        "DS-AL": lambda: continual.ds_al(classes, main_expansion=relu, compensation_expansion=tanh, ridge=RIDGE,
-                                         compensation_ridge=RIDGE, compensation_ratio=DS_AL_RATIO,
+        "DS-AL": lambda: continual.ds_al(classes, main_expansion=relu, compensation_expansion=tanh, ridge=ridge,
+                                         compensation_ridge=ridge, compensation_ratio=ds_al_ratio,
                                          strict=not generalized),
-        "GKEAL": lambda: continual.gkeal(classes, width=width, sigma=sigma, seed=seed, ridge=RIDGE),
-        "AIR": lambda: (continual.g_air if generalized else continual.air)(classes, expansion=relu, ridge=RIDGE),
+        "GKEAL": lambda: continual.gkeal(classes, width=width, sigma=sigma, seed=seed, ridge=ridge),
+        "AIR": lambda: (continual.g_air if generalized else continual.air)(classes, expansion=relu, ridge=ridge),
         "AIR (packed32)": lambda: (continual.g_air if generalized else continual.air)(
-            classes, expansion=relu, ridge=RIDGE, storage="packed32"),
-        "AEF-OCL": lambda: continual.aef_ocl(classes, expansion=relu, ridge=RIDGE, seed=seed, pseudo_cap=400),
+            classes, expansion=relu, ridge=ridge, storage="packed32"),
+        "AEF-OCL": lambda: continual.aef_ocl(classes, expansion=relu, ridge=ridge, seed=seed, pseudo_cap=400),
         "RanPAC": lambda: continual.ranpac(classes, expansion=relu, seed=seed),
         "FT (SGD)": lambda: continual.fine_tuning(classes, seed=seed, **sgd),
         "Joint (SGD)": lambda: continual.joint_sgd(classes, seed=seed, **sgd),
-        "Joint (ridge)": lambda: continual.joint_ridge(classes, expansion=relu, ridge=RIDGE),
+        "Joint (ridge)": lambda: continual.joint_ridge(classes, expansion=relu, ridge=ridge),
         "NCM": lambda: continual.ncm(classes),
         "SLDA": lambda: continual.slda(classes),
     }
-    names = {
-        "strict": list(chosen),
-        "blurry": ["ACIL", "DS-AL", "AIR (packed32)", "AEF-OCL", "RanPAC", "FT (SGD)", "Joint (SGD)", "NCM", "SLDA"],
-        "long_tailed": ["ACIL", "AIR", "AIR (packed32)", "AEF-OCL", "DS-AL", "FT (SGD)", "Joint (SGD)", "NCM",
-                        "SLDA"],
-        "online": ["ACIL", "AIR (packed32)", "AEF-OCL", "FT (SGD)", "NCM", "SLDA"],
-    }[kind]
+    return [chosen[name]() for name in names]
+
+
+def learners(kind: str, classes, in_dim: int, width: int, sigma: float, quick: bool, seed: int):
+    """The learners of one setting (:data:`LEARNERS`); ``quick`` keeps ACIL, AIR (packed32), NCM and, on strict
+    streams, SGD fine-tuning."""
+    names = LEARNERS[kind]
     if quick:
         names = [n for n in names if n in ("ACIL", "AIR (packed32)", "NCM") or (kind == "strict" and n == "FT (SGD)")]
-    return [chosen[name]() for name in names]
+    return make_learners(names, kind, classes, in_dim, width, sigma, seed)
 
 
 def joint_counterpart_accuracy(learner, data, scenario) -> float:
@@ -300,8 +303,13 @@ def main():
     name = "continual_quick" if quick else "continual"
     continual.write_csv([r for _, _, r in runs], out / f"{name}.csv")
     for setting in dict.fromkeys(s for s, _, _ in runs):
-        chosen = [r for s, seed, r in runs if s == setting and seed == first]
-        continual.plot_accuracy(chosen, out / f"{name}_{setting}.png", title=f"{setting}, seed {first}")
+        chosen = [(seed, r) for s, seed, r in runs if s == setting]
+        seeds_of = sorted({seed for seed, _ in chosen})
+        accuracy_per_phase({learner: [r.seen_accuracy for _, r in chosen if r.learner == learner]
+                            for learner in dict.fromkeys(r.learner for _, r in chosen)},
+                           out / f"{name}_{setting}.png",
+                           title=f"{setting}, seed{'s' if len(seeds_of) > 1 else ''} "
+                                 f"{', '.join(map(str, seeds_of))}" + (" (mean ± std)" if len(seeds_of) > 1 else ""))
     write_json(args.out, name, {
         "data": {"stream": data.name, "train_rows": int(data.train_images.shape[0]),
                  "test_rows": int(data.test_images.shape[0]), "features": f"mobilenetv2_100 ImageNet 64px, {in_dim}-d",

@@ -21,6 +21,7 @@ import numpy as np
 
 import analytic
 from .common import best_time, has_extra, interleaved_times, parser, print_table, pyplot, write_json
+from .plotting import method_style, plain_log_axis, save
 
 RIDGE = 0.1
 N_CLASSES = 10
@@ -303,20 +304,20 @@ def plot(throughput, solves, out_dir):
     for i, route in enumerate(routes):
         ratios = [next((r["ratio_to_numpy"] for r in throughput if r["precision"] == p and r["route"] == route),
                        np.nan) for p in precisions]
-        left.bar(np.arange(len(precisions)) + (i - (len(routes) - 1) / 2) * width, ratios, width, label=route)
+        left.bar(np.arange(len(precisions)) + (i - (len(routes) - 1) / 2) * width, ratios, width, label=route,
+                 color=method_style(route)["color"])
     left.set_xticks(np.arange(len(precisions)), precisions)
-    left.axhline(1.0, color="black", linewidth=0.8)
+    left.axhline(1.0, color="black", linewidth=0.8, label="NumPy X.T @ X")
     left.set_ylabel("throughput / NumPy X.T @ X (same run)")
     left.set_title(f"Gram accumulation, n={throughput[0]['n']:,}, d={throughput[0]['d']:,}")
-    left.legend(fontsize=7)
-    right.plot([r["d"] for r in solves], [r["total_seconds"] for r in solves], "o-")
-    right.set_xscale("log", base=2)
-    right.set_yscale("log")
+    left.legend()
+    right.plot([r["d"] for r in solves], [r["total_seconds"] for r in solves], **method_style("solve"))
+    plain_log_axis(right, "x", base=2)
+    plain_log_axis(right, "y")
     right.set_xlabel("feature dimension d")
     right.set_ylabel("factorize + solve (s)")
     right.set_title("Ridge solve, float64")
-    figure.tight_layout()
-    figure.savefig(f"{out_dir}/core.png", dpi=120)
+    save(figure, f"{out_dir}/core.png")
 
 
 def main():

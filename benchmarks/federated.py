@@ -31,10 +31,12 @@ import analytic
 import federated
 from analytic import gradient
 from .common import frozen_features, interleaved_times, parser, print_table, pyplot, write_json
+from .plotting import integer_axis, plain_log_axis, plot_curves, save
 from federated.baselines import run_federated_gradient
 from federated.simulation import simulate_afl
 
 RIDGE = 1.0
+GRADIENT_SETTINGS = {"local_epochs": 1, "client_fraction": 0.1, "learning_rate": 0.05, "batch_size": 32, "mu": 0.01}
 PARTITIONS = {"iid": ("iid", 1.0), "α=1": ("dirichlet", 1.0), "α=0.1": ("dirichlet", 0.1),
               "α=0.01": ("dirichlet", 0.01), "shards": ("shards", 1.0)}
 
@@ -117,8 +119,7 @@ def gradient_runs(data, afl_rows, n_clients: int, partitions, methods, rounds: i
         for method in methods:
             record = run_federated_gradient(
                 data.train_features, data.train_labels, parts, data.test_features, data.test_labels, method=method,
-                rounds=rounds, local_epochs=1, client_fraction=0.1, learning_rate=0.05, batch_size=32,
-                mu=0.01, progress=progress,
+                rounds=rounds, progress=progress, **GRADIENT_SETTINGS,
             )
             reached = record.first_round_reaching(afl["accuracy"])
             at = (reached or int(np.argmax(record.accuracy)) + 1) - 1  # index of the reported round
@@ -201,28 +202,26 @@ def plot(out: Path, afl_rows, runs, centralized_accuracy) -> list[str]:
     plt = pyplot()
     written = []
     figure, axis = plt.subplots(figsize=(6, 4))
-    for name in dict.fromkeys(r["partition"] for r in afl_rows):
-        rows = [r for r in afl_rows if r["partition"] == name]
-        axis.plot([r["clients"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=f"AFL {name}")
-    axis.axhline(centralized_accuracy, color="black", linestyle="--", label="centralized ridge")
-    axis.set(xscale="log", xlabel="clients", ylabel="test accuracy", title="AFL accuracy does not move with the split")
-    axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(out / "federated_afl_flat.png", dpi=120)
-    written.append(str(out / "federated_afl_flat.png"))
+    clients = sorted({r["clients"] for r in afl_rows})
+    plot_curves(axis, clients, {f"AFL {name}": [next(r["accuracy"] for r in afl_rows if r["partition"] == name
+                                                     and r["clients"] == n) for n in clients]
+                                for name in dict.fromkeys(r["partition"] for r in afl_rows)})
+    axis.axhline(centralized_accuracy, color="black", linestyle=":", label="centralized ridge")
+    plain_log_axis(axis, "x")
+    axis.set(xlabel="clients", ylabel="test accuracy", title="AFL accuracy does not move with the split")
+    axis.legend()
+    written.append(str(save(figure, out / "federated_afl_flat.png")))
     if runs:
         figure, axis = plt.subplots(figsize=(6, 4))
-        for run in runs:
-            axis.plot(np.arange(1, len(run["accuracy_per_round"]) + 1), run["accuracy_per_round"],
-                      label=f"{run['method']} {run['partition']}")
+        curves = {f"{run['method']} {run['partition']}": run["accuracy_per_round"] for run in runs}
+        plot_curves(axis, np.arange(1, len(runs[0]["accuracy_per_round"]) + 1), curves)
         for name in sorted({r["partition"] for r in runs}):
             afl = next(r["afl_accuracy"] for r in runs if r["partition"] == name)
             axis.axhline(afl, linestyle=":", color="gray")
+        integer_axis(axis, "x")
         axis.set(xlabel="round", ylabel="test accuracy", title="gradient FL per round (dotted: AFL, one round)")
-        axis.legend(fontsize=7)
-        figure.tight_layout()
-        figure.savefig(out / "federated_curves.png", dpi=120)
-        written.append(str(out / "federated_curves.png"))
+        axis.legend()
+        written.append(str(save(figure, out / "federated_curves.png")))
     return written
 
 

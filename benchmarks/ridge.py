@@ -17,6 +17,7 @@ import numpy as np
 import analytic
 from .common import frozen_features, has_extra, interleaved_times, parser, print_table, pyplot, write_json
 from .core import N_CLASSES, pooled_like_features
+from .plotting import method_style, plain_log_axis, save
 
 HELD_OUT_SHARE = 0.1
 
@@ -96,14 +97,14 @@ def plot(speed_rows, path) -> None:
     width = 0.8 / len(routes)
     for i, route in enumerate(routes):
         seconds = [next(r["seconds"] for r in speed_rows if r["d"] == d and r["route"] == route) for d in dims]
-        axis.bar(np.arange(len(dims)) + (i - (len(routes) - 1) / 2) * width, seconds, width, label=route)
+        axis.bar(np.arange(len(dims)) + (i - (len(routes) - 1) / 2) * width, seconds, width, label=route,
+                 color=method_style(route)["color"])
     axis.set_xticks(np.arange(len(dims)), [f"d = {d:,}" for d in dims])
-    axis.set_yscale("log")
+    plain_log_axis(axis, "y")
     axis.set_ylabel("seconds to score 100 ridges")
     axis.set_title("Ridge selection: one eigendecomposition vs refitting")
-    axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    axis.legend()
+    save(figure, path)
 
 
 def main():

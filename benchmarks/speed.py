@@ -25,6 +25,7 @@ import numpy as np
 import analytic
 import unlearning
 from .common import interleaved_times, parser, print_table, pyplot, write_json
+from .plotting import method_style, plain_log_axis, save
 from .core import N_CLASSES, batches, pooled_like_features
 from .unlearning import sample_forgetting_speed
 from unlearning import methods
@@ -154,17 +155,16 @@ def plot(gram_rows, path) -> None:
     for axis, route in zip(axes, ("one_call", "streamed")):
         for precision, _ in PRECISIONS:
             mine = [r for r in gram_rows if r["precision"] == precision]
-            axis.plot([r["d"] for r in mine], [r[f"{route}_ratio"] for r in mine], "o-", label=precision)
-        axis.axhline(1.0, color="black", linewidth=0.8)
-        axis.axhline(0.95, color="gray", linewidth=0.8, linestyle="--")
-        axis.set_xscale("log", base=2)
+            axis.plot([r["d"] for r in mine], [r[f"{route}_ratio"] for r in mine], label=precision,
+                      **method_style(precision))
+        axis.axhline(1.0, color="black", linewidth=0.8, label="NumPy X.T @ X")
+        plain_log_axis(axis, "x", base=2)
         axis.set_xlabel("feature dimension d")
         axis.set_title(f"accumulate, {route.replace('_', ' ')}" + (f" (batches of {STREAM_BATCH:,})"
                                                                   if route == "streamed" else ""))
     axes[0].set_ylabel("throughput / NumPy X.T @ X (same dtype)")
-    axes[0].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    axes[0].legend()
+    save(figure, path)
 
 
 def main():

@@ -28,22 +28,21 @@ import numpy as np
 import analytic
 import unlearning
 from analytic import gradient
-from .common import frozen_features, interleaved_times, parser, print_table, pyplot, write_json
+from .common import frozen_features, interleaved_times, parser, print_table, pyplot, ridge_choice, write_json
+from .plotting import method_style, plain_log_axis, save
 from unlearning import methods, metrics
 
 RIDGES = (1e-2, 1e-1, 1.0, 10.0, 100.0)
 ORIGINAL_LEARNING_RATE = 0.05
 
 
-def choose_ridge(features, labels) -> float:
-    """Ridge with the best accuracy on a seeded 10% held out, found by subtracting its statistics (no refit)."""
-    everything = analytic.accumulate(analytic.init_statistics(features.shape[1]), features, labels)
-    held_out = np.random.default_rng(0).permutation(len(labels))[: len(labels) // 10]
-    held = analytic.accumulate(analytic.init_statistics(features.shape[1]), features[held_out], labels[held_out])
-    training = analytic.subtract(everything, held)
-    factor_scores = {ridge: np.mean(analytic.predict_labels(analytic.solve(training, ridge), features[held_out])
-                                    == labels[held_out]) for ridge in RIDGES}
-    return max(factor_scores, key=factor_scores.get)
+def learn_head(features, labels, ridge: float, *, per_class: bool = False, chunk: int = 8192):
+    """The factorized unlearning head of every training row, learned in chunks; ``per_class`` keeps per-class
+    statistics, so that a class is forgotten from them without its data."""
+    head = unlearning.init_unlearning_head(features.shape[1], ridge, per_class=per_class)
+    for i in range(0, len(labels), chunk):
+        head = unlearning.learn(head, features[i : i + chunk], labels[i : i + chunk])
+    return unlearning.factorize(head)
 
 
 def tasks(data, n_classes, class_count, shares=(0.01, 0.10), seed=0):
@@ -66,9 +65,7 @@ def scenario_rows(name, task, exact_head, original, ridge, epochs, method_names,
     downdated = methods.ExactUnlearner(exact_head, receipt=False).unlearn(task)
     with_receipt = methods.ExactUnlearner(exact_head).unlearn(task)
     closed_form = methods.ClosedFormRetrain(ridge).unlearn(task)
-    sgd_retrain = methods.GradientUnlearner("retrain", original, ORIGINAL_LEARNING_RATE, epochs=epochs,
-                                            hidden=hidden).unlearn(task)
-    closed_form_scores, sgd_scores = evaluate(closed_form), evaluate(sgd_retrain)
+    closed_form_scores = evaluate(closed_form)
     rows = []
 
     def row(model, scores, reference_model, reference_scores, family, trials=None):
@@ -83,7 +80,11 @@ def scenario_rows(name, task, exact_head, original, ridge, epochs, method_names,
 
     row(downdated, evaluate(downdated), closed_form, closed_form_scores, "exact")
     row(closed_form, closed_form_scores, closed_form, closed_form_scores, "exact")
-    row(sgd_retrain, sgd_scores, sgd_retrain, sgd_scores, "gradient")
+    if method_names:  # the gradient family, against its own SGD retrain
+        sgd_retrain = methods.GradientUnlearner("retrain", original, ORIGINAL_LEARNING_RATE, epochs=epochs,
+                                                hidden=hidden).unlearn(task)
+        sgd_scores = evaluate(sgd_retrain)
+        row(sgd_retrain, sgd_scores, sgd_retrain, sgd_scores, "gradient")
     for method in method_names:
         make = lambda lr, m=method: methods.GradientUnlearner(m, original, lr, hidden=hidden)  # noqa: E731
         model, scores, trials = methods.best_of_grid(make, grid, task, sgd_scores, mia_samples=mia_samples)
@@ -200,20 +201,16 @@ def regression(quick: bool):
 def plot(rows, path):
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(8, 5))
-    colors = plt.get_cmap("tab20").colors
-    for index, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
+    for method in dict.fromkeys(r["method"] for r in rows):
         picked = [r for r in rows if r["method"] == method]
-        marker = "*" if picked[0]["family"] == "exact" else "o"
         axis.scatter([r["seconds"] for r in picked], [r["avg_gap"] for r in picked], label=method, s=60,
-                     color=colors[index % len(colors)], marker=marker)
-    axis.set_xscale("log")
+                     **method_style(method))
+    plain_log_axis(axis, "x")
     axis.set_xlabel("wall time of the unlearning call (s)")
     axis.set_ylabel("Avg. Gap to its family's retrained model (points)")
     axis.set_title("Unlearning: exactness vs time (each point: one scenario)")
-    axis.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    axis.legend(ncol=2)
+    print(f"wrote {save(figure, path)}")
 
 
 def main():
@@ -226,17 +223,11 @@ def main():
     x, y = data.train_features, data.train_labels
     print(f"\n{data.dataset}: {len(y):,} train / {len(data.test_labels):,} test, {x.shape[1]}-d features from "
           f"{data.backbone}")
-    ridge = choose_ridge(x, y)
+    ridge = ridge_choice(x, y, RIDGES).ridge
     start = time.perf_counter()
-    head = unlearning.init_unlearning_head(x.shape[1], ridge)
-    for i in range(0, len(y), 8192):
-        head = unlearning.learn(head, x[i : i + 8192], y[i : i + 8192])
-    head = unlearning.factorize(head)
+    head = learn_head(x, y, ridge)
     exact_train_seconds = time.perf_counter() - start
-    class_head = unlearning.init_unlearning_head(x.shape[1], ridge, per_class=True)  # classes forgotten from
-    for i in range(0, len(y), 8192):  # stored per-class statistics, without their data
-        class_head = unlearning.learn(class_head, x[i : i + 8192], y[i : i + 8192])
-    class_head = unlearning.factorize(class_head)
+    class_head = learn_head(x, y, ridge, per_class=True)
     epochs = 5 if quick else 20
     start = time.perf_counter()
     original = gradient.fit_softmax_head(x, y, n_classes=n_classes, epochs=epochs,
