@@ -115,6 +115,7 @@ class Unlearned:
       weights: (d, m) linear weights (for the weight error), or ``None``.
       learning_rate: the learning rate used (gradient methods), or ``None``.
       receipt: the :class:`unlearning.exact.Receipt` (exact methods), or ``None``.
+      parameters: the model's parameters (networks: a pytree, or what the method keeps), or ``None``.
 
     Example:
       >>> model = Unlearned("first two features", logits=lambda f: f[:, :2], class_ids=np.array([3, 7]),
@@ -130,6 +131,7 @@ class Unlearned:
     weights: np.ndarray | None = None
     learning_rate: float | None = None
     receipt: exact.Receipt | None = None
+    parameters: object = None
 
     def predict(self, features) -> np.ndarray:
         """The class id of each row's largest score: ``class_ids[argmax(logits(features))]``."""
