@@ -36,6 +36,7 @@ alternation) call the trainer once per epoch, which restarts the momentum buffer
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Callable, NamedTuple, Protocol
 
@@ -114,6 +115,7 @@ class Unlearned:
       weights: (d, m) linear weights (for the weight error), or ``None``.
       learning_rate: the learning rate used (gradient methods), or ``None``.
       receipt: the :class:`unlearning.exact.Receipt` (exact methods), or ``None``.
+      parameters: the model's parameters (networks: a pytree, or what the method keeps), or ``None``.
 
     Example:
       >>> model = Unlearned("first two features", logits=lambda f: f[:, :2], class_ids=np.array([3, 7]),
@@ -129,6 +131,7 @@ class Unlearned:
     weights: np.ndarray | None = None
     learning_rate: float | None = None
     receipt: exact.Receipt | None = None
+    parameters: object = None
 
     def predict(self, features) -> np.ndarray:
         """The class id of each row's largest score: ``class_ids[argmax(logits(features))]``."""
@@ -252,23 +255,19 @@ class ClosedFormRetrain:
 # ---------------------------------------------------------------------------------------------------- gradient
 
 
-_ce = gradient.classification_loss
+class _Losses(NamedTuple):
+    """Every gradient method's loss over one model's pure ``logits(params, inputs)``, built once per model by
+    :func:`_losses_of` (the trainer compiles one step per loss function, so each must keep its identity)."""
 
-
-def _ascent(params, forget):
-    return -_ce(params, forget)
-
-
-def _neggrad_plus(params, retain, forget, alpha):
-    return alpha * _ce(params, retain) - (1.0 - alpha) * _ce(params, forget)
-
-
-def _retain_and_relabelled(params, retain, relabelled):
-    return _ce(params, retain) + _ce(params, relabelled)
-
-
-def _l1_sparse(params, retain, strength):
-    return _ce(params, retain) + strength * sum(jnp.abs(leaf).sum() for leaf in jax.tree.leaves(params))
+    logits: Callable
+    ce: Callable
+    ascent: Callable
+    neggrad_plus: Callable
+    retain_and_relabelled: Callable
+    l1_sparse: Callable
+    scrub_max: Callable
+    scrub_min: Callable
+    forget_vector: Callable
 
 
 def _distill_kl(student_logits, teacher_logits):
@@ -279,28 +278,47 @@ def _distill_kl(student_logits, teacher_logits):
     return t * t * jnp.mean(jnp.sum(jnp.exp(teacher) * (teacher - student), axis=1))
 
 
-def _scrub_max(params, forget, teacher):
-    features = forget["features"]
-    return -_distill_kl(gradient.head_logits(params, features), gradient.head_logits(teacher, features))
+@functools.cache
+def _losses_of(logits: Callable) -> _Losses:
+    """The losses of the module table for the model ``logits(params, inputs)``: a head or a whole network."""
+
+    def ce(params, batch):
+        return gradient.cross_entropy(logits(params, batch["features"]), batch["labels"])
+
+    def ascent(params, forget):
+        return -ce(params, forget)
+
+    def neggrad_plus(params, retain, forget, alpha):
+        return alpha * ce(params, retain) - (1.0 - alpha) * ce(params, forget)
+
+    def retain_and_relabelled(params, retain, relabelled):
+        return ce(params, retain) + ce(params, relabelled)
+
+    def l1_sparse(params, retain, strength):
+        return ce(params, retain) + strength * sum(jnp.abs(leaf).sum() for leaf in jax.tree.leaves(params))
+
+    def scrub_max(params, forget, teacher):
+        inputs = forget["features"]
+        return -_distill_kl(logits(params, inputs), logits(teacher, inputs))
+
+    def scrub_min(params, retain, teacher):
+        inputs = retain["features"]
+        student = logits(params, inputs)
+        return gradient.cross_entropy(student, retain["labels"]) + _distill_kl(student, logits(teacher, inputs))
+
+    def forget_vector(delta, retain, forget, model):
+        retained = logits(model, retain["features"] + delta["delta"][None])
+        forgotten = logits(model, forget["features"] + delta["delta"][None])
+        labels = forget["labels"]
+        true = jnp.take_along_axis(forgotten, labels[:, None], axis=1)[:, 0]
+        others = jnp.where(jax.nn.one_hot(labels, forgotten.shape[1]) > 0, -jnp.inf, forgotten).max(axis=1)
+        return gradient.cross_entropy(retained, retain["labels"]) + jnp.mean(jax.nn.relu(true - others))
+
+    return _Losses(jax.jit(logits), ce, ascent, neggrad_plus, retain_and_relabelled, l1_sparse, scrub_max,
+                   scrub_min, forget_vector)
 
 
-def _scrub_min(params, retain, teacher):
-    features = retain["features"]
-    logits = gradient.head_logits(params, features)
-    return gradient.cross_entropy(logits, retain["labels"]) + _distill_kl(
-        logits, gradient.head_logits(teacher, features))
-
-
-def _forget_vector(delta, retain, forget, model):
-    retained = gradient.head_logits(model, retain["features"] + delta["delta"][None, :])
-    forgotten = gradient.head_logits(model, forget["features"] + delta["delta"][None, :])
-    labels = forget["labels"]
-    true = jnp.take_along_axis(forgotten, labels[:, None], axis=1)[:, 0]
-    others = jnp.where(jax.nn.one_hot(labels, forgotten.shape[1]) > 0, -jnp.inf, forgotten).max(axis=1)
-    return gradient.cross_entropy(retained, retain["labels"]) + jnp.mean(jax.nn.relu(true - others))
-
-
-_head_logits = jax.jit(gradient.head_logits)
+_HEAD = _losses_of(gradient.head_logits)
 
 
 def _stream(features, labels) -> dict:
@@ -311,21 +329,21 @@ def _random_other_labels(labels, n_classes, rng) -> np.ndarray:
     return (labels + rng.integers(1, n_classes, size=len(labels))) % n_classes
 
 
-def _saliency_mask(params, forget) -> tuple:
-    grads = jax.grad(_ce)(params, forget)
+def _saliency_mask(losses: _Losses, params, forget):
+    grads = jax.grad(losses.ce)(params, forget)
     magnitudes = jnp.concatenate([jnp.abs(leaf).ravel() for leaf in jax.tree.leaves(grads)])
     threshold = jnp.quantile(magnitudes, 1.0 - SALIENCY_SHARE)
     return jax.tree.map(lambda g: (jnp.abs(g) >= threshold).astype(jnp.float32), grads)
 
 
-def _fgsm_labels(params, forget) -> np.ndarray:
-    def loss(features):
-        return _ce(params, {"features": features, "labels": forget["labels"]})
+def _fgsm_labels(losses: _Losses, params, forget) -> np.ndarray:
+    def loss(inputs):
+        return losses.ce(params, {"features": inputs, "labels": forget["labels"]})
 
-    features = jnp.asarray(forget["features"])
-    step = FGSM_STEP * jnp.sqrt(jnp.mean(features * features))
-    neighbours = features + step * jnp.sign(jax.grad(loss)(features))
-    return np.asarray(jnp.argmax(_head_logits(params, neighbours), axis=1), np.int32)
+    inputs = jnp.asarray(forget["features"])
+    step = FGSM_STEP * jnp.sqrt(jnp.mean(inputs * inputs))
+    neighbours = inputs + step * jnp.sign(jax.grad(loss)(inputs))
+    return np.asarray(jnp.argmax(losses.logits(params, neighbours), axis=1), np.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,40 +388,57 @@ class GradientUnlearner:
 
     def unlearn(self, task: UnlearningTask) -> Unlearned:
         """Run the method on ``task`` (its wall time, compilation included, in :attr:`Unlearned.seconds`)."""
-        if self.method not in GRADIENT_METHODS:
-            raise analytic.InputError(f"unknown gradient method {self.method!r}; choose from {GRADIENT_METHODS}")
-        if self.method == "retrain" and self.epochs is None:
-            raise analytic.InputError("retrain needs epochs= (its full training schedule)")
-        retain, forget = _stream(*task.retain), _stream(*task.forget)
-        epochs = self.epochs if self.epochs is not None else DEFAULT_EPOCHS[self.method]
-        optimizer = gradient.make_optimizer(self.learning_rate)
-        start = time.perf_counter()
-        params, shift = self._run(task, retain, forget, epochs, optimizer)
-        params = jax.block_until_ready(params)
-        seconds = time.perf_counter() - start
+        fresh = lambda: gradient.init_head(task.train_features.shape[1], task.n_classes,  # noqa: E731
+                                           hidden=self.hidden, seed=self.seed)
+        params, shift, seconds = _unlearn_by_gradient(
+            self.method, self.original, fresh, _HEAD, task, learning_rate=self.learning_rate, epochs=self.epochs,
+            seed=self.seed, batch_size=self.batch_size)
         weights = np.asarray(params[0]["weights"], np.float64) if len(params) == 1 else None
 
         def logits(features):
-            return np.asarray(_head_logits(params, jnp.asarray(features, jnp.float32) + shift[None, :]))
+            return np.asarray(_HEAD.logits(params, jnp.asarray(features, jnp.float32) + shift[None, :]))
 
         return Unlearned(name=self.method, logits=logits, class_ids=np.arange(task.n_classes), seconds=seconds,
                          weights=weights, learning_rate=self.learning_rate)
 
-    def _run(self, task, retain, forget, epochs, optimizer):
-        def train(params, loss, data, n=epochs, **kw):
-            return gradient.train(params, loss, data, optimizer=optimizer, epochs=n, batch_size=self.batch_size,
-                                  seed=self.seed, **kw)[0]
 
-        run = _GradientRun(self, task, retain, forget, epochs, train, np.random.default_rng(self.seed))
-        params, shift = _GRADIENT_RUNS[self.method](run)
-        return params, jnp.zeros(task.train_features.shape[1], jnp.float32) if shift is None else shift
+def _unlearn_by_gradient(method: str, original, fresh: Callable[[], object], losses: _Losses, task: UnlearningTask,
+                         *, learning_rate: float, epochs: int | None, seed: int, batch_size: int):
+    """Run one method of the module table on any model: its parameters start at ``original`` (``retrain``: at
+    ``fresh()``), its losses are ``losses``. Returns ``(params, input shift, wall seconds)``; the shift is zero except
+    for ForgetVector.
+
+    Raises:
+      analytic.InputError: a method outside :data:`GRADIENT_METHODS`, or ``retrain`` without ``epochs``.
+    """
+    if method not in GRADIENT_METHODS:
+        raise analytic.InputError(f"unknown gradient method {method!r}; choose from {GRADIENT_METHODS}")
+    if method == "retrain" and epochs is None:
+        raise analytic.InputError("retrain needs epochs= (its full training schedule)")
+    retain, forget = _stream(*task.retain), _stream(*task.forget)
+    epochs = epochs if epochs is not None else DEFAULT_EPOCHS[method]
+    optimizer = gradient.make_optimizer(learning_rate)
+
+    def train(params, loss, data, n=epochs, **kw):
+        return gradient.train(params, loss, data, optimizer=optimizer, epochs=n, batch_size=batch_size, seed=seed,
+                              **kw)[0]
+
+    start = time.perf_counter()
+    run = _GradientRun(original, fresh, losses, task, retain, forget, epochs, train, np.random.default_rng(seed))
+    params, shift = _GRADIENT_RUNS[method](run)
+    params = jax.block_until_ready(params)
+    seconds = time.perf_counter() - start
+    return params, jnp.zeros(task.train_features.shape[1:], jnp.float32) if shift is None else shift, seconds
 
 
 class _GradientRun(NamedTuple):
-    """What every gradient method's loop reads: the unlearner, the task, the retain and forget streams, the number
-    of epochs, the training loop ``train(params, loss, data, n=epochs, **kw)`` and a seeded generator."""
+    """What every gradient method's loop reads: the parameters it starts from, fresh ones (``retrain``), the model's
+    losses, the task, the retain and forget streams, the number of epochs, the training loop
+    ``train(params, loss, data, n=epochs, **kw)`` and a seeded generator."""
 
-    unlearner: GradientUnlearner
+    original: object
+    fresh: Callable[[], object]
+    losses: _Losses
     task: UnlearningTask
     retain: dict
     forget: dict
@@ -413,59 +448,57 @@ class _GradientRun(NamedTuple):
 
 
 def _retrain(run):
-    fresh = gradient.init_head(run.task.train_features.shape[1], run.task.n_classes, hidden=run.unlearner.hidden,
-                               seed=run.unlearner.seed)
-    return run.train(fresh, _ce, run.retain), None
+    return run.train(run.fresh(), run.losses.ce, run.retain), None
 
 
 def _fine_tune(run):
-    return run.train(run.unlearner.original, _ce, run.retain), None
+    return run.train(run.original, run.losses.ce, run.retain), None
 
 
 def _gradient_ascent(run):
-    return run.train(run.unlearner.original, _ascent, run.forget), None
+    return run.train(run.original, run.losses.ascent, run.forget), None
 
 
 def _neggrad_plus_run(run):
-    return run.train(run.unlearner.original, _neggrad_plus, (run.retain, run.forget), loss_args=(NEGGRAD_ALPHA,)), None
+    return run.train(run.original, run.losses.neggrad_plus, (run.retain, run.forget), loss_args=(NEGGRAD_ALPHA,)), None
 
 
 def _random_labels(run, mask=None):
     labels = _random_other_labels(run.forget["labels"], run.task.n_classes, run.rng).astype(np.int32)
     relabelled = {**run.forget, "labels": labels}
-    return run.train(run.unlearner.original, _retain_and_relabelled, (run.retain, relabelled), grad_mask=mask), None
+    return run.train(run.original, run.losses.retain_and_relabelled, (run.retain, relabelled), grad_mask=mask), None
 
 
 def _salun(run):
-    return _random_labels(run, mask=_saliency_mask(run.unlearner.original, run.forget))
+    return _random_labels(run, mask=_saliency_mask(run.losses, run.original, run.forget))
 
 
 def _l1_sparse_run(run):
-    params = run.unlearner.original
+    params = run.original
     for epoch in range(run.epochs):
         strength = L1_STRENGTH * (1.0 - epoch / run.epochs)
-        params = run.train(params, _l1_sparse, run.retain, n=1, loss_args=(strength,))
+        params = run.train(params, run.losses.l1_sparse, run.retain, n=1, loss_args=(strength,))
     return params, None
 
 
 def _scrub(run):
-    original = params = run.unlearner.original
+    original = params = run.original
     for epoch in range(run.epochs):
         if epoch < SCRUB_MAX_EPOCHS:
-            params = run.train(params, _scrub_max, run.forget, n=1, loss_args=(original,))
-        params = run.train(params, _scrub_min, run.retain, n=1, loss_args=(original,))
+            params = run.train(params, run.losses.scrub_max, run.forget, n=1, loss_args=(original,))
+        params = run.train(params, run.losses.scrub_min, run.retain, n=1, loss_args=(original,))
     return params, None
 
 
 def _boundary_shrink(run):
-    relabelled = {**run.forget, "labels": _fgsm_labels(run.unlearner.original, run.forget)}
-    return run.train(run.unlearner.original, _ce, relabelled), None
+    relabelled = {**run.forget, "labels": _fgsm_labels(run.losses, run.original, run.forget)}
+    return run.train(run.original, run.losses.ce, relabelled), None
 
 
 def _forget_vector_run(run):
-    delta = {"delta": jnp.zeros(run.task.train_features.shape[1], jnp.float32)}
-    delta = run.train(delta, _forget_vector, (run.retain, run.forget), loss_args=(run.unlearner.original,))
-    return run.unlearner.original, delta["delta"]
+    delta = {"delta": jnp.zeros(run.task.train_features.shape[1:], jnp.float32)}
+    delta = run.train(delta, run.losses.forget_vector, (run.retain, run.forget), loss_args=(run.original,))
+    return run.original, delta["delta"]
 
 
 _GRADIENT_RUNS = {
