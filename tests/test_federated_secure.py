@@ -264,3 +264,25 @@ def test_bad_inputs_are_refused_without_changing_any_state(uploads):
     with pytest.raises(federated.UploadRejected, match="not part of round"):
         secure.collect_keys(round_.config, {"stranger": secure.advertise_keys(round_.config, "client-00")[1]})
     assert round_.server is server and server.masked_sum is None
+
+
+@pytest.mark.slow
+def test_flower_simulation_gives_the_plain_sum_of_the_survivors(tmp_path):
+    from federated.flower_app import write_federation
+    from federated.flower_runtime import run_flower_simulation
+
+    x, y = make_classification(n=600, d=8, classes=CLASSES, seed=41)
+    parts = federated.dirichlet_partition(y, 6, 0.5, seed=3)
+    write_federation(tmp_path / "federation", x, y, parts)
+    settings = {"federation": str(tmp_path / "federation"), "output": str(tmp_path / "out"), "method": "secagg",
+                "ridge": RIDGE, "timeout": 120.0, "secagg-drop": "2"}
+    result = run_flower_simulation(settings, 6, timeout=180.0)
+    plain, rejected = federated.receive_many(
+        federated.init_aggregate(8, CLASSES, precision="fixed"),
+        [(str(k), federated.encode_statistics(federated.client_statistics(x[p], y[p], 8, precision="fixed"), CLASSES))
+         for k, p in enumerate(parts) if k != 2])
+    assert not rejected and len(result["survivors"]) == 5 and len(result["dropped"]) == 1
+    assert result["state_hash"] == analytic.state_hash(plain.statistics)
+    np.testing.assert_array_equal(analytic.load(tmp_path / "out" / "head.npz").weights,
+                                  federated.solve(plain, RIDGE).weights)
+    assert result["bytes"]["secagg_mask"]["up"] == 5 * 8 * secure.init_round(["a", "b"], 8, CLASSES).words
