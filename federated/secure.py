@@ -66,18 +66,25 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import math
 import os
 import secrets
 from typing import Mapping, NamedTuple
 
 import numpy as np
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from scipy import stats as scipy_stats
+
+try:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+except ImportError as error:
+    raise ImportError(
+        f"federated.secure needs the cryptography package ({error}): pip install 'analytic-learning[secure]'"
+    ) from error
 
 import analytic
 from analytic.words import INT_HEADROOM
@@ -319,6 +326,18 @@ def split_secret(secret: bytes, threshold: int, n_shares: int) -> list[tuple[int
     return shares
 
 
+@functools.lru_cache(maxsize=1024)
+def _lagrange_weights(points: tuple[int, ...]) -> tuple[int, ...]:
+    r""":math:`\prod_{m \ne j} x_m / (x_m - x_j) \bmod p` for each j; the points are small integers, so each
+    product is exact before its one reduction (and the same points recur from owner to owner)."""
+    weights = []
+    for j, x_j in enumerate(points):
+        numerator = math.prod(x_m for m, x_m in enumerate(points) if m != j)
+        denominator = math.prod(x_m - x_j for m, x_m in enumerate(points) if m != j)
+        weights.append(numerator * pow(denominator % SHARE_PRIME, -1, SHARE_PRIME) % SHARE_PRIME)
+    return tuple(weights)
+
+
 def combine_shares(shares) -> bytes:
     r"""The secret from t Shamir shares (:func:`split_secret`): Lagrange interpolation at zero,
     :math:`f(0) = \sum_j y_j \prod_{m \ne j} x_m / (x_m - x_j)`.
@@ -339,14 +358,8 @@ def combine_shares(shares) -> bytes:
     points = [x for x, _ in shares]
     if len(set(points)) != len(points) or not points:
         raise analytic.IntegrityError(f"Shamir shares need distinct points, got {points}")
-    secret = 0
-    for j, (x_j, y_j) in enumerate(shares):
-        numerator = denominator = 1
-        for m, x_m in enumerate(points):
-            if m != j:
-                numerator = numerator * x_m % SHARE_PRIME
-                denominator = denominator * (x_m - x_j) % SHARE_PRIME
-        secret = (secret + y_j * numerator * pow(denominator, -1, SHARE_PRIME)) % SHARE_PRIME
+    weights = _lagrange_weights(tuple(points))
+    secret = sum(y_j * w_j for (_, y_j), w_j in zip(shares, weights)) % SHARE_PRIME
     if secret >= 1 << (8 * SEED_BYTES):
         raise analytic.IntegrityError("the shares are inconsistent: they interpolate to no 16-byte secret")
     return secret.to_bytes(SEED_BYTES, "big")
