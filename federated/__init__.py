@@ -3,11 +3,11 @@
 Modules: ``federated.partition`` (IID, Dirichlet, shard and quantity-skew splits), ``federated.payload`` (what a
 client sends, packed or as a triangular factor, and validated), ``federated.aggregation`` (the summed-statistics law, the paper's
 absolute-aggregation law, pairwise and folded into running sums, and the regularization intermediary),
-``federated.server`` (validated receipt and client-level unlearning), ``federated.secure`` (pairwise additive
-masking), ``federated.hierarchy`` (a tree of edge aggregators), ``federated.simulation`` (many clients in one
-process), ``federated.baselines`` (FedAvg / FedProx / SCAFFOLD on the shared gradient head), ``federated.peers`` (the
-cheap one-round peers FedNCM, FedCOF and Fed3R) and ``federated.flower_app`` (the same protocols as a Flower app)
-with ``federated.flower_runtime`` (``flwr run`` on Flower's simulation and deployment runtimes).
+``federated.server`` (validated receipt and client-level unlearning), ``federated.secure`` (secure aggregation:
+SecAgg / SecAgg+), ``federated.hierarchy`` (a tree of edge aggregators), ``federated.simulation`` (many clients in
+one process), ``federated.baselines`` (FedAvg / FedProx / SCAFFOLD on the shared gradient head), ``federated.peers``
+(the cheap one-round peers FedNCM, FedCOF and Fed3R) and ``federated.flower_app`` (the same protocols as a Flower
+app) with ``federated.flower_runtime`` (``flwr run`` on Flower's simulation and deployment runtimes).
 """
 
 from federated.aggregation import (

@@ -14,12 +14,24 @@ Every ``pull-interval`` seconds the server pulls the replies that arrived, valid
 and writes ``head.npz`` and ``result.json`` (state hash, bytes, rejected uploads, nodes that sent no upload, test
 accuracy, and the seconds until the first upload arrived) to ``output``.
 
+Secure AFL (``method = "secagg"``): the same one-round sum, but the server only ever sees masked uploads — the
+four rounds of :mod:`federated.secure` (SecAgg, or SecAgg+ with ``secagg-degree`` neighbours per client) as Flower
+Messages ``query.secagg_advertise``, ``query.secagg_share``, ``query.secagg_mask`` and ``query.secagg_unmask``,
+each a barrier (``grid.send_and_receive`` with ``timeout``). A client's secrets stay in its node's
+``context.state`` between rounds; a node that errs or times out in a round is a dropout of that round. The clients
+upload fixed-point statistics (``precision`` is ignored); the unmasked sum goes through
+:func:`federated.server.receive`, so ``result.json`` carries the same state hash as the plain sum of the survivors'
+uploads, plus ``survivors``, ``dropped`` and the bytes each round moved. ``secagg-drop`` (partition ids, comma
+separated) makes those clients fail after sharing their keys, the case the protocol recovers from.
+
 FedAvg (``method = "fedavg"``): Flower's own :class:`flwr.serverapp.strategy.FedAvg`, clients training the shared
 softmax head with :func:`analytic.gradient.train`; the server evaluates the global head on the test set each round.
 
 Run configuration keys: ``federation`` (directory), ``output`` (directory), ``method``, ``ridge``, ``precision``,
 ``num-clients`` (nodes to wait for), ``wave``, ``pull-interval`` and ``timeout`` (seconds), and for FedAvg
-``rounds``, ``fraction``, ``local-epochs``, ``learning-rate``, ``batch-size``.
+``rounds``, ``fraction``, ``local-epochs``, ``learning-rate``, ``batch-size``, and for secure AFL
+``secagg-degree`` (0: the complete graph), ``secagg-threshold`` (0: an honest majority of each neighbourhood) and
+``secagg-drop``.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import pickle
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,13 +58,15 @@ except ImportError as error:
 
 import analytic
 from analytic import gradient
+from federated import secure
 from federated.aggregation import client_statistics
 from federated.payload import encode_statistics, payload_nbytes
-from federated.server import solve, receive_many, init_aggregate
+from federated.server import init_aggregate, receive, receive_many, solve
 
 DEFAULTS = {
     "method": "afl", "ridge": 1.0, "precision": "float64", "wave": 100, "pull-interval": 0.05, "timeout": 600.0,
     "rounds": 20, "fraction": 0.1, "local-epochs": 1, "learning-rate": 0.05, "batch-size": 32,
+    "secagg-degree": 0, "secagg-threshold": 0, "secagg-drop": "",
 }
 
 
@@ -130,6 +145,78 @@ def _statistics_reply(message: Message, context: Context) -> Message:
         "config": ConfigRecord({"client-id": f"client-{partition}"}),
     })
     return Message(content, reply_to=message)
+
+
+def _client_id(message: Message) -> str:
+    return f"node-{message.metadata.dst_node_id}"
+
+
+def _secure_state(context: Context) -> secure.ClientState:
+    """This node's secure-aggregation secrets, kept in its own ``context.state`` between the rounds (never sent)."""
+    return pickle.loads(context.state.config_records["secagg"]["state"])
+
+
+def _keep_secure_state(context: Context, state: secure.ClientState) -> None:
+    context.state.config_records["secagg"] = ConfigRecord({"state": pickle.dumps(state)})
+
+
+def _round_config(record: ConfigRecord) -> secure.RoundConfig:
+    return secure.RoundConfig(
+        round_id=str(record["round-id"]), clients=tuple(record["clients"]), dim=int(record["dim"]),
+        class_ids=tuple(record["class-ids"]), degree=int(record["degree"]), threshold=int(record["threshold"]),
+        graph_seed=int(record["graph-seed"]),
+    )
+
+
+def _reply(message: Message, config: dict) -> Message:
+    return Message(RecordDict({"config": ConfigRecord(config)}), reply_to=message)
+
+
+@client_app.query("secagg_advertise")
+def _secagg_advertise(message: Message, context: Context) -> Message:
+    state, advertisement = secure.advertise_keys(_round_config(message.content["config"]), _client_id(message))
+    _keep_secure_state(context, state)
+    return _reply(message, {"keys": list(advertisement)})
+
+
+@client_app.query("secagg_share")
+def _secagg_share(message: Message, context: Context) -> Message:
+    adverts = {peer: secure.KeyAdvertisement(*keys) for peer, keys in message.content["config"].items()}
+    state, sent = secure.share_keys(_secure_state(context), adverts)
+    _keep_secure_state(context, state)
+    return _reply(message, sent)
+
+
+@client_app.query("secagg_mask")
+def _secagg_mask(message: Message, context: Context) -> Message:
+    settings = _settings(context)
+    partition = _partition(context)
+    if str(partition) in str(settings["secagg-drop"]).split(","):
+        raise ConnectionError(f"partition {partition} drops out after sharing its keys (secagg-drop)")
+    state = _secure_state(context)
+    features, labels = _client_rows(settings["federation"], partition)
+    stats = client_statistics(features, labels, features.shape[1], precision="fixed")
+    payload = encode_statistics(stats, np.asarray(state.config.class_ids, np.int64))
+    state, masked = secure.mask_input(state, dict(message.content["config"]), payload)
+    _keep_secure_state(context, state)
+    return Message(RecordDict({"masked": _to_record({"words": masked})}), reply_to=message)
+
+
+def _share_bytes(kind: str, point: int, share: int) -> bytes:
+    return kind[0].encode() + point.to_bytes(4, "big") + share.to_bytes(17, "big")
+
+
+def _share_from_bytes(data: bytes) -> tuple[str, int, int]:
+    return {"s": "self", "m": "mask"}[chr(data[0])], int.from_bytes(data[1:5], "big"), int.from_bytes(data[5:], "big")
+
+
+@client_app.query("secagg_unmask")
+def _secagg_unmask(message: Message, context: Context) -> Message:
+    record = message.content["config"]
+    request = secure.UnmaskRequest(tuple(record["survivors"]), tuple(record.get("dropped", [])))
+    state, revealed = secure.reveal_shares(_secure_state(context), request)
+    _keep_secure_state(context, state)
+    return _reply(message, {owner: _share_bytes(*share) for owner, share in revealed.items()})
 
 
 @client_app.train()
@@ -234,6 +321,87 @@ def _run_afl(grid: Grid, settings: dict) -> dict:
     return result
 
 
+def _exchange(grid: Grid, stage: str, contents: dict[str, RecordDict], timeout: float) -> dict[str, Message]:
+    """One barrier round of the secure protocol: ``contents[client]`` to each client, the replies that came back
+    in time without error, by client id."""
+    messages = [Message(content, dst_node_id=int(client.removeprefix("node-")), message_type=f"query.{stage}",
+                        group_id=stage) for client, content in contents.items()]
+    replies = grid.send_and_receive(messages, timeout=timeout)
+    return {f"node-{reply.metadata.src_node_id}": reply for reply in replies if not reply.has_error()}
+
+
+def _config_content(config: dict) -> RecordDict:
+    return RecordDict({"config": ConfigRecord(config)})
+
+
+def _record_nbytes(contents) -> int:
+    """Bytes of the byte strings and arrays in messages' records (the protocol's payload, without framing)."""
+    total = 0
+    for content in contents:
+        for record in content.values():
+            for value in record.values():
+                if isinstance(value, Array):
+                    total += value.numpy().nbytes
+                elif isinstance(value, (bytes, str)):
+                    total += len(value)
+                elif isinstance(value, list):
+                    total += sum(len(v) for v in value if isinstance(v, (bytes, str)))
+    return total
+
+
+def _run_secagg(grid: Grid, settings: dict) -> dict:
+    federation = _federation(settings["federation"])
+    dim = federation["features"].shape[1]
+    class_ids = np.unique(federation["labels"])
+    timeout = float(settings["timeout"])
+    started = time.perf_counter()
+    nodes = _wait_for_nodes(grid, int(settings["num-clients"]), timeout)
+    clients = [f"node-{node}" for node in nodes]
+    degree, threshold = int(settings["secagg-degree"]), int(settings["secagg-threshold"])
+    config = secure.init_round(clients, dim, class_ids, degree=degree or None, threshold=threshold or None)
+    announced = {"round-id": config.round_id, "clients": list(config.clients), "dim": config.dim,
+                 "class-ids": list(config.class_ids), "degree": config.degree, "threshold": config.threshold,
+                 "graph-seed": config.graph_seed}
+    bytes_moved = {}
+
+    def exchange(stage, contents):
+        replies = _exchange(grid, stage, contents, timeout)
+        bytes_moved[stage] = {"down": _record_nbytes(contents.values()),
+                              "up": _record_nbytes(reply.content for reply in replies.values())}
+        return replies
+
+    replies = exchange("secagg_advertise", {c: _config_content(announced) for c in config.clients})
+    adverts = {c: secure.KeyAdvertisement(*reply.content["config"]["keys"]) for c, reply in replies.items()}
+    server, forward = secure.collect_keys(config, adverts)
+    replies = exchange("secagg_share", {c: _config_content({v: list(a) for v, a in f.items()})
+                                        for c, f in forward.items()})
+    server, routed = secure.route_shares(server, {c: dict(r.content["config"]) for c, r in replies.items()})
+    replies = exchange("secagg_mask", {c: _config_content(shares) for c, shares in routed.items()})
+    server, requests = secure.collect_masked(
+        server, {c: _from_record(r.content["masked"])["words"] for c, r in replies.items()})
+    replies = exchange("secagg_unmask", {c: _config_content({"survivors": list(r.survivors)} |
+                                                            ({"dropped": list(r.dropped)} if r.dropped else {}))
+                                         for c, r in requests.items()})
+    revealed = {c: {owner: _share_from_bytes(data) for owner, data in r.content["config"].items()}
+                for c, r in replies.items()}
+    total = secure.unmask(server, revealed)
+    aggregate = receive(init_aggregate(dim, class_ids, precision="fixed"), "secure-sum", total)
+    head = solve(aggregate, float(settings["ridge"]))
+    seconds = time.perf_counter() - started
+    output = Path(settings["output"])
+    output.mkdir(parents=True, exist_ok=True)
+    analytic.save(output / "head.npz", head)
+    result = {
+        "method": "secagg", "nodes": len(nodes), "degree": config.degree, "threshold": config.threshold,
+        "survivors": list(server.survivors), "dropped": sorted(set(server.shared) - set(server.survivors)),
+        "bytes": bytes_moved, "seconds": seconds, "state_hash": analytic.state_hash(aggregate.statistics),
+    }
+    if "test_features" in federation:
+        predicted = analytic.predict_labels(head, np.asarray(federation["test_features"]))
+        result["accuracy"] = float(np.mean(predicted == federation["test_labels"]))
+    return result
+
+
 def _run_fedavg(grid: Grid, settings: dict) -> dict:
     federation = _federation(settings["federation"])
     test_features = np.asarray(federation["test_features"], np.float32)
@@ -265,7 +433,8 @@ def _run_fedavg(grid: Grid, settings: dict) -> dict:
 @server_app.main()
 def _server_main(grid: Grid, context: Context) -> None:
     settings = _settings(context)
-    result = _run_afl(grid, settings) if settings["method"] == "afl" else _run_fedavg(grid, settings)
+    run = {"afl": _run_afl, "secagg": _run_secagg, "fedavg": _run_fedavg}[settings["method"]]
+    result = run(grid, settings)
     output = Path(settings["output"])
     output.mkdir(parents=True, exist_ok=True)
     (output / "result.json").write_text(json.dumps(result, indent=2))
