@@ -4,8 +4,9 @@ Modules: ``federated.partition`` (IID, Dirichlet, shard and quantity-skew splits
 client sends, packed and validated), ``federated.aggregation`` (the summed-statistics law, the paper's
 absolute-aggregation law, pairwise and folded into running sums, and the regularization intermediary),
 ``federated.server`` (validated receipt and client-level unlearning), ``federated.secure`` (pairwise additive
-masking), ``federated.simulation`` (many clients in one process), ``federated.baselines`` (FedAvg / FedProx /
-SCAFFOLD on the shared gradient head) and ``federated.flower_app`` (the same protocols as a Flower app) with
+masking), ``federated.simulation`` (many clients in one process), ``federated.privacy`` (differential privacy for
+the statistics: clipping, the Gaussian mechanism central or as discrete-Gaussian shares, accounted with
+dp-accounting), ``federated.baselines`` (FedAvg / FedProx / SCAFFOLD, and DP-FedAvg, on the shared gradient head) and ``federated.flower_app`` (the same protocols as a Flower app) with
 ``federated.flower_runtime`` (``flwr run`` on Flower's simulation and deployment runtimes).
 """
 
@@ -36,6 +37,22 @@ from federated.payload import (
     payload_nbytes,
     statistics_nbytes,
 )
+from federated.privacy import (
+    NoiseCalibration,
+    PrivateStatistics,
+    calibrate_distributed_noise,
+    calibrate_noise,
+    calibrate_noise_multiplier,
+    clip_features,
+    distributed_epsilon,
+    gaussian_epsilon,
+    noise_spectral_bound,
+    noisy_share,
+    privatize_statistics,
+    release_from_sum,
+    sample_discrete_gaussian,
+    solve_private,
+)
 from federated.server import (
     ClientRegistry,
     SolutionAggregate,
@@ -53,34 +70,48 @@ from federated.server import (
 __all__ = [
     "ClientRegistry",
     "LocalSolution",
+    "NoiseCalibration",
     "PartialSums",
+    "PrivateStatistics",
     "SolutionAggregate",
     "StatisticsAggregate",
     "UploadRejected",
     "aggregate_pair",
     "aggregate_solutions",
     "aggregate_statistics",
+    "calibrate_distributed_noise",
+    "calibrate_noise",
+    "calibrate_noise_multiplier",
     "check_payload",
     "client_statistics",
+    "clip_features",
     "combine_partials",
     "decode_statistics",
     "dirichlet_partition",
+    "distributed_epsilon",
     "encode_statistics",
+    "gaussian_epsilon",
     "iid_partition",
     "init_aggregate",
     "init_solution_aggregate",
     "local_solution",
     "make_partition",
+    "noise_spectral_bound",
+    "noisy_share",
     "payload_nbytes",
+    "privatize_statistics",
     "push_solution",
     "quantity_skew_partition",
     "receive",
     "receive_many",
     "receive_solution",
     "receive_solutions",
+    "release_from_sum",
     "remove_client",
     "remove_regularization",
+    "sample_discrete_gaussian",
     "shard_partition",
     "solve",
+    "solve_private",
     "statistics_nbytes",
 ]
