@@ -174,6 +174,7 @@ def plot(out: Path, central, distributed, fedavg, clients) -> str:
             axis.axhline(limit, color=colours[name], linestyle=":", linewidth=1)
     axis.set(xscale="log", xlabel="ε (δ = 1/n)", ylabel="test accuracy", xticks=finite,
              title="Accuracy against ε (dotted: ε = ∞)")
+    axis.minorticks_off()
     axis.set_xticklabels([f"{e:g}" for e in finite])
     axis.legend(fontsize=7)
     figure.tight_layout()
