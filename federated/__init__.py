@@ -5,9 +5,11 @@ client sends, packed or as a triangular factor, and validated), ``federated.aggr
 absolute-aggregation law, pairwise and folded into running sums, and the regularization intermediary),
 ``federated.server`` (validated receipt and client-level unlearning), ``federated.secure`` (secure aggregation:
 SecAgg / SecAgg+), ``federated.hierarchy`` (a tree of edge aggregators), ``federated.simulation`` (many clients in
-one process), ``federated.baselines`` (FedAvg / FedProx / SCAFFOLD on the shared gradient head), ``federated.peers``
-(the cheap one-round peers FedNCM, FedCOF and Fed3R) and ``federated.flower_app`` (the same protocols as a Flower
-app) with ``federated.flower_runtime`` (``flwr run`` on Flower's simulation and deployment runtimes).
+one process), ``federated.privacy`` (differential privacy for the statistics: clipping, the Gaussian mechanism
+central or as discrete-Gaussian shares, accounted with dp-accounting), ``federated.baselines`` (FedAvg / FedProx /
+SCAFFOLD, and DP-FedAvg, on the shared gradient head), ``federated.peers`` (the cheap one-round peers FedNCM, FedCOF
+and Fed3R) and ``federated.flower_app`` (the same protocols as a Flower app) with ``federated.flower_runtime``
+(``flwr run`` on Flower's simulation and deployment runtimes).
 """
 
 from federated.aggregation import (
@@ -50,6 +52,22 @@ from federated.payload import (
     payload_nbytes,
     statistics_nbytes,
 )
+from federated.privacy import (
+    NoiseCalibration,
+    PrivateStatistics,
+    calibrate_distributed_noise,
+    calibrate_noise,
+    calibrate_noise_multiplier,
+    clip_features,
+    distributed_epsilon,
+    gaussian_epsilon,
+    noise_spectral_bound,
+    noisy_share,
+    privatize_statistics,
+    release_from_sum,
+    sample_discrete_gaussian,
+    solve_private,
+)
 from federated.server import (
     ClientRegistry,
     SolutionAggregate,
@@ -69,7 +87,9 @@ __all__ = [
     "ClientRegistry",
     "LevelReport",
     "LocalSolution",
+    "NoiseCalibration",
     "PartialSums",
+    "PrivateStatistics",
     "SolutionAggregate",
     "StatisticsAggregate",
     "UploadRejected",
@@ -77,11 +97,15 @@ __all__ = [
     "aggregate_solutions",
     "aggregate_statistics",
     "aggregator_levels",
+    "calibrate_distributed_noise",
+    "calibrate_noise",
+    "calibrate_noise_multiplier",
     "check_payload",
     "class_covariances",
     "class_means_nbytes",
     "client_class_means",
     "client_statistics",
+    "clip_features",
     "combine_partials",
     "decode_statistics",
     "dirichlet_partition",
@@ -90,13 +114,18 @@ __all__ = [
     "fedcof_gram",
     "fedcof_head",
     "fedncm_head",
+    "distributed_epsilon",
+    "gaussian_epsilon",
     "iid_partition",
     "init_aggregate",
     "init_solution_aggregate",
     "local_solution",
     "make_partition",
     "pooled_class_means",
+    "noise_spectral_bound",
+    "noisy_share",
     "payload_nbytes",
+    "privatize_statistics",
     "push_solution",
     "quantity_skew_partition",
     "random_feature_statistics",
@@ -104,10 +133,13 @@ __all__ = [
     "receive_many",
     "receive_solution",
     "receive_solutions",
+    "release_from_sum",
     "remove_client",
     "remove_regularization",
+    "sample_discrete_gaussian",
     "shard_partition",
     "solve",
+    "solve_private",
     "statistics_nbytes",
     "tree_plan",
     "tree_round",

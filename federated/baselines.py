@@ -11,6 +11,12 @@ the results weighted by the clients' sample counts (the usual federated settings
   :math:`c_k^+ = c_k - c + (\theta_{\text{global}} - \theta_k)/(K_k \eta)`, the server moves
   :math:`\theta` by the mean client change and :math:`c` by :math:`\frac{|S|}{N}` times the mean control change.
 
+DP-FedAvg (McMahan et al., ICLR 2018, client-level differential privacy) is FedAvg with ``update_clip`` S set:
+each client joins a round independently with probability q (``client_fraction``), its update
+:math:`\Delta_k = \theta_k - \theta` is clipped to :math:`\|\Delta_k\|_2 \le S` (``optax.clip_by_global_norm``),
+and the server moves :math:`\theta` by :math:`(\sum_k \hat\Delta_k + \mathcal N(0, z^2 S^2 I)) / (qN)` over the
+N clients with data; :func:`federated.gaussian_epsilon` with ``sampling_rate=q, rounds=T`` accounts it.
+
 Local training is plain SGD (no momentum, no weight decay) so that SCAFFOLD's control variates follow their
 derivation; every method uses the same optimizer. Empty clients are never sampled. Each round records test accuracy,
 bytes sent up and down (float32 parameters, twice that for SCAFFOLD's control variates) and elapsed wall time.
@@ -24,9 +30,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from analytic import gradient
+from analytic.errors import InputError
 from analytic.internal import check_choice, check_features, check_int, check_labels, check_number
 
 METHODS = ("fedavg", "fedprox", "scaffold")
@@ -74,6 +82,18 @@ def _weighted_mean(trees, weights):
     return jax.tree.map(lambda *leaves: sum(w * leaf for w, leaf in zip(weights, leaves)), *trees)
 
 
+def _private_mean_step(params, results, clip: float, noise_multiplier: float, expected_clients: float, rng):
+    r""":math:`\theta + (\sum_k \operatorname{clip}_S(\theta_k - \theta) + \mathcal N(0, z^2 S^2 I)) / (qN)`."""
+    clipper = optax.clip_by_global_norm(clip)
+    total = jax.tree.map(jnp.zeros_like, params)
+    for local in results:
+        update, _ = clipper.update(jax.tree.map(jnp.subtract, local, params), clipper.init(params))
+        total = jax.tree.map(jnp.add, total, update)
+    noisy = jax.tree.map(
+        lambda t: t + jnp.asarray(rng.normal(0.0, noise_multiplier * clip, t.shape), t.dtype), total)
+    return jax.tree.map(lambda p, t: p + t / jnp.asarray(expected_clients, t.dtype), params, noisy)
+
+
 def run_federated_gradient(
     features,
     labels,
@@ -91,12 +111,20 @@ def run_federated_gradient(
     seed: int = 0,
     stop_at: float | None = None,
     progress: bool = True,
+    update_clip: float | None = None,
+    noise_multiplier: float = 0.0,
 ) -> GradientRun:
-    """Run FedAvg / FedProx / SCAFFOLD for up to ``rounds`` rounds (stopping early once accuracy ≥ ``stop_at``).
+    """Run FedAvg / FedProx / SCAFFOLD for up to ``rounds`` rounds (stopping early once accuracy ≥ ``stop_at``);
+    with ``update_clip`` S (FedAvg only), DP-FedAvg with noise multiplier z (module docstring).
 
     Labels must be ``0 … C−1`` (the shared head's convention); ``C`` is taken from the training labels.
     """
     check_choice("method", method, METHODS)
+    if update_clip is not None:
+        check_number("update_clip", update_clip, low=0, low_open=True)
+        if method != "fedavg":
+            raise InputError(f"update clipping and noise (DP-FedAvg) apply to fedavg, got method {method!r}")
+    check_number("noise_multiplier", noise_multiplier, low=0)
     check_number("client_fraction", client_fraction, low=0, high=1, low_open=True)
     check_int("rounds", rounds)
     features = check_features(features, finite=True).astype(np.float32)
@@ -121,7 +149,10 @@ def run_federated_gradient(
         task = bar.add_task(method, total=rounds, accuracy="-")
         for round_index in range(rounds):
             tick = time.perf_counter()
-            sampled = rng.choice(populated, size=per_round, replace=False)
+            if update_clip is None:
+                sampled = rng.choice(populated, size=per_round, replace=False)
+            else:  # Poisson sampling, as DP-FedAvg's accounting assumes
+                sampled = np.asarray(populated)[rng.random(len(populated)) < client_fraction]
             results, sizes, control_changes = [], [], []
             for k in sampled:
                 data = {"features": features[parts[k]], "labels": labels[parts[k]]}
@@ -150,6 +181,9 @@ def run_federated_gradient(
                 mean_control = _weighted_mean(control_changes, np.ones(len(control_changes)))
                 share = len(sampled) / len(populated)
                 server_control = jax.tree.map(lambda c, dc: c + share * dc, server_control, mean_control)
+            elif update_clip is not None:
+                params = _private_mean_step(params, results, update_clip, noise_multiplier,
+                                            client_fraction * len(populated), rng)
             else:
                 params = _weighted_mean(results, sizes)
             jax.block_until_ready(params)
