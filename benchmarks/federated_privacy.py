@@ -13,7 +13,7 @@ Dirichlet α = 0.1 label skew over 100 and 1,000 clients, ε ∈ {0.5, 1, 2, 4, 
 - AFL, distributed DP: the same clipped features truncated onto the 2^-12 grid, each client adds a discrete-Gaussian
   share (:func:`federated.noisy_share`, K_min = all clients, RDP accountant of the distributed discrete Gaussian).
   The securely aggregated sum equals, integer for integer, the exact fixed-point aggregate plus the sum of the
-  shares (the masks cancel; tests/test_federated_privacy.py checks it through :func:`federated.secure.secure_round`),
+  shares (the masks cancel; tests/test_federated_privacy.py checks it through a SecAgg round of :mod:`federated.secure`),
   which is how it is formed here for 1,000 clients (pairwise masks would cost K² mask vectors).
 - DP-FedAvg (client-level DP: a stronger unit than AFL's one sample): FedAvg on the same clipped features with
   Poisson client sampling q = 0.1, each update clipped to S = 1 (set once by a non-private pilot), Gaussian noise

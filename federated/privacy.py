@@ -561,7 +561,7 @@ def noisy_share(stats: analytic.Statistics, calibration: NoiseCalibration, class
 
     Returns:
       A payload in the :func:`federated.encode_statistics` layout (int64), ready for
-      :func:`federated.secure.secure_round`.
+      :mod:`federated.secure`.
 
     Raises:
       analytic.InputError: a central calibration, or statistics that are not fixed point on the calibration's grid.
@@ -602,7 +602,7 @@ def release_from_sum(total: dict, dim: int, calibration: NoiseCalibration, survi
         \tilde B = 2^{-f} \sum_k \big(B_k 2^f + M_k\big)
 
     Args:
-      total: the summed payload (:func:`federated.secure.secure_round`'s result, or a sum of :func:`noisy_share`
+      total: the summed payload (:func:`federated.secure.unmask`'s result, or a sum of :func:`noisy_share`
         payloads).
       dim: feature dimension d.
       calibration: the clients' :func:`calibrate_distributed_noise` result.

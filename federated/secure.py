@@ -88,7 +88,7 @@ except ImportError as error:
 
 import analytic
 from analytic.words import INT_HEADROOM
-from federated.payload import ADDITIVE_FIELDS, UploadRejected, check_payload, init_payload
+from federated.payload import ADDITIVE_FIELDS, UploadRejected, init_payload
 
 SHARE_PRIME = 2**130 - 5  # p of the Shamir field: a prime above every 16-byte seed
 SEED_BYTES = 16
@@ -375,8 +375,24 @@ def _encrypt_share(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
 
 
 def _payload_words(payload, config: RoundConfig) -> np.ndarray:
-    """The integer fields of a fixed-point upload as one uint64 vector (two's complement of the int64 values)."""
-    check_payload(payload, config.dim, precision="fixed", class_ids=np.asarray(config.class_ids, np.int64))
+    """The integer fields of a fixed-point upload as one uint64 vector (two's complement of the int64 values).
+
+    Only the layout is checked here: the masked vector may be any integers of it (a noisy share of
+    :mod:`federated.privacy` is not the statistics of any data set); the server checks the unmasked sum.
+    """
+    template = init_payload(config.dim, config.class_ids, precision="fixed")
+    if not isinstance(payload, dict):
+        raise UploadRejected(f"an upload is a dict of arrays, got {type(payload).__name__}")
+    for name in (*ADDITIVE_FIELDS, "class_ids"):
+        if name not in payload:
+            raise UploadRejected(f"upload lacks the field {name!r}")
+        value = np.asarray(payload[name])
+        if value.dtype != template[name].dtype or value.shape != template[name].shape:
+            raise UploadRejected(f"upload field {name!r} is {value.dtype} {value.shape}, expected "
+                                 f"{template[name].dtype} {template[name].shape}")
+    if not np.array_equal(payload["class_ids"], template["class_ids"]):
+        raise UploadRejected(f"upload has class ids {np.asarray(payload['class_ids']).tolist()}, the round agreed on "
+                             f"{template['class_ids'].tolist()}")
     return np.concatenate([np.asarray(payload[name]).reshape(-1) for name in ADDITIVE_FIELDS]).view(np.uint64)
 
 
