@@ -383,16 +383,17 @@ def _payload_words(payload, config: RoundConfig) -> np.ndarray:
     template = init_payload(config.dim, config.class_ids, precision="fixed")
     if not isinstance(payload, dict):
         raise UploadRejected(f"an upload is a dict of arrays, got {type(payload).__name__}")
-    for name in (*ADDITIVE_FIELDS, "class_ids"):
-        if name not in payload:
-            raise UploadRejected(f"upload lacks the field {name!r}")
+    missing = [name for name in ("class_ids", *ADDITIVE_FIELDS) if name not in payload]
+    if missing:
+        raise UploadRejected(f"upload lacks the fields {missing}")
+    if not np.array_equal(payload["class_ids"], template["class_ids"]):
+        raise UploadRejected(f"upload has class ids {np.asarray(payload['class_ids']).tolist()}, the round agreed on "
+                             f"{template['class_ids'].tolist()}")
+    for name in ADDITIVE_FIELDS:
         value = np.asarray(payload[name])
         if value.dtype != template[name].dtype or value.shape != template[name].shape:
             raise UploadRejected(f"upload field {name!r} is {value.dtype} {value.shape}, expected "
                                  f"{template[name].dtype} {template[name].shape}")
-    if not np.array_equal(payload["class_ids"], template["class_ids"]):
-        raise UploadRejected(f"upload has class ids {np.asarray(payload['class_ids']).tolist()}, the round agreed on "
-                             f"{template['class_ids'].tolist()}")
     return np.concatenate([np.asarray(payload[name]).reshape(-1) for name in ADDITIVE_FIELDS]).view(np.uint64)
 
 
