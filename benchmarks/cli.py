@@ -25,6 +25,12 @@ BENCHMARKS = {
     "unlearning": "exact forgetting against the gradient unlearning methods",
     "multihost": "the multi-controller runtime over loopback",
     "ridge": "choosing the ridge by one eigendecomposition against refitting every candidate",
+    "secure_aggregation": "SecAgg / SecAgg+ cost per client and server, with dropouts, bit-identical sums",
+    "federated_privacy": "accuracy against ε: AFL under central and distributed DP beside DP-FedAvg",
+    "federated_peers": "FedCOF / Fed3R / FedNCM and the gradient methods against AFL: accuracy per byte",
+    "federated_bytes": "bytes per client upload (packed Gram, triangular factor, float32) and the server's checks",
+    "federated_tree": "100,000 clients through a tree of edge aggregators, 10⁶ on paper",
+    "unlearning_network": "unlearning a fine-tuned network (gradient methods, LoRA, SISA) beside the exact head",
 }
 
 
