@@ -156,15 +156,13 @@ class _Ledger:
     def clash(self, client_id: str, digest: str) -> str | None:
         if client_id in self.owners:
             return f"duplicate submission: client {client_id!r} has already been aggregated by {self.owners[client_id]}"
-        if digest and digest in self.senders:
+        if digest in self.senders:
             return f"duplicate submission: client {client_id!r} replays the upload of client {self.senders[digest]!r}"
         return None
 
     def admit(self, registry, node: str) -> None:
-        for client_id, digest in registry.clients.items():
-            self.owners[client_id] = node
-            if digest:
-                self.senders[digest] = client_id
+        self.owners.update(dict.fromkeys(registry.clients, node))
+        self.senders.update(registry.senders)  # the empty upload, the same for every client without samples, is not
 
 
 def _edge(group, ledger: _Ledger, node: str, empty) -> tuple[StatisticsAggregate, dict[str, str]]:
