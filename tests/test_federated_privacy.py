@@ -13,31 +13,10 @@ import analytic
 import federated
 from federated import privacy
 from federated.baselines import run_federated_gradient
-from federated import secure
+from test_federated_secure import secure_sum
 from conftest import make_classification, one_hot_columns, relative_error
 
 
-
-def secure_round(shares, dim, class_ids, dropped=()):
-    """One in-process SecAgg round over the clients' noisy shares; the ``dropped`` ones' inputs never arrive."""
-    config = secure.init_round(shares, dim, class_ids)
-    clients, adverts = {}, {}
-    for client_id in config.clients:
-        clients[client_id], adverts[client_id] = secure.advertise_keys(config, client_id)
-    server, forward = secure.collect_keys(config, adverts)
-    sent = {}
-    for client_id in config.clients:
-        clients[client_id], sent[client_id] = secure.share_keys(clients[client_id], forward[client_id])
-    server, routed = secure.route_shares(server, sent)
-    masked = {}
-    for client_id in config.clients:
-        clients[client_id], masked[client_id] = secure.mask_input(clients[client_id], routed[client_id],
-                                                                  shares[client_id])
-    server, requests = secure.collect_masked(server, {k: v for k, v in masked.items() if k not in set(dropped)})
-    revealed = {}
-    for client_id, request in requests.items():
-        clients[client_id], revealed[client_id] = secure.reveal_shares(clients[client_id], request)
-    return secure.unmask(server, revealed)
 
 def clipped_clients(n=400, d=12, clip=3.0, n_clients=5, frac_bits=None, seed=0):
     features, labels = make_classification(n=n, d=d, seed=seed)
@@ -168,7 +147,7 @@ def test_distributed_release_through_secure_aggregation_with_a_dropout():
     shares = {f"c{k}": federated.noisy_share(federated.client_statistics(features[p], labels[p], 5, precision="fixed",
                                                                           frac_bits=10), calibration, [0, 3, 7, 11],
                                              seed=k) for k, p in enumerate(parts)}
-    total = secure_round(shares, 5, [0, 3, 7, 11], dropped=["c2"])
+    total, _ = secure_sum(shares, dropped=["c2"])
     plain = {name: sum(shares[k][name] for k in ("c0", "c1", "c3")) for name in ("gram", "cross")}
     np.testing.assert_array_equal(total["gram"], plain["gram"])  # the masks cancel: the survivors' noisy sum
     np.testing.assert_array_equal(total["cross"], plain["cross"])
@@ -238,7 +217,7 @@ def test_infinite_epsilon_distributed_is_the_exact_fixed_point_sum():
     calibration = federated.calibrate_distributed_noise(math.inf, 1e-3, 2.0, 4, 6, class_ids.size)
     shares = {f"c{k}": federated.noisy_share(federated.client_statistics(features[p], labels[p], 6, precision="fixed"),
                                              calibration, class_ids) for k, p in enumerate(parts)}
-    release = federated.release_from_sum(secure_round(shares, 6, class_ids), 6, calibration, 4)
+    release = federated.release_from_sum(secure_sum(shares)[0], 6, calibration, 4)
     np.testing.assert_array_equal(release.gram, features.T @ features)  # exact: grid values, exact products
     np.testing.assert_array_equal(release.cross, features.T @ one_hot_columns(labels, class_ids))
 

@@ -47,8 +47,9 @@ class Round:
 
 
 def share_round(payloads, **options):
-    """Rounds 0 and 1 for every client of ``payloads``."""
-    config = secure.init_round(payloads, D, CLASSES, **options)
+    """Rounds 0 and 1 for every client of ``payloads`` (their layout gives the round's d and class ids)."""
+    layout = next(iter(payloads.values()))
+    config = secure.init_round(payloads, layout["feature_sum"].size, layout["class_ids"], **options)
     clients, adverts = {}, {}
     for client_id in config.clients:
         clients[client_id], adverts[client_id] = secure.advertise_keys(config, client_id)
