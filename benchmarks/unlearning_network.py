@@ -39,8 +39,8 @@ from analytic.backbones import create_backbone
 from analytic.features import Preprocess, preprocess_jax
 from unlearning import methods, metrics
 
-from .common import load_images, parser, print_table, pyplot, write_json
-from .unlearning import choose_ridge
+from .common import load_images, parser, print_table, pyplot, ridge_choice, write_json
+from .unlearning import RIDGES
 
 NETWORKS = ("mobilenetv2", "efficientnet_lite0", "small_resnet")
 BACKBONES = {"mobilenetv2": "mobilenetv2_100", "efficientnet_lite0": "efficientnet_lite0"}
@@ -116,7 +116,7 @@ def analytic_rows(task, features, label, reference_scores, mia_samples):
     retrained network."""
     on_features = head_task(task, features)
     x, y = on_features.train_features, on_features.train_labels
-    ridge = choose_ridge(x, y)
+    ridge = ridge_choice(x, y, RIDGES).ridge
     head = unlearning.init_unlearning_head(x.shape[1], ridge, per_class=bool(task.forgotten_classes))
     for i in range(0, len(y), 8192):
         head = unlearning.learn(head, x[i : i + 8192], y[i : i + 8192])

@@ -1,9 +1,13 @@
-"""Package metadata agrees with itself: CITATION.cff parses and carries the one version string."""
+"""Package metadata agrees with itself: CITATION.cff parses and carries the one version string; every benchmark
+module imports."""
 
+import importlib
+import pkgutil
 import re
 from pathlib import Path
 
 import analytic
+import benchmarks
 
 CITATION = Path(__file__).parent.parent / "CITATION.cff"
 
@@ -24,3 +28,10 @@ def test_citation_file_parses_and_matches_the_version():
     assert citation["authors"] and citation["message"]
     for reference in citation["references"]:
         assert reference["title"] and reference["authors"] and reference["type"] and reference["year"]
+
+
+def test_every_benchmark_module_imports():
+    names = [module.name for module in pkgutil.iter_modules(benchmarks.__path__)]
+    assert "unlearning_network" in names and "demo" in names
+    for name in names:
+        importlib.import_module(f"benchmarks.{name}")
