@@ -145,17 +145,28 @@ def _by_held_out(stats: Statistics, ridges, held_out) -> RidgeChoice:
     values, vectors, projected = _spectrum(training)
     candidates = _candidates(ridges, values)
     rotated = x.astype(np.float64) @ vectors  # X_h V
-
-    def predictions(ridge):  # X_h W(γ) = (X_h V) diag(1/(λ + γ)) P
-        return rotated @ (projected / (values + ridge)[:, None])
-
     if training.is_classification:
         labels = check_labels(targets, x.shape[0])
         columns = np.searchsorted(training.class_ids, labels)
-        scores = [100.0 * np.mean(np.argmax(predictions(ridge), axis=1) == columns) for ridge in candidates]
+        scores = np.concatenate([100.0 * np.mean(np.argmax(block, axis=2) == columns[:, None], axis=0)
+                                 for block in _held_out_predictions(rotated, values, projected, candidates)])
         best, criterion = int(np.argmax(scores)), "held-out accuracy"
     else:
         y = check_targets(targets, x.shape[0], training.n_outputs)
-        scores = [float(np.mean((predictions(ridge) - y) ** 2)) for ridge in candidates]
+        scores = np.concatenate([np.mean((block - y[:, None, :]) ** 2, axis=(0, 2))
+                                 for block in _held_out_predictions(rotated, values, projected, candidates)])
         best, criterion = int(np.argmin(scores)), "held-out mse"
-    return RidgeChoice(float(candidates[best]), candidates, np.asarray(scores), criterion)
+    return RidgeChoice(float(candidates[best]), candidates, scores, criterion)
+
+
+def _held_out_predictions(rotated: np.ndarray, values: np.ndarray, projected: np.ndarray, candidates: np.ndarray,
+                          block_elements: int = 1 << 23):
+    """Yield (m, k, C) blocks of :math:`X_h W(\\gamma)` for consecutive candidates, each block one matrix product
+    of :math:`X_h V` (m, d) with k candidates' :math:`\\operatorname{diag}(1/(\\lambda + \\gamma)) P` side by side
+    (d, k·C), at most ``block_elements`` predictions per block."""
+    m, outputs = rotated.shape[0], projected.shape[1]
+    step = max(1, block_elements // max(1, m * outputs))
+    for start in range(0, candidates.size, step):
+        chunk = candidates[start : start + step]
+        scaled = projected[:, None, :] / (values[:, None, None] + chunk[None, :, None])  # (d, k, C)
+        yield (rotated @ scaled.reshape(len(values), -1)).reshape(m, chunk.size, outputs)
