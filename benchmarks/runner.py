@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -179,11 +180,32 @@ def _extractor(config: dict):
 def _timm_state_dict(name: str) -> dict:
     from analytic.backbones import import_timm
 
+    timm = import_timm()
+    _require_hub(name)
     try:
-        return import_timm().create_model(name, pretrained=True, num_classes=0).state_dict()
+        return timm.create_model(name, pretrained=True, num_classes=0).state_dict()
     except Exception as error:  # timm raises hub, network and name errors of many types
         raise MissingRequirement(f"the weights of {name!r} could not be had from the Hugging Face hub ({error}); "
                                  f"offline, pass --set weights=FILE (a .safetensors or .pth state dict)") from error
+
+
+def _require_hub(name: str, timeout: float = 5.0) -> None:
+    """Refuse at once when the Hugging Face hub cannot be reached (its client would retry for about a minute), unless
+    ``HF_HUB_OFFLINE`` asks for the weights already in the local cache."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    host = urlparse(constants.ENDPOINT).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as error:
+        raise MissingRequirement(
+            f"the weights of {name!r} come from the Hugging Face hub, which cannot be reached ({host}: {error}); "
+            f"offline, pass --set weights=FILE (a .safetensors or .pth state dict), or set HF_HUB_OFFLINE=1 to use "
+            f"weights already in the local Hugging Face cache") from error
 
 
 def _capped(labels: np.ndarray, cap: int) -> np.ndarray:

@@ -160,6 +160,16 @@ def test_dry_run_checks_a_weights_file_and_the_cli_prints_it(tmp_path, capsys, n
     assert printed.startswith("cifar100_b0_inc5_vit_in21k (continual, full): CIFAR-100 B0-Inc5")
 
 
+def test_timm_weights_are_refused_at_once_when_the_hub_cannot_be_reached(monkeypatch):
+    def unreachable(address, timeout):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(runner.socket, "create_connection", unreachable)
+    with pytest.raises(runner.MissingRequirement, match="Hugging Face hub, which cannot be reached .*--set "
+                                                        "weights=FILE.*HF_HUB_OFFLINE=1"):
+        runner._timm_state_dict("resnet18.a1_in1k")
+
+
 def test_the_cli_reports_a_refused_configuration_in_one_line(capsys):
     with pytest.raises(SystemExit) as stopped:
         cli.main(["run", "thirty_class_b0_inc5", "--set", "incremnt=2"])
