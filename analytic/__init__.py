@@ -7,7 +7,7 @@ path), ``analytic.words`` (exact 64-bit integers as int32 words), ``analytic.dis
 processes), ``analytic.module`` (the head as a flax module), ``analytic.backbones`` (frozen flax backbones and weight
 import), ``analytic.features`` (cached feature extraction), ``analytic.data`` (datasets), ``analytic.expansion``
 (buffer, Gaussian-kernel and random Fourier layers), ``analytic.gradient`` (the optax-trained comparison head), ``analytic.metrics``
-(top-k accuracy, macro F1, balanced accuracy), ``analytic.internal`` (helpers the library's other packages share
+(top-k accuracy, macro F1, balanced accuracy), ``analytic.plotting`` (the one figure style), ``analytic.internal`` (helpers the library's other packages share
 with the core; not public API).
 
 Naming: ``init_*`` builds an empty state, ``accumulate`` / ``fit`` add samples (one batch / a stream), ``solve``

@@ -117,22 +117,6 @@ def write_json(out_dir: str, name: str, payload: dict) -> Path:
     return target
 
 
-def pyplot():
-    """matplotlib's pyplot with a file-only backend and the benchmarks' shared style (:mod:`benchmarks.plotting`)."""
-    try:
-        import matplotlib
-    except ImportError as error:
-        raise ImportError(f"plots need matplotlib ({error}): pip install 'analytic-learning[plots]'") from error
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .plotting import apply_style
-
-    apply_style(plt)
-    return plt
-
-
 class FrozenFeatures(NamedTuple):
     """Features of a dataset under a frozen pretrained backbone, and where they came from."""
 

@@ -23,8 +23,8 @@ import numpy as np
 
 import analytic
 import continual
+from analytic.plotting import accuracy_per_phase
 from .common import feature_extractor, parser, print_table, write_json
-from .plotting import accuracy_per_phase
 from continual.datasets import thirty_class_dataset
 
 RIDGE = 1.0

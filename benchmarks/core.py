@@ -20,8 +20,8 @@ import tracemalloc
 import numpy as np
 
 import analytic
-from .common import best_time, has_extra, interleaved_times, parser, print_table, pyplot, write_json
-from .plotting import method_style, plain_log_axis, save
+from analytic.plotting import method_style, plain_log_axis, pyplot, save
+from .common import best_time, has_extra, interleaved_times, parser, print_table, write_json
 
 RIDGE = 0.1
 N_CLASSES = 10

@@ -30,8 +30,8 @@ import numpy as np
 import analytic
 import federated
 from analytic import gradient
-from .common import frozen_features, interleaved_times, parser, print_table, pyplot, write_json
-from .plotting import integer_axis, plain_log_axis, plot_curves, save
+from analytic.plotting import integer_axis, plain_log_axis, plot_curves, pyplot, save
+from .common import frozen_features, interleaved_times, parser, print_table, write_json
 from federated.baselines import run_federated_gradient
 from federated.simulation import simulate_afl
 

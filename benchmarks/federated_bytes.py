@@ -25,7 +25,8 @@ import time
 import numpy as np
 
 import federated
-from .common import has_extra, interleaved_times, parser, print_table, pyplot, write_json
+from analytic.plotting import pyplot
+from .common import has_extra, interleaved_times, parser, print_table, write_json
 from .core import N_CLASSES, pooled_like_features
 
 RIDGE = 1.0

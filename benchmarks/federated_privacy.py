@@ -35,7 +35,8 @@ import numpy as np
 
 import analytic
 import federated
-from .common import frozen_features, interleaved_times, parser, print_table, pyplot, write_json
+from analytic.plotting import pyplot
+from .common import frozen_features, interleaved_times, parser, print_table, write_json
 from federated.baselines import run_federated_gradient
 from federated.simulation import simulate_afl
 

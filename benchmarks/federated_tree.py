@@ -23,7 +23,8 @@ import numpy as np
 import federated
 from federated.hierarchy import tree_plan, tree_round
 from federated.simulation import vmapped_client_statistics
-from .common import has_extra, parser, print_table, pyplot, write_json
+from analytic.plotting import pyplot
+from .common import has_extra, parser, print_table, write_json
 
 DIM, CLASSES, FANOUT = 64, 10, 100
 

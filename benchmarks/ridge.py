@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 import analytic
-from .common import frozen_features, has_extra, interleaved_times, parser, print_table, pyplot, write_json
+from analytic.plotting import method_style, plain_log_axis, pyplot, save
+from .common import frozen_features, has_extra, interleaved_times, parser, print_table, write_json
 from .core import N_CLASSES, pooled_like_features
-from .plotting import method_style, plain_log_axis, save
 
 HELD_OUT_SHARE = 0.1
 

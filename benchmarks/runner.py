@@ -263,7 +263,7 @@ def run_continual(config: dict, data: RunData, log) -> dict:
     """Every method on every seed's scenario; rows of ``phases.csv`` through ``log``."""
     import continual
     from .continual import kernel_width, make_learners
-    from .plotting import accuracy_per_phase
+    from analytic.plotting import accuracy_per_phase
 
     classes = np.unique(np.concatenate([data.train_labels, data.test_labels]))
     in_dim = data.train_features.shape[1]

@@ -27,7 +27,8 @@ from rich.progress import track
 import analytic
 import federated
 from federated import secure
-from .common import parser, print_table, pyplot, write_json
+from analytic.plotting import pyplot
+from .common import parser, print_table, write_json
 
 CLASSES = tuple(range(10))
 SAMPLES_PER_CLIENT = 40

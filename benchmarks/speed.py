@@ -24,8 +24,8 @@ import numpy as np
 
 import analytic
 import unlearning
-from .common import interleaved_times, parser, print_table, pyplot, write_json
-from .plotting import method_style, plain_log_axis, save
+from analytic.plotting import method_style, plain_log_axis, pyplot, save
+from .common import interleaved_times, parser, print_table, write_json
 from .core import N_CLASSES, batches, pooled_like_features
 from .unlearning import sample_forgetting_speed
 from unlearning import methods

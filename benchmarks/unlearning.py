@@ -28,8 +28,8 @@ import numpy as np
 import analytic
 import unlearning
 from analytic import gradient
-from .common import frozen_features, interleaved_times, parser, print_table, pyplot, ridge_choice, write_json
-from .plotting import method_style, plain_log_axis, save
+from analytic.plotting import method_style, plain_log_axis, pyplot, save
+from .common import frozen_features, interleaved_times, parser, print_table, ridge_choice, write_json
 from unlearning import methods, metrics
 
 RIDGES = (1e-2, 1e-1, 1.0, 10.0, 100.0)

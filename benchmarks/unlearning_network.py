@@ -39,7 +39,8 @@ from analytic.backbones import create_backbone
 from analytic.features import Preprocess, preprocess_jax
 from unlearning import methods, metrics
 
-from .common import load_images, parser, print_table, pyplot, ridge_choice, write_json
+from analytic.plotting import pyplot
+from .common import load_images, parser, print_table, ridge_choice, write_json
 from .unlearning import RIDGES
 
 NETWORKS = ("mobilenetv2", "efficientnet_lite0", "small_resnet")

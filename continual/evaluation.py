@@ -350,10 +350,13 @@ def write_csv(runs: list[ContinualRun], path) -> Path:
 
 
 def plot_accuracy(runs: list[ContinualRun], path, *, title: str = "") -> Path:
-    """Accuracy on seen classes vs phase, one line per run (matplotlib, Agg backend).
+    """Accuracy on seen classes vs phase, one curve per learner in the library's plotting style
+    (:func:`analytic.plotting.accuracy_per_phase`: a fixed colour and marker per method, integer phase ticks, curves
+    that coincide drawn dashed and labelled "identical to ...", and, for a learner given several runs (seeds), their
+    mean with the standard deviation as error bars).
 
     Args:
-      runs: the :class:`ContinualRun` results to draw, labelled by learner name.
+      runs: the :class:`ContinualRun` results to draw, grouped by learner name.
       path: the image file (format from its suffix, e.g. ``.png``; parent folders are created).
       title: the plot title.
 
@@ -361,6 +364,7 @@ def plot_accuracy(runs: list[ContinualRun], path, *, title: str = "") -> Path:
       ``path`` as a :class:`pathlib.Path`.
 
     Raises:
+      ImportError: matplotlib is not installed.
       OSError: the file cannot be written.
 
     Example:
@@ -377,23 +381,9 @@ def plot_accuracy(runs: list[ContinualRun], path, *, title: str = "") -> Path:
       ...     print(image.name, image.read_bytes()[1:4])
       b2.png b'PNG'
     """
-    import matplotlib
+    from analytic.plotting import accuracy_per_phase
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+    series: dict[str, list[np.ndarray]] = {}
     for result in runs:
-        axis.plot(np.arange(1, result.seen_accuracy.size + 1), result.seen_accuracy, marker="o", markersize=3,
-                  label=result.learner)
-    axis.set_xlabel("phase")
-    axis.set_ylabel("accuracy on seen classes (%)")
-    axis.set_title(title)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+        series.setdefault(result.learner, []).append(result.seen_accuracy)
+    return accuracy_per_phase(series, path, title=title)

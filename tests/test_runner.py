@@ -10,7 +10,8 @@ import pytest
 import analytic
 import continual
 from analytic import InputError, data
-from benchmarks import cli, config, plotting, runner
+from analytic import plotting
+from benchmarks import cli, config, runner
 from benchmarks.config import resolve, validate
 from tests.test_loaders import write_cifar, write_image_folder
 
@@ -271,9 +272,7 @@ def test_each_method_keeps_its_style_and_identical_curves_are_named():
 
 
 def test_phase_ticks_are_integers_and_log_axes_read_as_plain_numbers(tmp_path):
-    from benchmarks.common import pyplot
-
-    plt = pyplot()
+    plt = plotting.pyplot()
     figure, axis = plt.subplots()
     plotting.plot_curves(axis, [1, 2, 3], {"ACIL": [90.0, 85.0, 80.0], "Joint (ridge)": [90.0, 85.0, 80.0]},
                          {"ACIL": [1.0, 1.0, 1.0]})

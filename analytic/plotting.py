@@ -1,4 +1,5 @@
-"""One plotting style for every benchmark figure and every run folder.
+"""One plotting style for every figure of the library, its benchmarks and its run folders (matplotlib, the
+``plots`` extra).
 
 * each method name keeps its colour and marker in every figure (:func:`method_style`);
 * curves that coincide stay visible: the later one is drawn dashed with its own marker and the legend says
@@ -6,8 +7,7 @@
 * phase and round axes have integer ticks only (:func:`integer_axis`);
 * log axes are labelled with plain numbers, 10, 100, 1,000 (:func:`plain_log_axis`);
 * several seeds give error bars (the standard deviation over seeds);
-* :func:`apply_style` sets the shared look; :func:`benchmarks.common.pyplot` calls it, so any figure made through
-  ``pyplot()`` has it.
+* :func:`apply_style` sets the shared look; :func:`pyplot` calls it, so any figure made through ``pyplot()`` has it.
 """
 
 from __future__ import annotations
@@ -160,6 +160,24 @@ def plot_curves(axis, x, curves: dict[str, np.ndarray], errors: dict[str, np.nda
             axis.plot(x, values, **line)
 
 
+def pyplot():
+    """matplotlib's pyplot with a file-only backend (Agg) and the shared style (:func:`apply_style`).
+
+    Raises:
+      ImportError: matplotlib is not installed (the message names the extra).
+    """
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError(f"plots need matplotlib ({error}): pip install 'analytic-learning[plots]'") from error
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    apply_style(plt)
+    return plt
+
+
 def save(figure, path) -> Path:
     """Lay out, write and close a figure.
 
@@ -195,8 +213,6 @@ def accuracy_per_phase(series: dict[str, list[np.ndarray]], path, *, title: str 
     Returns:
         ``path`` as a :class:`pathlib.Path`.
     """
-    from .common import pyplot
-
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5))
     means = {name: np.mean(np.asarray(runs, np.float64), axis=0) for name, runs in series.items()}
