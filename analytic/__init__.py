@@ -4,11 +4,11 @@ The core objects are :class:`Statistics` (the additive state), :class:`Head` (so
 :class:`RecursiveHead` (the recursive least-squares form). Every operation runs on the host for NumPy states and in
 JAX (under ``jax.jit`` too) for device states (README: where it runs). Submodules: ``analytic.device`` (the JAX
 path), ``analytic.words`` (exact 64-bit integers as int32 words), ``analytic.distributed`` (device meshes and
-processes), ``analytic.module`` (the head as a flax module), ``analytic.backbones`` (frozen flax backbones and weight
-import), ``analytic.features`` (cached feature extraction), ``analytic.data`` (datasets), ``analytic.expansion``
-(buffer, Gaussian-kernel and random Fourier layers), ``analytic.gradient`` (the optax-trained comparison head), ``analytic.metrics``
-(top-k accuracy, macro F1, balanced accuracy), ``analytic.plotting`` (the one figure style), ``analytic.internal`` (helpers the library's other packages share
-with the core; not public API).
+processes), ``analytic.module`` (the head as a flax module), ``analytic.backbones`` (frozen flax backbones and
+weight import), ``analytic.features`` (cached feature extraction), ``analytic.data`` (datasets),
+``analytic.expansion`` (buffer, Gaussian-kernel and random Fourier layers), ``analytic.gradient`` (the optax-trained
+comparison head), ``analytic.metrics`` (top-k accuracy, macro F1, balanced accuracy), ``analytic.plotting`` (the one
+figure style), ``analytic.internal`` (helpers the library's other packages share with the core; not public API).
 
 Naming: ``init_*`` builds an empty state, ``accumulate`` / ``fit`` add samples (one batch / a stream), ``solve``
 turns statistics into weights (:class:`Head`), ``select_ridge`` chooses γ, ``predict`` / ``predict_labels`` apply them.
