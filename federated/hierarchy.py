@@ -84,7 +84,8 @@ class SecureEdges:
     r"""Secure aggregation inside each edge (``tree_round(..., secure=SecureEdges(...))``): every edge runs one
     SecAgg or SecAgg+ round (:mod:`federated.secure`, simulated in one process) among its children.
 
-    An edge of n children masks each upload with k neighbours and rebuilds a secret from t shares:
+    An edge of n children masks each upload with k neighbours and rebuilds a secret from t shares
+    (:meth:`edge_round`):
 
     .. math::
         k = \begin{cases} n - 1 & \text{(SecAgg, dropout None)} \\
@@ -121,6 +122,29 @@ class SecureEdges:
             from federated.secure import neighbour_degree  # the secure extra
 
             neighbour_degree(2, self.dropout, failure=self.failure)  # its checks of δ and the failure probability
+
+    def edge_round(self, clients, dim: int, class_ids):
+        """The round an edge announces to its children: :func:`federated.secure.init_round` over ``clients`` (ids)
+        with the degree k above and the threshold t.
+
+        Args:
+          clients: the edge's children (ids).
+          dim: feature dimension d.
+          class_ids: the agreed class ids.
+
+        Returns:
+          The :class:`federated.secure.RoundConfig` (a fresh round id and graph seed).
+
+        Example:
+          >>> config = SecureEdges(dropout=0.1).edge_round([f"c{k}" for k in range(100)], 64, range(10))
+          >>> config.degree, config.threshold
+          (34, 18)
+        """
+        from federated.secure import init_round, neighbour_degree  # the secure extra
+
+        clients = tuple(clients)
+        degree = None if self.dropout is None else neighbour_degree(len(clients), self.dropout, failure=self.failure)
+        return init_round(clients, dim, class_ids, degree=degree)
 
 
 def aggregator_levels(n_clients: int, fanout: int) -> list[int]:
@@ -247,8 +271,7 @@ def _secure_edge(group, ledger: _Ledger, node: str, empty, record: dict,
                  settings: SecureEdges) -> tuple[StatisticsAggregate | None, dict[str, str]]:
     """One edge's secure round among its children: it sees their masked inputs only, and validates their sum as
     one upload. The aggregate is None where the round aborted or the sum was refused (the subtree is lost)."""
-    from federated.secure import (  # the secure extra
-        ProtocolCost, init_round, message_nbytes, neighbour_degree, simulate_keys, simulate_unmask)
+    from federated.secure import ProtocolCost, message_nbytes, simulate_keys, simulate_unmask  # the secure extra
 
     cohort, rejected = {}, {}
     for client_id, payload in group:  # ids are all an edge can check before the round
@@ -264,9 +287,7 @@ def _secure_edge(group, ledger: _Ledger, node: str, empty, record: dict,
     dropped = settings.dropped.intersection(cohort)
     record["dropped"] += sorted(dropped)
     template = empty()
-    degree = None if settings.dropout is None else neighbour_degree(len(cohort), settings.dropout,
-                                                                    failure=settings.failure)
-    config = init_round(cohort, template.dim, template.class_ids, degree=degree)
+    config = settings.edge_round(cohort, template.dim, template.class_ids)
     cost = ProtocolCost.of(config.clients)
     tick = time.perf_counter()
     try:
@@ -321,12 +342,13 @@ def tree_round(
     (:mod:`federated.secure`'s threat model). The price is validation: an edge checks only what it sees, the
     subtree's sum, as one upload (layout, counts, Cauchy–Schwarz, positive semidefiniteness), and refuses the whole
     subtree if that fails. A child's malformed or out-of-range upload is refused by the child's own check
-    (:func:`federated.secure.mask_input`, then it counts as dropped), but a replay of another client's upload, or
-    hostile statistics whose sum still passes, go undetected inside a subtree; only a client id seen twice is refused,
-    before the round. Clients in ``secure.dropped`` drop after sharing their keys and are recovered as the protocol
-    does. An edge with fewer than 3 children (below 3, t = 1 would let one survivor's upload be its sum), or with
-    fewer survivors than its threshold t, aborts its round: nothing is revealed, its children are reported in ``rejected``, nothing of that subtree goes up, and the round goes on.
-    Fixed point only: the protocol masks the integer words modulo :math:`2^{64}`.
+    (:func:`federated.secure.mask_input`: it sends nothing, as if dropped, and is reported in ``rejected``), but a
+    replay of another client's upload, or hostile statistics whose sum still passes, go undetected inside a
+    subtree; only a client id seen twice is refused, before the round. Clients in ``secure.dropped`` drop after
+    sharing their keys and are recovered as the protocol does. An edge with fewer than 3 children (below 3, t = 1
+    would let one survivor's upload be its sum), or with fewer survivors than its threshold t, aborts its round:
+    nothing is revealed, its children are reported in ``rejected``, nothing of that subtree goes up, and the round
+    goes on. Fixed point only: the protocol masks the integer words modulo :math:`2^{64}`.
 
     Args:
       uploads: ``(client_id, payload)`` pairs (:func:`federated.encode_statistics`, aligned to ``class_ids``).

@@ -1092,9 +1092,11 @@ def simulate_unmask(config: RoundConfig, payloads: Mapping[str, dict], states: M
     Example:
       >>> config = init_round(["a", "b", "c", "d"], 1, [0], threshold=2)
       >>> payloads = {c: federated.encode_statistics(federated.client_statistics(
-      ...     np.full((2, 1), k + 1.0), np.zeros(2, int), 1, precision="fixed"), [0]) for k, c in enumerate(config.clients)}
+      ...     np.full((2, 1), k + 1.0), np.zeros(2, int), 1, precision="fixed"), [0])
+      ...     for k, c in enumerate(config.clients)}
       >>> cost = ProtocolCost.of(config.clients)
-      >>> total, survivors, refused = simulate_unmask(config, payloads, *simulate_keys(config, cost), cost, dropped={"b"})
+      >>> states, server, routed = simulate_keys(config, cost)
+      >>> total, survivors, _ = simulate_unmask(config, payloads, states, server, routed, cost, dropped={"b"})
       >>> survivors, int(total["count"]), int(total["feature_sum"][0]) == sum(int(payloads[c]["feature_sum"][0])
       ...                                                                       for c in ("a", "c", "d"))
       (('a', 'c', 'd'), 6, True)
