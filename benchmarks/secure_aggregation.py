@@ -50,73 +50,6 @@ def client_payloads(n_clients: int, dim: int, seed: int) -> dict[str, dict]:
     return payloads
 
 
-def nbytes(message) -> int:
-    """Bytes of a protocol message: its byte strings, arrays, client ids and integers (8 bytes; shares 17)."""
-    if isinstance(message, (bytes, str)):
-        return len(message)
-    if isinstance(message, np.ndarray):
-        return message.nbytes
-    if isinstance(message, int):
-        return 17 if message >= 1 << 63 else 8
-    if isinstance(message, dict):
-        return sum(nbytes(k) + nbytes(v) for k, v in message.items())
-    return sum(nbytes(v) for v in message)
-
-
-class Ledger:
-    """Per-client seconds and bytes, and the server's seconds, added up over the rounds."""
-
-    def __init__(self, clients):
-        self.seconds = dict.fromkeys(clients, 0.0)
-        self.up = dict.fromkeys(clients, 0)
-        self.down = dict.fromkeys(clients, 0)
-        self.server = 0.0
-
-    def client(self, client_id, function, *args, received=()):
-        started = time.perf_counter()
-        state, message = function(*args)
-        self.seconds[client_id] += time.perf_counter() - started
-        self.up[client_id] += nbytes(message)
-        self.down[client_id] += nbytes(received)
-        return state, message
-
-    def on_server(self, function, *args):
-        started = time.perf_counter()
-        result = function(*args)
-        self.server += time.perf_counter() - started
-        return result
-
-    def copy(self):
-        other = Ledger(self.seconds)
-        other.seconds, other.up, other.down, other.server = dict(self.seconds), dict(self.up), dict(self.down), self.server
-        return other
-
-
-def share_keys_round(config, ledger):
-    """Rounds 0 and 1 for every client: the states after sharing, the server state, the routed shares."""
-    states, adverts, sent = {}, {}, {}
-    for u in track(config.clients, description="round 0: keys", transient=True):
-        states[u], adverts[u] = ledger.client(u, secure.advertise_keys, config, u)
-    server, forward = ledger.on_server(secure.collect_keys, config, adverts)
-    for u in track(config.clients, description="round 1: shares", transient=True):
-        states[u], sent[u] = ledger.client(u, secure.share_keys, states[u], forward[u], received=forward[u])
-    server, routed = ledger.on_server(secure.route_shares, server, sent)
-    return states, server, routed
-
-
-def unmask_round(config, payloads, states, server, routed, dropped, ledger):
-    """Rounds 2 and 3 with ``dropped`` failing after round 1; the unmasked payload and the survivors."""
-    masked = {}
-    for u in track([u for u in config.clients if u not in dropped], description="round 2: masks", transient=True):
-        states[u], masked[u] = ledger.client(u, secure.mask_input, states[u], routed[u], payloads[u],
-                                             received=routed[u])
-    server, requests = ledger.on_server(secure.collect_masked, server, masked)
-    revealed = {}
-    for u in track(list(requests), description="round 3: unmask", transient=True):
-        _, revealed[u] = ledger.client(u, secure.reveal_shares, states[u], requests[u], received=requests[u])
-    return ledger.on_server(secure.unmask, server, revealed), server.survivors
-
-
 def bit_identical(total, payloads, survivors, dim) -> bool:
     plain, rejected = federated.receive_many(federated.init_aggregate(dim, CLASSES, precision="fixed"),
                                              [(u, payloads[u]) for u in survivors])
@@ -135,23 +68,23 @@ def cohort_rows(n_clients: int, dim: int, seed: int) -> list[dict]:
     protocol = "SecAgg" if degree == n_clients - 1 else "SecAgg+"
     print(f"\n{n_clients} clients, {protocol}: degree {degree}, threshold {config.threshold}, "
           f"{config.words:,} words per upload", flush=True)
-    shared = Ledger(config.clients)
-    states, server, routed = share_keys_round(config, shared)
+    shared = secure.ProtocolCost.of(config.clients)
+    states, server, routed = secure.simulate_keys(config, shared)
     rows = []
     rng = np.random.default_rng(seed + 1)
     for dropout in DROPOUTS:
         dropped = set(rng.choice(config.clients, int(round(dropout * n_clients)), replace=False))
-        ledger = shared.copy()
-        total, survivors = unmask_round(config, payloads, dict(states), server, routed, dropped, ledger)
-        seconds = np.array([ledger.seconds[u] for u in survivors])
+        cost = shared.copy()
+        total, survivors, _ = secure.simulate_unmask(config, payloads, states, server, routed, cost, dropped=dropped)
+        seconds = np.array([cost.seconds[u] for u in survivors])
         rows.append({
             "clients": n_clients, "protocol": protocol, "degree": degree, "threshold": config.threshold,
             "dropout": dropout, "dropped": len(dropped), "client_seconds_mean": float(seconds.mean()),
             "client_seconds_max": float(seconds.max()),
-            "client_bytes_up": float(np.mean([ledger.up[u] for u in survivors])),
-            "client_bytes_down": float(np.mean([ledger.down[u] for u in survivors])),
+            "client_bytes_up": float(np.mean([cost.up[u] for u in survivors])),
+            "client_bytes_down": float(np.mean([cost.down[u] for u in survivors])),
             "plain_upload_bytes": federated.payload_nbytes(payloads[config.clients[0]]),
-            "server_seconds": ledger.server, "bit_identical": bit_identical(total, payloads, survivors, dim),
+            "server_seconds": cost.server_seconds, "bit_identical": bit_identical(total, payloads, survivors, dim),
         })
         print_table("", rows[-1:], list(rows[-1]))
     return rows

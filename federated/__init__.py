@@ -24,7 +24,7 @@ from federated.aggregation import (
     push_solution,
     remove_regularization,
 )
-from federated.hierarchy import LevelReport, aggregator_levels, tree_plan, tree_round
+from federated.hierarchy import LevelReport, SecureEdges, aggregator_levels, tree_plan, tree_round
 from federated.partition import (
     dirichlet_partition,
     iid_partition,
@@ -90,6 +90,7 @@ __all__ = [
     "NoiseCalibration",
     "PartialSums",
     "PrivateStatistics",
+    "SecureEdges",
     "SolutionAggregate",
     "StatisticsAggregate",
     "UploadRejected",

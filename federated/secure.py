@@ -55,6 +55,10 @@ combining one 51-of-100 secret takes about 50 ms here, against well under 1 ms i
 integers — the server of a 1,000-client round reconstructs 1,000 secrets. So :mod:`federated.flower_app` runs the
 rounds above as Flower Messages of its own (``method = "secagg"``).
 
+In one process: :func:`simulate_keys` and :func:`simulate_unmask` run every party's steps of a round, charging
+each client's and the server's seconds and bytes (:func:`message_nbytes`) to a :class:`ProtocolCost`
+(``benchmarks.secure_aggregation``, and the secure edges of :func:`federated.hierarchy.tree_round`).
+
 Threat model: an honest-but-curious server and clients, any of whom may drop at any time; privacy holds against
 the server colluding with fewer than t of a client's share holders. The active-adversary consistency round
 (signatures over :math:`U_3`, which needs a PKI) is not implemented; each client enforces its own side — it answers
@@ -69,6 +73,7 @@ import hashlib
 import math
 import os
 import secrets
+import time
 from typing import Mapping, NamedTuple
 
 import numpy as np
@@ -950,3 +955,162 @@ def _rebuild(config: RoundConfig, advertisement: KeyAdvertisement, owner: str, k
             f" does not match what it advertised in round 0; round {config.round_id!r} aborted"
         )
     return seed
+
+
+# ------------------------------------------------------------------------------------------ one round in process
+
+
+def message_nbytes(message) -> int:
+    """Bytes of a protocol message as sent, without framing: its byte strings, arrays and client ids, integers in
+    8 bytes (Shamir shares, up to :math:`2^{130}`, in 17), a container as the sum of its keys and items.
+
+    Args:
+      message: what one of the rounds' steps sends or receives (bytes, str, array, int, or a mapping or sequence
+        of them).
+
+    Returns:
+      Its size in bytes.
+
+    Example:
+      >>> message_nbytes(UnmaskRequest(survivors=("a", "b"), dropped=())), message_nbytes({"b": bytes(60)})
+      (2, 61)
+    """
+    if isinstance(message, (bytes, str)):
+        return len(message)
+    if isinstance(message, np.ndarray):
+        return message.nbytes
+    if isinstance(message, int):
+        return 17 if message >= 1 << 63 else 8
+    if isinstance(message, Mapping):
+        return sum(message_nbytes(k) + message_nbytes(v) for k, v in message.items())
+    return sum(message_nbytes(v) for v in message)
+
+
+@dataclasses.dataclass
+class ProtocolCost:
+    """What the parties of a round simulated in one process spent: each client's wall time and the bytes it sent
+    and received (:func:`message_nbytes`), and the server's wall time.
+
+    Attributes:
+      seconds: client → its wall time over its steps (its own computation; transport not counted).
+      up: client → the bytes it sent; down: client → the bytes the server sent it.
+      server_seconds: the server's wall time over its steps.
+
+    Example:
+      >>> cost = ProtocolCost.of(["a", "b"])
+      >>> _, advertisement = cost.client("a", advertise_keys, init_round(["a", "b"], 2, [0]), "a")
+      >>> cost.up, cost.down  # three 32-byte keys
+      ({'a': 96, 'b': 0}, {'a': 0, 'b': 0})
+    """
+
+    seconds: dict[str, float]
+    up: dict[str, int]
+    down: dict[str, int]
+    server_seconds: float = 0.0
+
+    @classmethod
+    def of(cls, clients) -> ProtocolCost:
+        """Nothing spent yet by ``clients`` (ids) or the server."""
+        return cls(dict.fromkeys(clients, 0.0), dict.fromkeys(clients, 0), dict.fromkeys(clients, 0))
+
+    def client(self, client_id: str, step, *args, received=()):
+        """``step(*args)`` run by ``client_id``, which received ``received`` for it; returns what the step returns
+        (the new state and the message sent)."""
+        started = time.perf_counter()
+        state, message = step(*args)
+        self.seconds[client_id] += time.perf_counter() - started
+        self.up[client_id] += message_nbytes(message)
+        self.down[client_id] += message_nbytes(received)
+        return state, message
+
+    def on_server(self, step, *args):
+        """``step(*args)`` run by the server; returns what the step returns."""
+        started = time.perf_counter()
+        result = step(*args)
+        self.server_seconds += time.perf_counter() - started
+        return result
+
+    def copy(self) -> ProtocolCost:
+        """An independent copy (to branch one round's first rounds into several endings)."""
+        return ProtocolCost(dict(self.seconds), dict(self.up), dict(self.down), self.server_seconds)
+
+
+def simulate_keys(config: RoundConfig, cost: ProtocolCost) -> tuple[dict[str, ClientState], ServerState, dict]:
+    """Rounds 0 and 1 of a secure round in one process: every client of ``config`` advertises its keys and shares
+    its secrets, the server forwards and routes them; each step is charged to ``cost``.
+
+    Args:
+      config: the round (:func:`init_round`).
+      cost: the :class:`ProtocolCost` the steps' seconds and bytes are added to.
+
+    Returns:
+      The clients' states after :func:`share_keys`, the server's after :func:`route_shares`, and the routed shares
+      ``{holder: {sender: ciphertext}}``.
+
+    Raises:
+      analytic.IntegrityError: a client with fewer than t neighbours (the round is aborted).
+
+    Example:
+      >>> config = init_round(["a", "b", "c"], 2, [0, 1])
+      >>> states, server, routed = simulate_keys(config, ProtocolCost.of(config.clients))
+      >>> sorted(server.shared), sorted(routed["a"]), states["a"].stage
+      (['a', 'b', 'c'], ['b', 'c'], 'shared')
+    """
+    states, adverts, sent = {}, {}, {}
+    for u in config.clients:
+        states[u], adverts[u] = cost.client(u, advertise_keys, config, u)
+    server, forward = cost.on_server(collect_keys, config, adverts)
+    for u in config.clients:
+        states[u], sent[u] = cost.client(u, share_keys, states[u], forward[u], received=forward[u])
+    server, routed = cost.on_server(route_shares, server, sent)
+    return states, server, routed
+
+
+def simulate_unmask(config: RoundConfig, payloads: Mapping[str, dict], states: Mapping[str, ClientState],
+                    server: ServerState, routed: Mapping, cost: ProtocolCost, *,
+                    dropped=()) -> tuple[dict[str, np.ndarray], tuple[str, ...], dict[str, str]]:
+    r"""Rounds 2 and 3 after :func:`simulate_keys`: every client but the ``dropped`` ones (gone after sharing their
+    keys) masks its payload, the server sums the masked inputs, asks the survivors :math:`U_3` for their shares and
+    unmasks :math:`\sum_{u \in U_3} x_u`; each step is charged to ``cost``. A client whose own check refuses its
+    payload (:func:`mask_input`: not a fixed-point upload of the round's layout, or words too large) sends nothing,
+    as if it had dropped.
+
+    Args:
+      config: the round.
+      payloads: ``{client: fixed-point upload}`` (:func:`federated.encode_statistics`).
+      states, server, routed: what :func:`simulate_keys` returned (not changed: the function works on copies).
+      cost: the :class:`ProtocolCost` the steps are added to.
+      dropped: the clients that send no masked input.
+
+    Returns:
+      The survivors' unmasked sum (a payload, the plain sum bit for bit: :func:`unmask`), the survivors, and
+      ``{client: reason}`` of the clients that refused their own payload.
+
+    Raises:
+      analytic.IntegrityError: too few survivors for some secret (the round is aborted; nothing is unmasked).
+
+    Example:
+      >>> config = init_round(["a", "b", "c", "d"], 1, [0], threshold=2)
+      >>> payloads = {c: federated.encode_statistics(federated.client_statistics(
+      ...     np.full((2, 1), k + 1.0), np.zeros(2, int), 1, precision="fixed"), [0])
+      ...     for k, c in enumerate(config.clients)}
+      >>> cost = ProtocolCost.of(config.clients)
+      >>> states, server, routed = simulate_keys(config, cost)
+      >>> total, survivors, _ = simulate_unmask(config, payloads, states, server, routed, cost, dropped={"b"})
+      >>> survivors, int(total["count"]), int(total["feature_sum"][0]) == sum(int(payloads[c]["feature_sum"][0])
+      ...                                                                       for c in ("a", "c", "d"))
+      (('a', 'c', 'd'), 6, True)
+    """
+    states, masked, refused = dict(states), {}, {}
+    for u in config.clients:
+        if u in dropped:
+            continue
+        try:
+            states[u], masked[u] = cost.client(u, mask_input, states[u], routed[u], payloads[u], received=routed[u])
+        except (UploadRejected, analytic.InputError) as error:
+            refused[u] = str(error)
+    server, requests = cost.on_server(collect_masked, server, masked)
+    revealed = {}
+    for u, request in requests.items():
+        _, revealed[u] = cost.client(u, reveal_shares, states[u], request, received=request)
+    return cost.on_server(unmask, server, revealed), server.survivors, refused
