@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 import analytic
-import continual
 from analytic.plotting import accuracy_per_phase
+import continual
 from .common import feature_extractor, parser, print_table, write_json
 from continual.datasets import thirty_class_dataset
 

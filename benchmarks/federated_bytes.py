@@ -24,8 +24,8 @@ import time
 
 import numpy as np
 
-import federated
 from analytic.plotting import pyplot
+import federated
 from .common import has_extra, interleaved_times, parser, print_table, write_json
 from .core import N_CLASSES, pooled_like_features
 

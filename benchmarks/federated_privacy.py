@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 import analytic
-import federated
 from analytic.plotting import pyplot
+import federated
 from .common import frozen_features, interleaved_times, parser, print_table, write_json
 from federated.baselines import run_federated_gradient
 from federated.simulation import simulate_afl

@@ -31,10 +31,10 @@ import time
 
 import numpy as np
 
+from analytic.plotting import pyplot
 import federated
 from federated.hierarchy import tree_plan, tree_round
 from federated.simulation import vmapped_client_statistics
-from analytic.plotting import pyplot
 from .common import has_extra, parser, print_table, write_json
 
 DIM, CLASSES, FANOUT = 64, 10, 100

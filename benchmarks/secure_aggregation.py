@@ -25,9 +25,9 @@ import numpy as np
 from rich.progress import track
 
 import analytic
+from analytic.plotting import pyplot
 import federated
 from federated import secure
-from analytic.plotting import pyplot
 from .common import parser, print_table, write_json
 
 CLASSES = tuple(range(10))

@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 import analytic
-import unlearning
 from analytic.plotting import method_style, plain_log_axis, pyplot, save
+import unlearning
 from .common import interleaved_times, parser, print_table, write_json
 from .core import N_CLASSES, batches, pooled_like_features
 from .unlearning import sample_forgetting_speed

@@ -37,9 +37,9 @@ from tqdm.auto import tqdm
 import unlearning
 from analytic.backbones import create_backbone
 from analytic.features import Preprocess, preprocess_jax
+from analytic.plotting import pyplot
 from unlearning import methods, metrics
 
-from analytic.plotting import pyplot
 from .common import load_images, parser, print_table, ridge_choice, write_json
 from .unlearning import RIDGES
 
