@@ -15,6 +15,9 @@ Dirichlet α = 0.1 label skew over 100 and 1,000 clients, ε ∈ {0.5, 1, 2, 4, 
   The securely aggregated sum equals, integer for integer, the exact fixed-point aggregate plus the sum of the
   shares (the masks cancel; tests/test_federated_privacy.py checks it through a SecAgg round of :mod:`federated.secure`),
   which is how it is formed here for 1,000 clients (pairwise masks would cost K² mask vectors).
+- AFL, client-level central DP (the unit DP-FedAvg protects): every client keeps at most 64 of its samples
+  (:func:`federated.cap_samples`) and the noise covers one whole client, both stds × 64
+  (``calibrate_noise(..., max_samples=64)``). Three noise draws per client count.
 - DP-FedAvg (client-level DP: a stronger unit than AFL's one sample): FedAvg on the same clipped features with
   Poisson client sampling q = 0.1, each update clipped to S = 1 (set once by a non-private pilot), Gaussian noise
   z·S on the sum, T rounds (50; --quick 10), z calibrated for (ε, δ) over the T rounds by dp-accounting's RDP
@@ -46,6 +49,7 @@ ALPHA = 0.1
 FRAC_BITS = 12
 UPDATE_CLIP = 1.0
 SAMPLING_RATE = 0.1
+CLIENT_CAP = 64  # client-level AFL: the most samples a client contributes
 
 
 def accuracy(head, data) -> float:
@@ -57,14 +61,15 @@ def private_ridge(release) -> float:
     return max(RIDGE, federated.noise_spectral_bound(release, failure_probability=0.01))
 
 
-def central_rows(data, features, class_ids, epsilons, delta, clip, seeds) -> list[dict]:
-    """Central DP on the exact aggregate (the same for any split, so one aggregate serves every client count)."""
-    stats = analytic.with_classes(analytic.accumulate(analytic.init_statistics(features.shape[1]), features,
-                                                      data.train_labels), class_ids)
+def central_rows(data, features, labels, class_ids, epsilons, delta, clip, seeds, max_samples: int = 1) -> list[dict]:
+    """Central DP on the exact aggregate of ``features`` (the same for any split, so one aggregate serves every
+    client count), protecting one sample (``max_samples`` 1) or one client of at most ``max_samples``."""
+    stats = analytic.with_classes(analytic.accumulate(analytic.init_statistics(features.shape[1]), features, labels),
+                                  class_ids)
     rows = []
     for epsilon in epsilons:
         started = time.perf_counter()
-        calibration = federated.calibrate_noise(epsilon, delta, clip)
+        calibration = federated.calibrate_noise(epsilon, delta, clip, max_samples=max_samples)
         calibration_seconds = time.perf_counter() - started
         scores, ridges = [], []
         for seed in seeds:
@@ -74,8 +79,17 @@ def central_rows(data, features, class_ids, epsilons, delta, clip, seeds) -> lis
         rows.append({"epsilon": epsilon, "noise_multiplier": calibration.noise_multiplier,
                      "gram_std": calibration.gram_std, "cross_std": calibration.cross_std, "ridge": float(np.mean(ridges)),
                      "accuracy": float(np.mean(scores)), "accuracy_std": float(np.std(scores)), "draws": len(seeds),
-                     "calibration_seconds": calibration_seconds})
+                     "calibration_seconds": calibration_seconds, "max_samples": max_samples, "samples": len(labels)})
     return rows
+
+
+def client_level_rows(data, features, parts, class_ids, epsilons, delta, clip, seeds) -> list[dict]:
+    """Client-level central DP: every client keeps at most CLIENT_CAP of its samples (``federated.cap_samples``),
+    and the noise covers one whole client."""
+    kept = np.concatenate([part[federated.cap_samples(len(part), CLIENT_CAP, seed=k)] for k, part in enumerate(parts)])
+    rows = central_rows(data, features[kept], data.train_labels[kept], class_ids, epsilons, delta, clip, seeds,
+                        max_samples=CLIENT_CAP)
+    return [{**row, "clients": len(parts)} for row in rows]
 
 
 def distributed_rows(data, features, parts, class_ids, epsilons, delta, clip, seed: int = 0) -> list[dict]:
@@ -150,11 +164,12 @@ def solve_times(features, labels, class_ids, delta, clip, repeats: int) -> dict:
     return interleaved_times(contenders, repeats)
 
 
-def plot(out: Path, central, distributed, fedavg, clients) -> str:
+def plot(out: Path, central, distributed, client_level, fedavg, clients) -> str:
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
     finite = [e for e in EPSILONS if e != math.inf]
-    colours = {"AFL central": "C0", "AFL distributed": "C1", "DP-FedAvg": "C3"}
+    colours = {"AFL central": "C0", "AFL distributed": "C1", "AFL client-level": "C2", "DP-FedAvg": "C3"}
+    markers = {"AFL distributed": "^", "AFL client-level": "D", "DP-FedAvg": "s"}
     styles = {clients[0]: "-", clients[1]: "--"}
 
     def split(rows):
@@ -167,10 +182,10 @@ def plot(out: Path, central, distributed, fedavg, clients) -> str:
                   label="AFL, central DP (any client count)")
     axis.axhline(limit, color=colours["AFL central"], linestyle=":", linewidth=1)
     for n_clients in clients:
-        for name, rows in (("AFL distributed", distributed), ("DP-FedAvg", fedavg)):
+        for name, rows in (("AFL distributed", distributed), ("AFL client-level", client_level), ("DP-FedAvg", fedavg)):
             points, limit = split([r for r in rows if r["clients"] == n_clients])
             axis.plot([r["epsilon"] for r in points], [r["accuracy"] for r in points], color=colours[name],
-                      linestyle=styles[n_clients], marker="s" if name == "DP-FedAvg" else "^",
+                      linestyle=styles[n_clients], marker=markers[name],
                       label=f"{name}, {n_clients:,} clients" + (" (client-level)" if name == "DP-FedAvg" else ""))
             axis.axhline(limit, color=colours[name], linestyle=":", linewidth=1)
     axis.set(xscale="log", xlabel="ε (δ = 1/n)", ylabel="test accuracy", xticks=finite,
@@ -211,10 +226,11 @@ def main():
     exact = analytic.solve(analytic.accumulate(analytic.init_statistics(dim), data.train_features, data.train_labels),
                            RIDGE)
     unclipped_accuracy = accuracy(exact, data)
-    central = central_rows(data, features, class_ids, EPSILONS, delta, clip, seeds=(0, 1, 2))
-    distributed, fedavg = [], []
+    central = central_rows(data, features, data.train_labels, class_ids, EPSILONS, delta, clip, seeds=(0, 1, 2))
+    distributed, fedavg, client_level = [], [], []
     for n_clients in clients:
         parts = federated.make_partition("dirichlet", data.train_labels, n_clients, alpha=ALPHA, seed=0, min_size=0)
+        client_level += client_level_rows(data, features, parts, class_ids, EPSILONS, delta, clip, seeds=(0, 1, 2))
         distributed += distributed_rows(data, features, parts, class_ids, EPSILONS, delta, clip)
         fedavg += fedavg_rows(data, features.astype(np.float32), parts, EPSILONS, delta, rounds, progress=not quick)
     effect = fix_effect(data, features, class_ids, EPSILONS, delta, clip)
@@ -227,14 +243,19 @@ def main():
         for n_clients in clients:
             row[f"AFL distributed {n_clients}"] = next(r["accuracy"] for r in distributed
                                                        if r["epsilon"] == epsilon and r["clients"] == n_clients)
+            row[f"AFL client-level {n_clients}"] = next(r["accuracy"] for r in client_level
+                                                        if r["epsilon"] == epsilon and r["clients"] == n_clients)
             row[f"DP-FedAvg {n_clients}"] = next(r["accuracy"] for r in fedavg
                                                  if r["epsilon"] == epsilon and r["clients"] == n_clients)
         table.append(row)
-    print_table(f"Test accuracy vs ε (δ = 1/n; AFL: sample-level DP, one round; DP-FedAvg: client-level DP, "
+    print_table(f"Test accuracy vs ε (δ = 1/n; AFL central and distributed: sample-level DP, one round; AFL "
+                f"client-level: central, ≤ {CLIENT_CAP} samples per client, one round; DP-FedAvg: client-level DP, "
                 f"{rounds} rounds, q = {SAMPLING_RATE}, S = {UPDATE_CLIP}); non-private unclipped AFL "
                 f"{unclipped_accuracy:.4f}", table, list(table[0]))
     print_table("AFL central DP: noise and ridge", central,
                 ["epsilon", "noise_multiplier", "gram_std", "cross_std", "ridge", "accuracy", "accuracy_std"])
+    print_table(f"AFL client-level central DP (each client capped at {CLIENT_CAP} samples; mean of 3 draws)",
+                client_level, ["epsilon", "clients", "samples", "gram_std", "ridge", "accuracy", "accuracy_std"])
     print_table("AFL distributed DP: ε that holds if half the clients drop out", distributed,
                 ["epsilon", "clients", "noise_multiplier", "accuracy", "epsilon_if_half_drop",
                  "share_seconds_per_client"])
@@ -247,13 +268,14 @@ def main():
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    figure = plot(out, central, distributed, fedavg, clients)
+    figure = plot(out, central, distributed, client_level, fedavg, clients)
     write_json(args.out, "federated_privacy", json_safe({
         "mode": "quick" if quick else "full", "dataset": data.dataset, "backbone": data.backbone,
         "train_samples": n, "test_samples": len(data.test_labels), "dim": dim, "delta": delta, "clip_norm": clip,
         "dirichlet_alpha": ALPHA, "base_ridge": RIDGE, "frac_bits": FRAC_BITS, "update_clip": UPDATE_CLIP,
         "sampling_rate": SAMPLING_RATE, "fedavg_rounds": rounds, "unclipped_accuracy": unclipped_accuracy,
-        "table": table, "central": central, "distributed": distributed, "fedavg": fedavg, "fix_effect": effect,
+        "client_cap": CLIENT_CAP, "table": table, "central": central, "client_level": client_level,
+        "distributed": distributed, "fedavg": fedavg, "fix_effect": effect,
         "seconds": seconds, "plots": [figure],
     }))
 

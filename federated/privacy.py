@@ -26,6 +26,18 @@ symmetric. One noise scale for both blocks is the special case :math:`s = C^2/(C
 or RDP accountant (:func:`calibrate_noise_multiplier`). Only :math:`\tilde G, \tilde B` are released: the counts and
 the feature sum would need their own share of the budget, so a private head has no intercept.
 
+**Client-level DP** (``max_samples`` m). Where the unit to protect is a client (a hospital, a phone), two
+datasets are neighbours when one holds one more *client*. A client that contributes at most m clipped samples
+(:func:`cap_samples`) changes the released blocks by at most
+
+.. math::
+    \|\operatorname{triu}(\textstyle\sum_{k \le m} x_k x_k^\top)\|_2 \le m C^2, \qquad
+    \|\textstyle\sum_{k \le m} x_k y_k^\top\|_F \le m C,
+
+(triangle inequality), so the same mechanism with both noise stds multiplied by m is (ε, δ)-DP per client; m = 1
+is sample-level DP. The cap is the clients' to keep (:func:`noisy_share` refuses statistics of more than m samples);
+under central DP the server can check it on each upload's ``count`` before it sums.
+
 **Central DP** (:func:`privatize_statistics`): the server, trusted with the exact aggregate, adds the noise once.
 
 **Distributed DP** (:func:`noisy_share`, :func:`release_from_sum`): under secure aggregation
@@ -142,6 +154,32 @@ def clip_features(features, clip_norm: float, *, frac_bits: int | None = None) -
     if frac_bits is None:
         return clipped
     return np.trunc(clipped * 2.0**frac_bits) / 2.0**frac_bits
+
+
+def cap_samples(n_samples: int, max_samples: int, *, seed=None) -> np.ndarray:
+    r"""The rows a client keeps under client-level DP: all of them when it has at most m, else m drawn uniformly
+    without replacement (module docstring: the cap bounds a client's contribution by :math:`m C^2` and mC).
+
+    Args:
+      n_samples: the client's number of samples n ≥ 0.
+      max_samples: the cap m ≥ 1 of the calibration (``max_samples``).
+      seed: the client's randomness (anything :func:`numpy.random.default_rng` accepts).
+
+    Returns:
+      (min(n, m),) sorted row indices.
+
+    Raises:
+      analytic.InputError: n < 0 or m < 1.
+
+    Example:
+      >>> cap_samples(5, 10), cap_samples(6, 3, seed=0).size
+      (array([0, 1, 2, 3, 4]), 3)
+    """
+    n_samples = check_int("n_samples", n_samples, minimum=0)
+    max_samples = check_int("max_samples", max_samples)
+    if n_samples <= max_samples:
+        return np.arange(n_samples)
+    return np.sort(np.random.default_rng(seed).choice(n_samples, max_samples, replace=False))
 
 
 def sample_discrete_gaussian(sigma: float, size: int, seed=None) -> np.ndarray:
@@ -296,11 +334,15 @@ class NoiseCalibration:
       min_clients: :math:`K_{\min}` for distributed DP (the shares sum to the full noise once this many clients
         survive), ``None`` for central DP.
       frac_bits: the fixed-point grid f of distributed shares (``None`` for central DP).
+      max_samples: m, the most samples one protected unit contributes: 1 for sample-level DP, a client's cap for
+        client-level DP (module docstring).
 
     Example:
       >>> calibration = calibrate_noise(1.0, 1e-5, 2.0, accountant="rdp")
       >>> round(calibration.gram_std, 2), round(calibration.cross_std, 2)  # z C²/√s, z C/√(1 − s)
       (22.88, 11.44)
+      >>> round(calibrate_noise(1.0, 1e-5, 2.0, accountant="rdp", max_samples=10).gram_std, 1)  # z m C²/√s
+      228.8
     """
 
     epsilon: float
@@ -311,16 +353,17 @@ class NoiseCalibration:
     accountant: str
     min_clients: int | None = None
     frac_bits: int | None = None
+    max_samples: int = 1
 
     @property
     def gram_std(self) -> float:
-        """Std :math:`z C^2/\\sqrt s` of the central noise on each upper-triangle entry of G."""
-        return self.noise_multiplier * self.clip_norm**2 / math.sqrt(self.gram_share)
+        """Std :math:`z m C^2/\\sqrt s` of the central noise on each upper-triangle entry of G."""
+        return self.noise_multiplier * self.max_samples * self.clip_norm**2 / math.sqrt(self.gram_share)
 
     @property
     def cross_std(self) -> float:
-        """Std :math:`z C/\\sqrt{1 - s}` of the central noise on each entry of B."""
-        return self.noise_multiplier * self.clip_norm / math.sqrt(1.0 - self.gram_share)
+        """Std :math:`z m C/\\sqrt{1 - s}` of the central noise on each entry of B."""
+        return self.noise_multiplier * self.max_samples * self.clip_norm / math.sqrt(1.0 - self.gram_share)
 
 
 def _check_clip_and_share(clip_norm, gram_share) -> tuple[float, float]:
@@ -329,11 +372,11 @@ def _check_clip_and_share(clip_norm, gram_share) -> tuple[float, float]:
 
 
 def calibrate_noise(epsilon: float, delta: float, clip_norm: float, *, gram_share: float = 0.5,
-                    accountant: str = "pld") -> NoiseCalibration:
+                    accountant: str = "pld", max_samples: int = 1) -> NoiseCalibration:
     r"""Central DP: the Gaussian noise on :math:`(\operatorname{triu} G, B)` for a target (ε, δ) (module docstring).
 
     .. math::
-        \sigma_G = \frac{z C^2}{\sqrt s}, \qquad \sigma_B = \frac{z C}{\sqrt{1-s}}, \qquad
+        \sigma_G = \frac{z m C^2}{\sqrt s}, \qquad \sigma_B = \frac{z m C}{\sqrt{1-s}}, \qquad
         z = \min\{z : \varepsilon_{\text{Gauss}}(z, \delta) \le \varepsilon\}
 
     Args:
@@ -343,12 +386,14 @@ def calibrate_noise(epsilon: float, delta: float, clip_norm: float, *, gram_shar
       gram_share: s in (0, 1), the share of the sensitivity budget spent on G (0.5 by default;
         :math:`C^2/(C^2+1)` gives both blocks the same noise std).
       accountant: ``"pld"`` (default, the tighter) or ``"rdp"``.
+      max_samples: m ≥ 1, the most samples one protected unit contributes: 1 (default) for sample-level DP, each
+        client's cap (:func:`cap_samples`) for client-level DP.
 
     Returns:
       The :class:`NoiseCalibration` (``min_clients`` ``None``).
 
     Raises:
-      analytic.InputError: ε ≤ 0, δ outside (0, 1), C ≤ 0, s outside (0, 1), an unknown accountant.
+      analytic.InputError: ε ≤ 0, δ outside (0, 1), C ≤ 0, s outside (0, 1), m < 1, an unknown accountant.
 
     Example:
       >>> calibration = calibrate_noise(1.0, 1e-5, 1.0, accountant="rdp")
@@ -358,8 +403,10 @@ def calibrate_noise(epsilon: float, delta: float, clip_norm: float, *, gram_shar
       0.0
     """
     clip_norm, gram_share = _check_clip_and_share(clip_norm, gram_share)
+    max_samples = check_int("max_samples", max_samples)
     z = calibrate_noise_multiplier(epsilon, delta, accountant=accountant)
-    return NoiseCalibration(float(epsilon), float(delta), clip_norm, z, gram_share, accountant)
+    return NoiseCalibration(float(epsilon), float(delta), clip_norm, z, gram_share, accountant,
+                            max_samples=max_samples)
 
 
 def _block_scales(calibration: NoiseCalibration) -> tuple[float, float]:
@@ -381,13 +428,14 @@ def _distributed_event(calibration: NoiseCalibration, survivors: int, dim: int, 
 
 
 def calibrate_distributed_noise(epsilon: float, delta: float, clip_norm: float, min_clients: int, dim: int,
-                                n_classes: int, *, gram_share: float = 0.5, frac_bits: int = 12) -> NoiseCalibration:
+                                n_classes: int, *, gram_share: float = 0.5, frac_bits: int = 12,
+                                max_samples: int = 1) -> NoiseCalibration:
     r"""Distributed DP: each client's discrete-Gaussian share, such that any :math:`K_{\min}` shares together meet
     (ε, δ) (module docstring; Kairouz, Liu & Steinke 2021, Proposition 14, RDP accountant).
 
     .. math::
-        \sigma_{G,\text{client}} = \frac{z C^2 2^{2f}}{\sqrt{s K_{\min}}}, \quad
-        \sigma_{B,\text{client}} = \frac{z C 2^{f}}{\sqrt{(1 - s) K_{\min}}} \text{ (grid units)}, \quad
+        \sigma_{G,\text{client}} = \frac{z m C^2 2^{2f}}{\sqrt{s K_{\min}}}, \quad
+        \sigma_{B,\text{client}} = \frac{z m C 2^{f}}{\sqrt{(1 - s) K_{\min}}} \text{ (grid units)}, \quad
         \rho = \frac{1}{2 z^2}, \ \xi = \sum_b \tau_b d_b
 
     Args:
@@ -399,6 +447,7 @@ def calibrate_distributed_noise(epsilon: float, delta: float, clip_norm: float, 
       n_classes: number of agreed classes m.
       gram_share: s in (0, 1) as in :func:`calibrate_noise`.
       frac_bits: the fixed-point grid f of the clients' statistics.
+      max_samples: m ≥ 1 as in :func:`calibrate_noise` (client-level DP: each client's cap).
 
     Returns:
       The :class:`NoiseCalibration` (accountant ``"rdp"``).
@@ -417,11 +466,12 @@ def calibrate_distributed_noise(epsilon: float, delta: float, clip_norm: float, 
     min_clients = check_int("min_clients", min_clients)
     dim, n_classes, frac_bits = check_int("dim", dim), check_int("n_classes", n_classes), check_int(
         "frac_bits", frac_bits, minimum=0)
+    max_samples = check_int("max_samples", max_samples)
     epsilon, delta = _check_epsilon(epsilon), _check_delta(delta)
 
     def calibration_for(z: float) -> NoiseCalibration:
         return NoiseCalibration(float(epsilon), float(delta), clip_norm, float(z), gram_share, "rdp", min_clients,
-                                frac_bits)
+                                frac_bits, max_samples)
 
     if epsilon == math.inf:
         return calibration_for(0.0)
@@ -564,7 +614,8 @@ def noisy_share(stats: analytic.Statistics, calibration: NoiseCalibration, class
       :mod:`federated.secure`.
 
     Raises:
-      analytic.InputError: a central calibration, or statistics that are not fixed point on the calibration's grid.
+      analytic.InputError: a central calibration, statistics that are not fixed point on the calibration's grid, or
+        of more samples than the calibration's ``max_samples``.
 
     Example:
       >>> calibration = calibrate_distributed_noise(4.0, 1e-3, 1.0, 2, 2, 2, frac_bits=8)
@@ -581,6 +632,10 @@ def noisy_share(stats: analytic.Statistics, calibration: NoiseCalibration, class
             f"shares are added on the fixed-point grid 2^-{calibration.frac_bits}: got {stats.precision} statistics"
             f" with frac_bits {stats.frac_bits}"
         )
+    if calibration.max_samples > 1 and int(stats.count) > calibration.max_samples:
+        raise analytic.InputError(
+            f"client-level DP calibrated for at most {calibration.max_samples} samples per client, got "
+            f"{int(stats.count)}: cap the client's samples first (cap_samples)")
     payload = encode_statistics(stats, class_ids)
     rng = np.random.default_rng(seed)
     gram_scale, cross_scale = _block_scales(calibration)

@@ -99,6 +99,42 @@ def test_sensitivity_of_one_sample_is_within_the_bound():
     assert np.linalg.norm(np.triu(np.outer(np.eye(9)[3], np.eye(9)[3]))) == 1.0  # tight along an axis
 
 
+def test_client_level_sensitivity_is_within_m_times_the_sample_bound():
+    rng = np.random.default_rng(2)
+    clip, m = 1.5, 7
+    for rows in [rng.normal(size=(m, 9)), np.tile(np.eye(9)[3], (m, 1))]:  # the second: tight
+        x = federated.clip_features(rows, clip)
+        y = np.eye(4)[np.zeros(m, int)]  # one class: the cross-moment's change is largest
+        gram_change = np.triu(x.T @ x)[np.triu_indices(9)]
+        assert np.linalg.norm(gram_change) <= m * clip**2 * (1 + 1e-12)
+        assert np.linalg.norm(x.T @ y) <= m * clip * (1 + 1e-12)
+    sample = federated.calibrate_noise(2.0, 1e-5, clip, accountant="rdp")
+    client = federated.calibrate_noise(2.0, 1e-5, clip, accountant="rdp", max_samples=m)
+    assert client.noise_multiplier == sample.noise_multiplier
+    assert client.gram_std == pytest.approx(m * sample.gram_std, rel=1e-12)
+    assert client.cross_std == pytest.approx(m * sample.cross_std, rel=1e-12)
+
+
+def test_client_level_shares_refuse_a_client_over_its_cap_and_cap_samples_keeps_it():
+    d, m = 4, 5
+    calibration = federated.calibrate_distributed_noise(2.0, 1e-4, 1.0, 10, d, 2, frac_bits=8, max_samples=m)
+    central = federated.calibrate_distributed_noise(2.0, 1e-4, 1.0, 10, d, 2, frac_bits=8)
+    assert calibration.gram_std == pytest.approx(m * central.gram_std, rel=1e-12)
+    x = federated.clip_features(np.random.default_rng(0).normal(size=(12, d)), 1.0, frac_bits=8)
+    y = np.arange(12) % 2
+    over = federated.client_statistics(x, y, d, precision="fixed", frac_bits=8)
+    with pytest.raises(analytic.InputError, match="at most 5 samples per client, got 12"):
+        federated.noisy_share(over, calibration, [0, 1], seed=0)
+    kept = federated.cap_samples(12, m, seed=1)
+    assert kept.size == m and np.unique(kept).size == m and np.all(np.diff(kept) > 0)
+    capped = federated.client_statistics(x[kept], y[kept], d, precision="fixed", frac_bits=8)
+    assert int(federated.noisy_share(capped, calibration, [0, 1], seed=0)["count"]) == 0
+    np.testing.assert_array_equal(federated.cap_samples(3, m), [0, 1, 2])
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(analytic.InputError, match="max_samples"):
+            federated.calibrate_noise(1.0, 1e-5, 1.0, max_samples=bad)
+
+
 def test_noise_has_the_calibrated_std_and_a_symmetric_gram():
     d, m = 60, 4
     stats = analytic.with_classes(analytic.init_statistics(d), np.arange(m))
