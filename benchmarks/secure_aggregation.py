@@ -268,17 +268,15 @@ def plot(rows, path):
 def plot_flower(rows, path):
     plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(8.5, 3.6))
-    for n_clients, marker in ((100, "o"), (1000, "s")):
+    for n_clients, marker in zip(sorted({r["clients"] for r in rows}), "os^"):
         group = [r for r in rows if r["clients"] == n_clients]
-        if not group:
-            continue
         label = f"{n_clients:,} clients ({group[0]['protocol']}, k = {group[0]['degree']})"
         x = [100 * r["dropout"] for r in group]
-        axes[0].plot(x, [r["seconds_total"] for r in group], marker=marker, label=f"{label}: whole run")
-        axes[0].plot(x, [r["seconds_rounds"] for r in group], marker=marker, linestyle="--", label="its four rounds")
-        axes[1].plot(x, [r["client_bytes_up"] for r in group], marker=marker, label=f"{label}: up")
-        axes[1].plot(x, [r["client_bytes_down"] for r in group], marker=marker, linestyle="--", label="down")
-    for axis, title in zip(axes, ("wall seconds", "bytes per client (all rounds)")):
+        for axis, solid, dashed in ((axes[0], "seconds_total", "seconds_rounds"),
+                                    (axes[1], "client_bytes_up", "client_bytes_down")):
+            axis.plot(x, [r[solid] for r in group], marker=marker, label=f"{label}: {solid}")
+            axis.plot(x, [r[dashed] for r in group], marker=marker, linestyle="--", label=f"{label}: {dashed}")
+    for axis, title in zip(axes, ("wall seconds: the whole run, its four rounds", "bytes per client (all rounds)")):
         axis.set_xlabel("clients dropped after sharing keys (%)")
         axis.set_title(title, fontsize=10)
         axis.grid(alpha=0.3)
