@@ -16,13 +16,16 @@ accuracy, and the seconds until the first upload arrived) to ``output``.
 
 Secure AFL (``method = "secagg"``): the same one-round sum, but the server only ever sees masked uploads — the
 four rounds of :mod:`federated.secure` (SecAgg, or SecAgg+ with ``secagg-degree`` neighbours per client) as Flower
-Messages ``query.secagg_advertise``, ``query.secagg_share``, ``query.secagg_mask`` and ``query.secagg_unmask``,
-each a barrier (``grid.send_and_receive`` with ``timeout``). A client's secrets stay in its node's
-``context.state`` between rounds; a node that errs or times out in a round is a dropout of that round. The clients
-upload fixed-point statistics (``precision`` is ignored); the unmasked sum goes through
-:func:`federated.server.receive`, so ``result.json`` carries the same state hash as the plain sum of the survivors'
-uploads, plus ``survivors``, ``dropped`` and the bytes each round moved. ``secagg-drop`` (partition ids, comma
-separated) makes those clients fail after sharing their keys, the case the protocol recovers from.
+Messages ``query.secagg_advertise``, ``query.secagg_share``, ``query.secagg_mask`` and ``query.secagg_unmask``.
+Each round is a barrier whose queries go out as AFL's do (at most ``wave`` unanswered) and which ends when every
+query is answered or ``timeout`` seconds have passed. A client's secrets stay in its node's ``context.state``
+between rounds; a node that errs or times out in a round is a dropout of that round. The clients upload fixed-point
+statistics (``precision`` is ignored); the unmasked sum goes through :func:`federated.server.receive`, so
+``result.json`` carries the same state hash as the plain sum of the survivors' uploads, plus ``survivors``,
+``dropped``, for each round the bytes it moved down and up and the messages sent and answered without error
+(``bytes``), and each round's seconds from its first query to its last reply (``round_seconds``). ``secagg-drop``
+(partition ids, comma separated) makes those clients fail after sharing their keys, the case the protocol recovers
+from.
 
 FedAvg (``method = "fedavg"``): Flower's own :class:`flwr.serverapp.strategy.FedAvg`, clients training the shared
 softmax head with :func:`analytic.gradient.train`; the server evaluates the global head on the test set each round.
@@ -321,13 +324,16 @@ def _run_afl(grid: Grid, settings: dict) -> dict:
     return result
 
 
-def _exchange(grid: Grid, stage: str, contents: dict[str, RecordDict], timeout: float) -> dict[str, Message]:
-    """One barrier round of the secure protocol: ``contents[client]`` to each client, the replies that came back
-    in time without error, by client id."""
-    messages = [Message(content, dst_node_id=int(client.removeprefix("node-")), message_type=f"query.{stage}",
-                        group_id=stage) for client, content in contents.items()]
-    replies = grid.send_and_receive(messages, timeout=timeout)
-    return {f"node-{reply.metadata.src_node_id}": reply for reply in replies if not reply.has_error()}
+def _exchange(grid: Grid, stage: str, contents: dict[str, RecordDict], settings: dict) -> dict[str, Message]:
+    """One barrier round of the secure protocol: ``contents[client]`` to each client, sent as AFL sends its queries
+    (:func:`_stream_replies`: at most ``wave`` unanswered), and the replies that came back without error within
+    ``timeout`` seconds, by client id."""
+    messages = (Message(content, dst_node_id=int(client.removeprefix("node-")), message_type=f"query.{stage}",
+                        group_id=stage) for client, content in contents.items())
+    batches = _stream_replies(grid, messages, int(settings["wave"]), float(settings["pull-interval"]),
+                              float(settings["timeout"]))
+    return {f"node-{reply.metadata.src_node_id}": reply for reply in itertools.chain.from_iterable(batches)
+            if not reply.has_error()}
 
 
 def _config_content(config: dict) -> RecordDict:
@@ -353,21 +359,23 @@ def _run_secagg(grid: Grid, settings: dict) -> dict:
     federation = _federation(settings["federation"])
     dim = federation["features"].shape[1]
     class_ids = np.unique(federation["labels"])
-    timeout = float(settings["timeout"])
     started = time.perf_counter()
-    nodes = _wait_for_nodes(grid, int(settings["num-clients"]), timeout)
+    nodes = _wait_for_nodes(grid, int(settings["num-clients"]), float(settings["timeout"]))
     clients = [f"node-{node}" for node in nodes]
     degree, threshold = int(settings["secagg-degree"]), int(settings["secagg-threshold"])
     config = secure.init_round(clients, dim, class_ids, degree=degree or None, threshold=threshold or None)
     announced = {"round-id": config.round_id, "clients": list(config.clients), "dim": config.dim,
                  "class-ids": list(config.class_ids), "degree": config.degree, "threshold": config.threshold,
                  "graph-seed": config.graph_seed}
-    bytes_moved = {}
+    bytes_moved, round_seconds = {}, {}
 
     def exchange(stage, contents):
-        replies = _exchange(grid, stage, contents, timeout)
+        round_started = time.perf_counter()
+        replies = _exchange(grid, stage, contents, settings)
+        round_seconds[stage] = time.perf_counter() - round_started
         bytes_moved[stage] = {"down": _record_nbytes(contents.values()),
-                              "up": _record_nbytes(reply.content for reply in replies.values())}
+                              "up": _record_nbytes(reply.content for reply in replies.values()),
+                              "sent": len(contents), "answered": len(replies)}
         return replies
 
     replies = exchange("secagg_advertise", {c: _config_content(announced) for c in config.clients})
@@ -394,7 +402,8 @@ def _run_secagg(grid: Grid, settings: dict) -> dict:
     result = {
         "method": "secagg", "nodes": len(nodes), "degree": config.degree, "threshold": config.threshold,
         "survivors": list(server.survivors), "dropped": sorted(set(server.shared) - set(server.survivors)),
-        "bytes": bytes_moved, "seconds": seconds, "state_hash": analytic.state_hash(aggregate.statistics),
+        "bytes": bytes_moved, "round_seconds": round_seconds, "seconds": seconds,
+        "state_hash": analytic.state_hash(aggregate.statistics),
     }
     if "test_features" in federation:
         predicted = analytic.predict_labels(head, np.asarray(federation["test_features"]))

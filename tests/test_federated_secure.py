@@ -27,7 +27,9 @@ def uploads():
 
 
 def plain_aggregate(payloads, keep):
-    aggregate, rejected = federated.receive_many(federated.init_aggregate(D, CLASSES, precision="fixed"),
+    """The plain fixed-point sum of the uploads of ``keep`` (their layout gives d)."""
+    dim = next(iter(payloads.values()))["feature_sum"].size
+    aggregate, rejected = federated.receive_many(federated.init_aggregate(dim, CLASSES, precision="fixed"),
                                                  [(k, payloads[k]) for k in sorted(keep)])
     assert not rejected
     return aggregate
@@ -267,23 +269,38 @@ def test_bad_inputs_are_refused_without_changing_any_state(uploads):
     assert round_.server is server and server.masked_sum is None
 
 
-@pytest.mark.slow
-def test_flower_simulation_gives_the_plain_sum_of_the_survivors(tmp_path):
+def check_flower_secagg(tmp_path, run, n_nodes, drop):
+    """Secure AFL with ``n_nodes`` nodes (d = 8) on a Flower runtime (``run``), partition ``drop`` dropping after
+    sharing its keys: the state hash and head of the plain sum of the survivors' uploads, bit for bit. Returns the
+    server's result."""
     from federated.flower_app import write_federation
-    from federated.flower_runtime import run_flower_simulation
 
-    x, y = make_classification(n=600, d=8, classes=CLASSES, seed=41)
-    parts = federated.dirichlet_partition(y, 6, 0.5, seed=3)
+    x, y = make_classification(n=100 * n_nodes, d=8, classes=CLASSES, seed=41)
+    parts = federated.dirichlet_partition(y, n_nodes, 0.5, seed=3)
     write_federation(tmp_path / "federation", x, y, parts)
     settings = {"federation": str(tmp_path / "federation"), "output": str(tmp_path / "out"), "method": "secagg",
-                "ridge": RIDGE, "timeout": 120.0, "secagg-drop": "2"}
-    result = run_flower_simulation(settings, 6, timeout=180.0)
-    plain, rejected = federated.receive_many(
-        federated.init_aggregate(8, CLASSES, precision="fixed"),
-        [(str(k), federated.encode_statistics(federated.client_statistics(x[p], y[p], 8, precision="fixed"), CLASSES))
-         for k, p in enumerate(parts) if k != 2])
-    assert not rejected and len(result["survivors"]) == 5 and len(result["dropped"]) == 1
+                "ridge": RIDGE, "timeout": 120.0, "secagg-drop": str(drop)}
+    result = run(settings, n_nodes, timeout=180.0)
+    payloads = {k: federated.encode_statistics(federated.client_statistics(x[p], y[p], 8, precision="fixed"), CLASSES)
+                for k, p in enumerate(parts)}
+    plain = plain_aggregate(payloads, set(payloads) - {drop})
+    assert len(result["survivors"]) == n_nodes - 1 and len(result["dropped"]) == 1
     assert result["state_hash"] == analytic.state_hash(plain.statistics)
     np.testing.assert_array_equal(analytic.load(tmp_path / "out" / "head.npz").weights,
                                   federated.solve(plain, RIDGE).weights)
+    return result
+
+
+@pytest.mark.slow
+def test_flower_simulation_gives_the_plain_sum_of_the_survivors(tmp_path):
+    from federated.flower_runtime import run_flower_simulation
+
+    result = check_flower_secagg(tmp_path, run_flower_simulation, 6, drop=2)
     assert result["bytes"]["secagg_mask"]["up"] == 5 * 8 * secure.init_round(["a", "b"], 8, CLASSES).words
+
+
+@pytest.mark.slow
+def test_flower_deployment_gives_the_plain_sum_of_the_survivors(tmp_path):
+    from federated.flower_runtime import run_flower_deployment
+
+    check_flower_secagg(tmp_path, run_flower_deployment, 4, drop=1)
