@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -114,15 +113,25 @@ def _log_tail(log: Path, lines: int = 40) -> str:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM the process group, SIGKILL it if it lingers."""
+    """Stop ``process`` and every process it started — Flower's SuperExec and simulation runtime, and Ray's
+    workers, which start sessions of their own and would outlive a signal to the process group — with SIGTERM, then
+    SIGKILL what lingers after 15 s."""
+    import psutil
+
     try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=15)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
+        root = psutil.Process(process.pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for member in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.terminate()
+    _, lingering = psutil.wait_procs(family, timeout=15)
+    for member in lingering:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    psutil.wait_procs(lingering, timeout=5)
+    process.wait(timeout=5)
 
 
 def _wait_until_listening(port: int, process: subprocess.Popen, log: Path, timeout: float) -> None:

@@ -2,6 +2,8 @@
 by ``flwr run``, give exactly the in-process simulator's aggregate. FedAvg through Flower runs in
 ``benchmarks/federated.py``."""
 
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
@@ -12,7 +14,7 @@ from conftest import make_classification
 import analytic
 import federated
 from federated.flower_app import _stream_replies, write_federation
-from federated.flower_runtime import run_flower_deployment, run_flower_simulation
+from federated.flower_runtime import _stop, run_flower_deployment, run_flower_simulation
 from federated.simulation import simulate_afl
 
 D = 8
@@ -121,3 +123,18 @@ def test_missing_flower_names_the_extra_to_install(monkeypatch):
     monkeypatch.setattr(flower_runtime, "BIN", flower_runtime.BIN / "absent")
     with pytest.raises(ImportError, match=r"analytic-learning\[flower\]"):
         flower_runtime.flower_command("flwr")
+
+
+def test_stopping_a_runtime_process_stops_what_it_started_in_sessions_of_its_own():
+    import psutil
+
+    spawner = ("import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', 'import time; "
+               "time.sleep(120)'], start_new_session=True); print(child.pid, flush=True); time.sleep(120)")
+    parent = subprocess.Popen([sys.executable, "-c", spawner], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    child = psutil.Process(int(parent.stdout.readline()))
+    assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+    _stop(parent)
+    parent.stdout.close()
+    assert parent.returncode is not None
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
