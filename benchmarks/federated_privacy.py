@@ -1,6 +1,6 @@
 """Differentially private AFL (the Gaussian mechanism on the summed statistics) against DP-FedAvg, accuracy vs ε.
 
-    python -m benchmarks.federated_privacy [--quick] [--out results]
+    python -m benchmarks.federated_privacy [--quick] [--out results] [--sections central,client-level,...]
 
 The federated benchmark's setting (:mod:`benchmarks.federated`): Fashion-MNIST (or the digits fallback) through an
 ImageNet-pretrained MobileNetV2 (1,280-d pooled features; --quick: 2,000 samples and the first 256 dimensions),
@@ -165,29 +165,27 @@ def solve_times(features, labels, class_ids, delta, clip, repeats: int) -> dict:
 
 
 def plot(out: Path, central, distributed, client_level, fedavg, clients) -> str:
+    """Accuracy against ε for every series that ran (its ε = ∞ accuracy as a dotted line)."""
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
     finite = [e for e in EPSILONS if e != math.inf]
     colours = {"AFL central": "C0", "AFL distributed": "C1", "AFL client-level": "C2", "DP-FedAvg": "C3"}
-    markers = {"AFL distributed": "^", "AFL client-level": "D", "DP-FedAvg": "s"}
-    styles = {clients[0]: "-", clients[1]: "--"}
-
-    def split(rows):
-        """The finite-ε rows and the ε = ∞ accuracy."""
-        return [r for r in rows if r["epsilon"] != math.inf], next(r["accuracy"] for r in rows if r["epsilon"] == math.inf)
-
-    points, limit = split(central)
-    axis.errorbar([r["epsilon"] for r in points], [r["accuracy"] for r in points],
-                  yerr=[r["accuracy_std"] for r in points], color=colours["AFL central"], marker="o", capsize=3,
-                  label="AFL, central DP (any client count)")
-    axis.axhline(limit, color=colours["AFL central"], linestyle=":", linewidth=1)
-    for n_clients in clients:
-        for name, rows in (("AFL distributed", distributed), ("AFL client-level", client_level), ("DP-FedAvg", fedavg)):
-            points, limit = split([r for r in rows if r["clients"] == n_clients])
-            axis.plot([r["epsilon"] for r in points], [r["accuracy"] for r in points], color=colours[name],
-                      linestyle=styles[n_clients], marker=markers[name],
-                      label=f"{name}, {n_clients:,} clients" + (" (client-level)" if name == "DP-FedAvg" else ""))
-            axis.axhline(limit, color=colours[name], linestyle=":", linewidth=1)
+    markers = {"AFL central": "o", "AFL distributed": "^", "AFL client-level": "D", "DP-FedAvg": "s"}
+    styles = {None: "-", clients[0]: "-", clients[1]: "--"}
+    series = [("AFL central", None, central)] + [
+        (name, n_clients, [r for r in rows if r["clients"] == n_clients]) for n_clients in clients
+        for name, rows in (("AFL distributed", distributed), ("AFL client-level", client_level), ("DP-FedAvg", fedavg))]
+    for name, n_clients, rows in series:
+        if not rows:
+            continue
+        points = [r for r in rows if r["epsilon"] != math.inf]
+        label = (f"{name}, {n_clients:,} clients" if n_clients else f"{name} DP (any client count)") + (
+            " (client-level)" if name == "DP-FedAvg" else "")
+        axis.errorbar([r["epsilon"] for r in points], [r["accuracy"] for r in points],
+                      yerr=[r.get("accuracy_std", 0.0) for r in points], color=colours[name], marker=markers[name],
+                      linestyle=styles[n_clients], capsize=3, label=label)
+        axis.axhline(next(r["accuracy"] for r in rows if r["epsilon"] == math.inf), color=colours[name],
+                     linestyle=":", linewidth=1)
     axis.set(xscale="log", xlabel="ε (δ = 1/n)", ylabel="test accuracy", xticks=finite,
              title="Accuracy against ε (dotted: ε = ∞)")
     axis.minorticks_off()
@@ -208,8 +206,36 @@ def json_safe(value):
     return "inf" if isinstance(value, float) and math.isinf(value) else value
 
 
+SECTIONS = ("central", "client-level", "distributed", "fedavg", "fix", "timing")
+
+
+def accuracy_table(central, client_level, distributed, fedavg, clients) -> list[dict]:
+    """One row per ε: the accuracy of every method and client count that ran."""
+    series = {"AFL central": central}
+    for n_clients in clients:
+        for name, rows in ((f"AFL distributed {n_clients}", distributed),
+                           (f"AFL client-level {n_clients}", client_level), (f"DP-FedAvg {n_clients}", fedavg)):
+            series[name] = [r for r in rows if r["clients"] == n_clients]
+    table = []
+    for epsilon in EPSILONS:
+        row = {"ε": epsilon}
+        for name, rows in series.items():
+            for r in (r for r in rows if r["epsilon"] == epsilon):
+                row[name] = r["accuracy"]
+                if name == "AFL central":
+                    row["± (3 draws)"] = r["accuracy_std"]
+        table.append(row)
+    return table
+
+
 def main():
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    args = parser(__doc__.splitlines()[0])
+    args.add_argument("--sections", default=",".join(SECTIONS),
+                      help=f"comma-separated subset of {', '.join(SECTIONS)} (default: all)")
+    args = args.parse_args()
+    sections = set(args.sections.split(","))
+    if not sections <= set(SECTIONS):
+        raise SystemExit(f"unknown sections {sorted(sections - set(SECTIONS))}: choose among {', '.join(SECTIONS)}")
     quick = args.quick
     data = frozen_features(subset=2_000 if quick else None)
     if quick:
@@ -226,56 +252,59 @@ def main():
     exact = analytic.solve(analytic.accumulate(analytic.init_statistics(dim), data.train_features, data.train_labels),
                            RIDGE)
     unclipped_accuracy = accuracy(exact, data)
-    central = central_rows(data, features, data.train_labels, class_ids, EPSILONS, delta, clip, seeds=(0, 1, 2))
-    distributed, fedavg, client_level = [], [], []
+    central, distributed, fedavg, client_level, effect, seconds = [], [], [], [], [], {}
+    if "central" in sections:
+        central = central_rows(data, features, data.train_labels, class_ids, EPSILONS, delta, clip, seeds=(0, 1, 2))
     for n_clients in clients:
         parts = federated.make_partition("dirichlet", data.train_labels, n_clients, alpha=ALPHA, seed=0, min_size=0)
-        client_level += client_level_rows(data, features, parts, class_ids, EPSILONS, delta, clip, seeds=(0, 1, 2))
-        distributed += distributed_rows(data, features, parts, class_ids, EPSILONS, delta, clip)
-        fedavg += fedavg_rows(data, features.astype(np.float32), parts, EPSILONS, delta, rounds, progress=not quick)
-    effect = fix_effect(data, features, class_ids, EPSILONS, delta, clip)
-    seconds = solve_times(features, data.train_labels, class_ids, delta, clip, repeats=3)
+        if "client-level" in sections:
+            client_level += client_level_rows(data, features, parts, class_ids, EPSILONS, delta, clip,
+                                              seeds=(0, 1, 2))
+        if "distributed" in sections:
+            distributed += distributed_rows(data, features, parts, class_ids, EPSILONS, delta, clip)
+        if "fedavg" in sections:
+            fedavg += fedavg_rows(data, features.astype(np.float32), parts, EPSILONS, delta, rounds,
+                                  progress=not quick)
+    if "fix" in sections:
+        effect = fix_effect(data, features, class_ids, EPSILONS, delta, clip)
+    if "timing" in sections:
+        seconds = solve_times(features, data.train_labels, class_ids, delta, clip, repeats=3)
 
-    table = []
-    for epsilon in EPSILONS:
-        row = {"ε": epsilon, "AFL central": next(r["accuracy"] for r in central if r["epsilon"] == epsilon),
-               "± (3 draws)": next(r["accuracy_std"] for r in central if r["epsilon"] == epsilon)}
-        for n_clients in clients:
-            row[f"AFL distributed {n_clients}"] = next(r["accuracy"] for r in distributed
-                                                       if r["epsilon"] == epsilon and r["clients"] == n_clients)
-            row[f"AFL client-level {n_clients}"] = next(r["accuracy"] for r in client_level
-                                                        if r["epsilon"] == epsilon and r["clients"] == n_clients)
-            row[f"DP-FedAvg {n_clients}"] = next(r["accuracy"] for r in fedavg
-                                                 if r["epsilon"] == epsilon and r["clients"] == n_clients)
-        table.append(row)
+    table = accuracy_table(central, client_level, distributed, fedavg, clients)
     print_table(f"Test accuracy vs ε (δ = 1/n; AFL central and distributed: sample-level DP, one round; AFL "
                 f"client-level: central, ≤ {CLIENT_CAP} samples per client, one round; DP-FedAvg: client-level DP, "
                 f"{rounds} rounds, q = {SAMPLING_RATE}, S = {UPDATE_CLIP}); non-private unclipped AFL "
-                f"{unclipped_accuracy:.4f}", table, list(table[0]))
-    print_table("AFL central DP: noise and ridge", central,
-                ["epsilon", "noise_multiplier", "gram_std", "cross_std", "ridge", "accuracy", "accuracy_std"])
-    print_table(f"AFL client-level central DP (each client capped at {CLIENT_CAP} samples; mean of 3 draws)",
-                client_level, ["epsilon", "clients", "samples", "gram_std", "ridge", "accuracy", "accuracy_std"])
-    print_table("AFL distributed DP: ε that holds if half the clients drop out", distributed,
-                ["epsilon", "clients", "noise_multiplier", "accuracy", "epsilon_if_half_drop",
-                 "share_seconds_per_client"])
-    print_table("DP-FedAvg", fedavg, ["epsilon", "clients", "noise_multiplier", "rounds", "accuracy", "best_accuracy",
-                                      "seconds"])
-    print_table("Positive definiteness: the PSD projection against none, at γ = 1 and at the noise bound (100 "
-                "clients, central, one draw)", effect, list(effect[0]))
-    print("\nsteady-state seconds (interleaved, best of 3): "
-          + ", ".join(f"{name} {value:.3f}" for name, value in seconds.items()))
+                f"{unclipped_accuracy:.4f}", table, list(dict.fromkeys(key for row in table for key in row)))
+    if central:
+        print_table("AFL central DP: noise and ridge", central,
+                    ["epsilon", "noise_multiplier", "gram_std", "cross_std", "ridge", "accuracy", "accuracy_std"])
+    if client_level:
+        print_table(f"AFL client-level central DP (each client capped at {CLIENT_CAP} samples; mean of 3 draws)",
+                    client_level, ["epsilon", "clients", "samples", "gram_std", "ridge", "accuracy", "accuracy_std"])
+    if distributed:
+        print_table("AFL distributed DP: ε that holds if half the clients drop out", distributed,
+                    ["epsilon", "clients", "noise_multiplier", "accuracy", "epsilon_if_half_drop",
+                     "share_seconds_per_client"])
+    if fedavg:
+        print_table("DP-FedAvg", fedavg, ["epsilon", "clients", "noise_multiplier", "rounds", "accuracy",
+                                          "best_accuracy", "seconds"])
+    if effect:
+        print_table("Positive definiteness: the PSD projection against none, at γ = 1 and at the noise bound (100 "
+                    "clients, central, one draw)", effect, list(effect[0]))
+    if seconds:
+        print("\nsteady-state seconds (interleaved, best of 3): "
+              + ", ".join(f"{name} {value:.3f}" for name, value in seconds.items()))
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     figure = plot(out, central, distributed, client_level, fedavg, clients)
     write_json(args.out, "federated_privacy", json_safe({
-        "mode": "quick" if quick else "full", "dataset": data.dataset, "backbone": data.backbone,
-        "train_samples": n, "test_samples": len(data.test_labels), "dim": dim, "delta": delta, "clip_norm": clip,
-        "dirichlet_alpha": ALPHA, "base_ridge": RIDGE, "frac_bits": FRAC_BITS, "update_clip": UPDATE_CLIP,
-        "sampling_rate": SAMPLING_RATE, "fedavg_rounds": rounds, "unclipped_accuracy": unclipped_accuracy,
-        "client_cap": CLIENT_CAP, "table": table, "central": central, "client_level": client_level,
-        "distributed": distributed, "fedavg": fedavg, "fix_effect": effect,
+        "mode": "quick" if quick else "full", "sections": sorted(sections), "dataset": data.dataset,
+        "backbone": data.backbone, "train_samples": n, "test_samples": len(data.test_labels), "dim": dim,
+        "delta": delta, "clip_norm": clip, "dirichlet_alpha": ALPHA, "base_ridge": RIDGE, "frac_bits": FRAC_BITS,
+        "update_clip": UPDATE_CLIP, "sampling_rate": SAMPLING_RATE, "fedavg_rounds": rounds,
+        "unclipped_accuracy": unclipped_accuracy, "client_cap": CLIENT_CAP, "table": table, "central": central,
+        "client_level": client_level, "distributed": distributed, "fedavg": fedavg, "fix_effect": effect,
         "seconds": seconds, "plots": [figure],
     }))
 
