@@ -109,6 +109,32 @@ def test_gradient_ascent_raises_the_forget_error_and_grid_keeps_the_best():
     assert best.learning_rate in (1e-4, 0.5)
 
 
+class Diverging:
+    """A method whose run at a learning rate above 1 diverges (NaN outputs), as a too-large ascent step does."""
+
+    name = "diverging"
+
+    def __init__(self, learning_rate):
+        self.learning_rate = learning_rate
+
+    def unlearn(self, task):
+        scale = np.nan if self.learning_rate > 1 else 1.0
+        return methods.Unlearned(self.name, logits=lambda f: scale * f[:, :4], class_ids=np.arange(4), seconds=0.0,
+                                 learning_rate=self.learning_rate)
+
+
+def test_a_diverged_trial_scores_nan_and_never_wins_the_grid():
+    task = small_task((1,))
+    reference = methods.evaluate(methods.ClosedFormRetrain(ridge=0.1).unlearn(task), task)
+    diverged = methods.evaluate(Diverging(10.0).unlearn(task), task)
+    assert set(diverged) == set(reference) and all(np.isnan(value) for value in diverged.values())
+    best, scores, trials = methods.best_of_grid(Diverging, [10.0, 0.5, 20.0], task, reference)
+    assert best.learning_rate == 0.5 and np.isfinite(scores["avg_gap"])
+    assert [np.isnan(trial["avg_gap"]) for trial in trials] == [True, False, True]
+    best, scores, _ = methods.best_of_grid(Diverging, [10.0, 20.0], task, reference)
+    assert best.learning_rate == 10.0 and np.isnan(scores["avg_gap"])
+
+
 def test_gradient_methods_accept_an_mlp_head():
     task = small_task((1,))
     original = gradient.fit_softmax_head(task.train_features, task.train_labels, n_classes=4, epochs=2,

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from typing import Callable, NamedTuple, Protocol
 
@@ -531,7 +532,8 @@ def evaluate(model: Unlearned, task: UnlearningTask, *, mia_samples: int | None 
       seed: the MIA subsets' seed.
 
     Returns:
-      ``{"UA", "RA", "TA", "TA_top5", "TA_f1_macro", "TA_balanced", "MIA"}``, each a float in percent.
+      ``{"UA", "RA", "TA", "TA_top5", "TA_f1_macro", "TA_balanced", "MIA"}``, each a float in percent; all NaN for
+      a model whose outputs are not finite (a diverged gradient run).
 
     Example:
       >>> rng = np.random.default_rng(0)
@@ -548,6 +550,8 @@ def evaluate(model: Unlearned, task: UnlearningTask, *, mia_samples: int | None 
     (retain_x, retain_y), (forget_x, forget_y) = task.retain, task.forget
     test_x, test_y = task.evaluation_test
     retain_logits, forget_logits, test_logits = model.logits(retain_x), model.logits(forget_x), model.logits(test_x)
+    if not all(np.isfinite(logits).all() for logits in (retain_logits, forget_logits, test_logits)):
+        return dict.fromkeys(("UA", "RA", "TA", "TA_top5", "TA_f1_macro", "TA_balanced", "MIA"), float("nan"))
     pick = model.class_ids
     confidence = lambda logits, labels: metrics.true_class_confidence(logits, labels, pick)  # noqa: E731
     test_predicted = pick[np.argmax(test_logits, axis=1)]
@@ -555,8 +559,7 @@ def evaluate(model: Unlearned, task: UnlearningTask, *, mia_samples: int | None 
         "UA": 100.0 - metrics.accuracy(pick[np.argmax(forget_logits, axis=1)], forget_y),
         "RA": metrics.accuracy(pick[np.argmax(retain_logits, axis=1)], retain_y),
         "TA": metrics.accuracy(test_predicted, test_y),
-        "TA_top5": metrics.top_k_accuracy(test_y, test_logits, k=5, class_ids=pick)
-        if not np.isnan(test_logits).any() else float("nan"),
+        "TA_top5": metrics.top_k_accuracy(test_y, test_logits, k=5, class_ids=pick),
         "TA_f1_macro": metrics.f1_macro(test_y, test_predicted),
         "TA_balanced": metrics.balanced_accuracy(test_y, test_predicted),
         "MIA": metrics.mia_efficacy(confidence(retain_logits, retain_y), confidence(test_logits, test_y),
@@ -605,6 +608,10 @@ def compare_outputs(model: Unlearned, reference: Unlearned, task: UnlearningTask
     }
 
 
+def _gap_or_infinity(gap: float) -> float:
+    return math.inf if math.isnan(gap) else gap
+
+
 def best_of_grid(make: Callable[[float], Unlearner], learning_rates, task: UnlearningTask, reference: dict,
                  **evaluate_options) -> tuple[Unlearned, dict, list[dict]]:
     r"""Run ``make(lr).unlearn(task)`` for each learning rate; keep the one with the smallest Avg. Gap to the
@@ -612,7 +619,8 @@ def best_of_grid(make: Callable[[float], Unlearner], learning_rates, task: Unlea
 
     The Avg. Gap is :func:`unlearning.metrics.avg_gap`, :math:`\frac14 \sum_{m \in \{UA, MIA, RA, TA\}}
     |m - m_{\text{retrain}}|` (REFERENCE.md §5, §4: the learning rate searched and the best Avg. Gap kept); the
-    first of equal gaps wins.
+    first of equal gaps wins, and a trial that diverged (:func:`evaluate`: NaN scores, so a NaN gap) only wins when
+    every trial diverged.
 
     Args:
       make: the method for a learning rate, e.g. ``lambda lr: GradientUnlearner("FT", original, lr)``.
@@ -646,5 +654,5 @@ def best_of_grid(make: Callable[[float], Unlearner], learning_rates, task: Unlea
         scores = evaluate(model, task, **evaluate_options)
         scores["avg_gap"] = metrics.avg_gap(scores, reference)
         trials.append((model, scores))
-    model, scores = min(trials, key=lambda trial: trial[1]["avg_gap"])
+    model, scores = min(trials, key=lambda trial: _gap_or_infinity(trial[1]["avg_gap"]))
     return model, scores, [{"learning_rate": m.learning_rate, **s} for m, s in trials]
