@@ -48,6 +48,7 @@ ADDITIVE_FIELDS = ("gram", "cross", "feature_sum", "count", "class_counts")  # c
 _STATE_DTYPES = {"float64": np.float64, "fixed": np.int64}
 _TRANSPORTS = {"float64": np.float64, "float32": np.float32}
 _LARGEST_SLACK = 2.0**-20  # Cauchy–Schwarz rounding slack never exceeds this, whatever count a client claims
+_CHECK_BLOCK = 1 << 18  # packed Gram entries checked per vectorized step
 
 
 class UploadRejected(analytic.IntegrityError):
@@ -305,6 +306,24 @@ def _exceeding(magnitude: np.ndarray, left: np.ndarray, right: np.ndarray, slack
     return np.array([k for k in near if int(magnitude[k]) ** 2 > int(left[k]) * int(right[k])], np.int64)
 
 
+def _cauchy_schwarz_violation(gram_entries: np.ndarray, gram_diagonal: np.ndarray, dim: int,
+                              slack: float) -> tuple[int, int] | None:
+    r"""The first entry (i, j), row by row, of the packed Gram with :math:`|G_{ij}| > (1 + s)\sqrt{G_{ii} G_{jj}}`,
+    or ``None``; blocks of whole rows (at most about :data:`_CHECK_BLOCK` entries) are checked at once."""
+    starts = diagonal_positions(dim)
+    step = max(1, _CHECK_BLOCK // dim)
+    for first in range(0, dim, step):
+        rows = np.arange(first, min(first + step, dim))
+        lengths = dim - rows
+        row_of = np.repeat(rows, lengths)
+        column_of = row_of + np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        block = gram_entries[starts[first] : starts[first] + lengths.sum()]
+        bad = _exceeding(np.abs(block), gram_diagonal[row_of], gram_diagonal[column_of], slack)
+        if bad.size:
+            return int(row_of[bad[0]]), int(column_of[bad[0]])
+    return None
+
+
 def _check_moments(gram_diagonal, payload, dim: int, gram_entries=None) -> None:
     """The bounds every true upload meets (module docstring); ``gram_entries`` is the packed Gram, or ``None`` for
     a factor upload (a Gram :math:`R^\\top R` meets Cauchy–Schwarz by construction)."""
@@ -314,16 +333,12 @@ def _check_moments(gram_diagonal, payload, dim: int, gram_entries=None) -> None:
     if (gram_diagonal < 0).any():
         first = int(np.flatnonzero(gram_diagonal < 0)[0])
         raise UploadRejected(f"the Gram matrix has a negative diagonal entry ({first}, {first}): not a sum of squares")
-    if gram_entries is not None:
-        starts = diagonal_positions(dim)
-        for i in range(dim):  # row i of the packed triangle: G_ij for j ≥ i, contiguous
-            row = gram_entries[starts[i]:starts[i] + dim - i]
-            bad = _exceeding(np.abs(row), np.full(row.size, gram_diagonal[i]), gram_diagonal[i:], slack)
-            if bad.size:
-                j = i + int(bad[0])
-                raise UploadRejected(
-                    f"the Gram matrix breaks Cauchy–Schwarz at ({i}, {j}): |G_ij| > √(G_ii G_jj), a correlation above 1"
-                )
+    violation = None if gram_entries is None else _cauchy_schwarz_violation(gram_entries, gram_diagonal, dim, slack)
+    if violation is not None:
+        i, j = violation
+        raise UploadRejected(
+            f"the Gram matrix breaks Cauchy–Schwarz at ({i}, {j}): |G_ij| > √(G_ii G_jj), a correlation above 1"
+        )
     bad = _exceeding(np.abs(cross).ravel(), np.repeat(gram_diagonal, class_counts.size),
                      np.tile(class_counts, dim), slack)
     if bad.size:

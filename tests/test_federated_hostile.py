@@ -216,6 +216,17 @@ def test_a_floating_correlation_just_above_the_rounding_slack_is_refused(honest)
         federated.check_payload({**payload, "gram": pack_upper(gram)}, D)
 
 
+@pytest.mark.parametrize("block", [1, 20, 1 << 18])
+def test_cauchy_schwarz_names_the_first_violation_row_by_row_whatever_the_block(honest, monkeypatch, block):
+    monkeypatch.setattr(federated.payload, "_CHECK_BLOCK", block)  # one row per step, a few rows, the whole triangle
+    payload = forged(honest)
+    gram = unpack_upper(payload["gram"], D).copy()
+    for i, j in ((D - 2, D - 1), (2, D - 1), (2, 5)):  # the last one set is the first in row order
+        gram[i, j] = gram[j, i] = 2 * np.sqrt(gram[i, i] * gram[j, j])
+        with pytest.raises(federated.UploadRejected, match=rf"Cauchy–Schwarz at \({i}, {j}\)"):
+            federated.check_payload({**payload, "gram": pack_upper(gram)}, D)
+
+
 def test_a_long_round_is_tested_in_groups_and_still_isolates_the_offender(honest, monkeypatch):
     monkeypatch.setattr(federated.server, "HELD_BYTES", 2 * 8 * D * (D + 1) // 2)  # two uploads per group
     payload = with_gram(forged(honest), negatively_correlated_triple)
