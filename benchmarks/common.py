@@ -130,16 +130,21 @@ class FrozenFeatures(NamedTuple):
     class_names: tuple[str, ...]
 
 
-def load_images(*, subset: int | None = None, seed: int = 0):
+def load_images(*, subset: int | None = None, seed: int = 0, dataset: str = "fashion_mnist", path=None):
     """Fashion-MNIST when it can be had (Debian package, $FASHION_MNIST_DIR or the official download), otherwise
-    scikit-learn's digits, saying so. ``subset`` keeps a seeded, class-stratified share of the training set."""
-    from analytic.data import DatasetNotFoundError, load_digits, load_fashion_mnist, stratified_split
+    scikit-learn's digits, saying so; or another dataset of :func:`analytic.data.load_dataset` from ``path`` (CIFAR-10
+    and CIFAR-100 from their python pickles; a missing one raises its ``DatasetNotFoundError``). ``subset`` keeps a
+    seeded, class-stratified share of the training set."""
+    from analytic.data import DatasetNotFoundError, load_dataset, load_digits, load_fashion_mnist, stratified_split
 
-    try:
-        data = load_fashion_mnist(download=True)
-    except (DatasetNotFoundError, OSError) as error:
-        print(f"Fashion-MNIST is not available ({type(error).__name__}); falling back to scikit-learn digits.")
-        data = load_digits()
+    if dataset != "fashion_mnist":
+        data = load_dataset(dataset, **({} if path is None else {"path": path}))
+    else:
+        try:
+            data = load_fashion_mnist(download=True)
+        except (DatasetNotFoundError, OSError) as error:
+            print(f"Fashion-MNIST is not available ({type(error).__name__}); falling back to scikit-learn digits.")
+            data = load_digits()
     if subset is not None and subset < len(data.train_labels):
         _, keep = stratified_split(data.train_labels, subset / len(data.train_labels), seed)
         _, test_keep = stratified_split(data.test_labels, min(subset / 6 / len(data.test_labels), 0.5), seed)

@@ -175,3 +175,23 @@ def test_bad_inputs_are_refused_with_the_problem_named(tiny):
         net.ResidualAlignment(network, original, 0.01).unlearn(one_class)
     with pytest.raises(analytic.InputError, match="rank"):
         net.ResidualAlignment(network, original, 0.01, rank=0).unlearn(task)
+
+
+def test_the_benchmark_runs_the_small_resnet_on_cifar_from_a_local_path(tmp_path, monkeypatch):
+    from analytic.data import DatasetNotFoundError
+    from benchmarks.common import load_images
+    from benchmarks.unlearning_network import PIXEL_STATISTICS, cached_inputs
+    from tests.test_loaders import write_cifar
+
+    monkeypatch.delenv("CIFAR10_DIR", raising=False)
+    with pytest.raises(DatasetNotFoundError, match="CIFAR10_DIR"):
+        load_images(dataset="cifar10", path=tmp_path / "nowhere")
+    write_cifar(tmp_path, 10, per_class=(4, 2))
+    data = load_images(dataset="cifar10", path=tmp_path)
+    assert data.name == "cifar10" and len(data.train_labels) == 200 and len(data.test_labels) == 20
+    network, train_x, test_x, _ = cached_inputs("small_resnet", data, 3, 4)
+    assert train_x.shape == (200, 16, 16, 3) and test_x.shape == (20, 16, 16, 3)
+    mean, std = (np.asarray(value, np.float32) for value in PIXEL_STATISTICS["cifar10"])
+    first = data.train_images[0].reshape(16, 2, 16, 2, 3).astype(np.float32).mean(axis=(1, 3)) / 255.0
+    np.testing.assert_allclose(train_x[0], (first - mean) / std, rtol=1e-6)
+    assert network.logits(network.initial(0), train_x[:2]).shape == (2, 10)
