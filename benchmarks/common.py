@@ -23,6 +23,21 @@ def parser(description: str) -> argparse.ArgumentParser:
     return args
 
 
+def add_sections(args: argparse.ArgumentParser, choices: tuple[str, ...], default: str | None = "all") -> None:
+    """``--sections``: a comma-separated subset of ``choices``, parsed to a set (``default`` ``"all"``: every
+    section; ``None``: left to the benchmark); an unknown name is refused, naming the choices."""
+    def subset(value: str) -> set[str]:
+        chosen = set(value.split(","))
+        if not chosen <= set(choices):
+            raise argparse.ArgumentTypeError(f"unknown sections {sorted(chosen - set(choices))}: choose among "
+                                             f"{', '.join(choices)}")
+        return chosen
+
+    args.add_argument("--sections", type=subset, default=",".join(choices) if default == "all" else default,
+                      help=f"comma-separated subset of {', '.join(choices)}"
+                           + (" (default: all)" if default == "all" else ""))
+
+
 def has_extra(module: str, extra: str, what: str) -> bool:
     """Whether ``module`` imports; if not, say which part is skipped and which extra brings it back."""
     import importlib.util

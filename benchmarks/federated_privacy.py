@@ -39,7 +39,7 @@ import numpy as np
 import analytic
 from analytic.plotting import pyplot
 import federated
-from .common import frozen_features, interleaved_times, parser, print_table, write_json
+from .common import add_sections, frozen_features, interleaved_times, parser, print_table, write_json
 from federated.baselines import run_federated_gradient
 from federated.simulation import simulate_afl
 
@@ -50,6 +50,7 @@ FRAC_BITS = 12
 UPDATE_CLIP = 1.0
 SAMPLING_RATE = 0.1
 CLIENT_CAP = 64  # client-level AFL: the most samples a client contributes
+SECTIONS = ("central", "client-level", "distributed", "fedavg", "fix", "timing")
 
 
 def accuracy(head, data) -> float:
@@ -164,17 +165,22 @@ def solve_times(features, labels, class_ids, delta, clip, repeats: int) -> dict:
     return interleaved_times(contenders, repeats)
 
 
-def plot(out: Path, central, distributed, client_level, fedavg, clients) -> str:
-    """Accuracy against ε for every series that ran (its ε = ∞ accuracy as a dotted line)."""
+def method_series(central, client_level, distributed, fedavg, clients) -> list[tuple[str, int | None, list[dict]]]:
+    """``(method, client count or None for any, its rows)`` of every method and client count; the rows are empty
+    where a section did not run."""
+    return [("AFL central", None, central)] + [
+        (name, n_clients, [r for r in rows if r["clients"] == n_clients]) for n_clients in clients
+        for name, rows in (("AFL distributed", distributed), ("AFL client-level", client_level), ("DP-FedAvg", fedavg))]
+
+
+def plot(out: Path, series, clients) -> str:
+    """Accuracy against ε for every series of :func:`method_series` that ran (its ε = ∞ accuracy dotted)."""
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
     finite = [e for e in EPSILONS if e != math.inf]
     colours = {"AFL central": "C0", "AFL distributed": "C1", "AFL client-level": "C2", "DP-FedAvg": "C3"}
     markers = {"AFL central": "o", "AFL distributed": "^", "AFL client-level": "D", "DP-FedAvg": "s"}
     styles = {None: "-", clients[0]: "-", clients[1]: "--"}
-    series = [("AFL central", None, central)] + [
-        (name, n_clients, [r for r in rows if r["clients"] == n_clients]) for n_clients in clients
-        for name, rows in (("AFL distributed", distributed), ("AFL client-level", client_level), ("DP-FedAvg", fedavg))]
     for name, n_clients, rows in series:
         if not rows:
             continue
@@ -206,23 +212,15 @@ def json_safe(value):
     return "inf" if isinstance(value, float) and math.isinf(value) else value
 
 
-SECTIONS = ("central", "client-level", "distributed", "fedavg", "fix", "timing")
-
-
-def accuracy_table(central, client_level, distributed, fedavg, clients) -> list[dict]:
-    """One row per ε: the accuracy of every method and client count that ran."""
-    series = {"AFL central": central}
-    for n_clients in clients:
-        for name, rows in ((f"AFL distributed {n_clients}", distributed),
-                           (f"AFL client-level {n_clients}", client_level), (f"DP-FedAvg {n_clients}", fedavg)):
-            series[name] = [r for r in rows if r["clients"] == n_clients]
+def accuracy_table(series) -> list[dict]:
+    """One row per ε: the accuracy of every series of :func:`method_series` that ran (and the central draws' std)."""
     table = []
     for epsilon in EPSILONS:
         row = {"ε": epsilon}
-        for name, rows in series.items():
+        for name, n_clients, rows in series:
             for r in (r for r in rows if r["epsilon"] == epsilon):
-                row[name] = r["accuracy"]
-                if name == "AFL central":
+                row[name if n_clients is None else f"{name} {n_clients}"] = r["accuracy"]
+                if n_clients is None:
                     row["± (3 draws)"] = r["accuracy_std"]
         table.append(row)
     return table
@@ -230,12 +228,9 @@ def accuracy_table(central, client_level, distributed, fedavg, clients) -> list[
 
 def main():
     args = parser(__doc__.splitlines()[0])
-    args.add_argument("--sections", default=",".join(SECTIONS),
-                      help=f"comma-separated subset of {', '.join(SECTIONS)} (default: all)")
+    add_sections(args, SECTIONS)
     args = args.parse_args()
-    sections = set(args.sections.split(","))
-    if not sections <= set(SECTIONS):
-        raise SystemExit(f"unknown sections {sorted(sections - set(SECTIONS))}: choose among {', '.join(SECTIONS)}")
+    sections = args.sections
     quick = args.quick
     data = frozen_features(subset=2_000 if quick else None)
     if quick:
@@ -270,7 +265,8 @@ def main():
     if "timing" in sections:
         seconds = solve_times(features, data.train_labels, class_ids, delta, clip, repeats=3)
 
-    table = accuracy_table(central, client_level, distributed, fedavg, clients)
+    series = method_series(central, client_level, distributed, fedavg, clients)
+    table = accuracy_table(series)
     print_table(f"Test accuracy vs ε (δ = 1/n; AFL central and distributed: sample-level DP, one round; AFL "
                 f"client-level: central, ≤ {CLIENT_CAP} samples per client, one round; DP-FedAvg: client-level DP, "
                 f"{rounds} rounds, q = {SAMPLING_RATE}, S = {UPDATE_CLIP}); non-private unclipped AFL "
@@ -297,7 +293,7 @@ def main():
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    figure = plot(out, central, distributed, client_level, fedavg, clients)
+    figure = plot(out, series, clients)
     write_json(args.out, "federated_privacy", json_safe({
         "mode": "quick" if quick else "full", "sections": sorted(sections), "dataset": data.dataset,
         "backbone": data.backbone, "train_samples": n, "test_samples": len(data.test_labels), "dim": dim,

@@ -40,12 +40,13 @@ import analytic
 from analytic.plotting import pyplot
 import federated
 from federated import secure
-from .common import has_extra, parser, print_table, write_json
+from .common import add_sections, has_extra, parser, print_table, write_json
 
 CLASSES = tuple(range(10))
 SAMPLES_PER_CLIENT = 40
 DROPOUTS = (0.0, 0.1, 0.3)
 PLANNED_DROPOUT = 0.3  # the SecAgg+ graph is sized for the worst row
+SECTIONS = ("protocol", "flower")
 FLOWER_DIM = 16  # d of the Flower runs: the virtual clients share this machine's cores
 FLOWER_TIMEOUT = 1200.0  # seconds a Flower run, and each of its rounds, may take
 FLOWER_COLUMNS = ["clients", "protocol", "degree", "threshold", "dropout", "survivors", "dropped", "seconds_total",
@@ -225,10 +226,9 @@ def plot_flower(rows, path):
 def main():
     args = parser(__doc__.split("\n\n")[0])
     args.add_argument("--dim", type=int, default=None, help="feature dimension d (default 128; 16 with --quick)")
-    args.add_argument("--sections", default=None,
-                      help="comma-separated subset of protocol, flower (default: both; protocol with --quick)")
+    add_sections(args, SECTIONS, default=None)  # default: both; protocol with --quick
     options = args.parse_args()
-    sections = set((options.sections or ("protocol" if options.quick else "protocol,flower")).split(","))
+    sections = options.sections or ({"protocol"} if options.quick else set(SECTIONS))
     dim = options.dim or (16 if options.quick else 128)
     started = time.perf_counter()
     payload = {"dim": dim, "quick": options.quick}

@@ -25,11 +25,12 @@ import numpy as np
 import analytic
 from analytic.plotting import method_style, plain_log_axis, pyplot, save
 import unlearning
-from .common import interleaved_times, parser, print_table, write_json
+from .common import add_sections, interleaved_times, parser, print_table, write_json
 from .core import N_CLASSES, batches, pooled_like_features
 from .unlearning import sample_forgetting_speed
 from unlearning import methods
 
+SECTIONS = ("gram", "forget", "paper", "flower")
 STREAM_BATCH = 8192
 GRAM_SIZES = {False: ((512, 200_000), (2_048, 50_000), (8_192, 12_288)), True: ((512, 20_000), (2_048, 8_192))}
 PRECISIONS = (("float64", np.float64), ("float32", np.float32), ("fixed", np.float64))
@@ -169,10 +170,9 @@ def plot(gram_rows, path) -> None:
 
 def main():
     args = parser(__doc__.splitlines()[0])
-    args.add_argument("--sections", default="gram,forget,paper,flower",
-                      help="comma-separated subset of gram, forget, paper, flower")
+    add_sections(args, SECTIONS)
     args = args.parse_args()
-    sections = set(args.sections.split(","))
+    sections = args.sections
     repeats = 1 if args.quick else 3
     payload = {"quick": args.quick}
     if "gram" in sections:
