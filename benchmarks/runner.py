@@ -191,12 +191,14 @@ def _timm_state_dict(name: str) -> dict:
 
 def _require_hub(name: str, timeout: float = 5.0) -> None:
     """Refuse at once when the Hugging Face hub cannot be reached (its client would retry for about a minute), unless
-    ``HF_HUB_OFFLINE`` asks for the weights already in the local cache."""
+    ``HF_HUB_OFFLINE`` asks for the weights already in the local cache or a proxy carries the traffic (the direct
+    probe would say nothing about it)."""
     from urllib.parse import urlparse
+    from urllib.request import getproxies
 
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE:
+    if constants.HF_HUB_OFFLINE or {"https", "all"} & set(getproxies()):
         return
     host = urlparse(constants.ENDPOINT).hostname
     try:

@@ -162,6 +162,9 @@ def test_dry_run_checks_a_weights_file_and_the_cli_prints_it(tmp_path, capsys, n
 
 
 def test_timm_weights_are_refused_at_once_when_the_hub_cannot_be_reached(monkeypatch):
+    for variable in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+
     def unreachable(address, timeout):
         raise OSError("Name or service not known")
 
@@ -169,6 +172,8 @@ def test_timm_weights_are_refused_at_once_when_the_hub_cannot_be_reached(monkeyp
     with pytest.raises(runner.MissingRequirement, match="Hugging Face hub, which cannot be reached .*--set "
                                                         "weights=FILE.*HF_HUB_OFFLINE=1"):
         runner._timm_state_dict("resnet18.a1_in1k")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")  # the traffic goes through it: no direct probe
+    assert runner._require_hub("resnet18.a1_in1k") is None
 
 
 def test_the_cli_reports_a_refused_configuration_in_one_line(capsys):
