@@ -5,8 +5,8 @@
 Loads Fashion-MNIST (or falls back to scikit-learn digits, saying so), extracts features with an ImageNet-pretrained
 MobileNetV2, fits the analytic head in one pass over the data, picks the ridge among 100 candidates by generalized
 cross-validation from the statistics alone (one eigendecomposition, no held-out split, no refit), and prints accuracy
-and time next to an optax-trained softmax head on the same features. Then a 100-client non-IID federation in one exact round, one exact forgetting request with its
-receipt, and a short class-incremental run.
+and time next to an optax-trained softmax head on the same features. Then a 100-client non-IID federation in one
+exact round, one exact forgetting request with its receipt, and a short class-incremental run.
 """
 
 from __future__ import annotations
