@@ -69,6 +69,10 @@ KIND_KEYS = {
         "buffer_size": Key((int,), 1024, "width of the random buffer layer (ACIL, DS-AL, AIR, RanPAC, AEF-OCL) and of "
                            "GKEAL's kernel layer"),
         "ds_al_ratio": Key(NUMBER, 0.6, "DS-AL's compensation ratio"),
+        "base_epochs": Key((int,), 300, "epochs of the base training (backbone_type resnet32: a CIFAR ResNet-32 trained "
+                           "on each seed's base classes at the images' own size, then frozen)"),
+        "base_learning_rate": Key(NUMBER, 0.5, "peak learning rate of the base training (cosine schedule)"),
+        "base_batch_size": Key((int,), 256, "images per step of the base training"),
     },
     "federated": {
         "clients": Key((list,), [100], "client counts; each one a federation"),

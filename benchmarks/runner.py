@@ -35,6 +35,7 @@ FEDERATED_METHODS = ("AFL", "centralized", "fedavg", "fedprox", "scaffold")
 LOGS = {"continual": "phases.csv", "federated": "rounds.csv", "unlearning": "requests.csv"}
 PATH_DATASETS = ("cifar10", "cifar100", "imagenet_r", "imagenet_a", "cub", "omnibenchmark", "vtab")
 THIRTY_CLASS = "thirty_class"  # continual.datasets.thirty_class_dataset over its SOURCES
+BASE_TRAINED = "resnet32"  # continual.train_base on each seed's base classes (ACIL / DS-AL / GKEAL)
 
 
 class RunData(NamedTuple):
@@ -104,7 +105,9 @@ def requirements(config: dict) -> list[tuple[str, str, str | None]]:
             elif isinstance(error, ValueError) and not isinstance(error, data.DatasetNotFoundError):
                 hint = f"{nearest(source, (*data.DATASET_NAMES, THIRTY_CLASS))}; or {THIRTY_CLASS}"
             needs.append((f"dataset {source}", "", f"{error}{hint}"))
-    if config["backbone_type"] != "pixels":
+    if config["backbone_type"] == BASE_TRAINED:
+        needs.append(_base_training_need(config))
+    elif config["backbone_type"] != "pixels":
         architecture = _backbone_architecture(config)
         if architecture not in list_backbones():
             needs.append((f"backbone {config['backbone_type']}", "", (
@@ -123,6 +126,16 @@ def requirements(config: dict) -> list[tuple[str, str, str | None]]:
                 needs.append((f"weights of {config['backbone_type']}", "", (
                     f"no weights file {weights!r}: --set weights=FILE (a .safetensors or .pth state dict)")))
     return needs
+
+
+def _base_training_need(config: dict) -> tuple[str, str, str | None]:
+    what = f"backbone {BASE_TRAINED}"
+    if config["kind"] != "continual" or config["scenario"] != "class-incremental":
+        return what, "", (f"{BASE_TRAINED} is trained on the base classes of a class-incremental run; this run needs a "
+                          f"pretrained backbone: --set backbone_type=NAME")
+    return what, (f"trained here on the {config['init_cls'] or config['increment']} base classes of each seed "
+                  f"(continual.train_base: {config['base_epochs']} epochs, η {config['base_learning_rate']}, batch "
+                  f"{config['base_batch_size']})"), None
 
 
 def dry_run(config: dict) -> str:
@@ -170,6 +183,8 @@ def pixels(images: np.ndarray, side: int) -> np.ndarray:
 def _extractor(config: dict):
     if config["backbone_type"] == "pixels":
         return lambda images: pixels(images, config["image_size"])
+    if config["backbone_type"] == BASE_TRAINED:
+        return np.asarray  # the images: run_continual trains the network on each seed's base classes
     weights = weights_source(config)
     if weights == "timm":
         weights = _timm_state_dict(config["backbone_type"])
@@ -228,8 +243,9 @@ def load_run_data(config: dict) -> RunData:
     from analytic import data
 
     extract = _extractor(config)
-    where = f"{config['backbone_type']}" + ("" if config["backbone_type"] == "pixels" else
-                                            f" ({weights_source(config)}, {config['image_size']} px)")
+    where = f"{config['backbone_type']}" + (
+        "" if config["backbone_type"] == "pixels" else " (trained on each seed's base classes)"
+        if config["backbone_type"] == BASE_TRAINED else f" ({weights_source(config)}, {config['image_size']} px)")
     if config["dataset"] == THIRTY_CLASS:
         stream = thirty_class_dataset(per_class=config["per_class"] or None,
                                       test_per_class=config["test_per_class"] or None, features=extract)
@@ -268,23 +284,26 @@ def run_continual(config: dict, data: RunData, log) -> dict:
     from analytic.plotting import accuracy_per_phase
 
     classes = np.unique(np.concatenate([data.train_labels, data.test_labels]))
-    in_dim = data.train_features.shape[1]
     width = config["buffer_size"]
-    sigma = kernel_width(data.train_features)
     kind = "strict" if config["scenario"] == "class-incremental" else "blurry"
-    runs, ridges = [], []
+    runs, ridges, base_networks = [], [], []
     for seed in config["seeds"]:
         if kind == "strict":
             scenario = continual.class_incremental(data.train_labels, base=config["init_cls"],
                                                    increment=config["increment"], seed=seed)
         else:
             scenario = continual.si_blurry(data.train_labels, n_phases=config["n_phases"], seed=seed)
-        ridge, choice = config_ridge_on_first_phase(config, data, scenario, width, seed)
+        train_x, test_x = data.train_features, data.test_features
+        if config["backbone_type"] == BASE_TRAINED:
+            train_x, test_x, facts = base_trained_features(config, data, scenario.phases[0], seed)
+            base_networks.append(facts)
+        in_dim, sigma = train_x.shape[1], kernel_width(train_x)
+        ridge, choice = config_ridge_on_first_phase(config, train_x, data.train_labels, scenario, width, seed)
         ridges.append({"seed": seed, "ridge": ridge, **({"choice": choice} if choice else {})})
         for learner in make_learners(chosen_methods(config), kind, classes, in_dim, width, sigma, seed, ridge,
                                      config["ds_al_ratio"]):
-            result = continual.run(learner, scenario, data.train_features, data.train_labels, data.test_features,
-                                   data.test_labels, progress=True)
+            result = continual.run(learner, scenario, train_x, data.train_labels, test_x, data.test_labels,
+                                   progress=True)
             runs.append((seed, result))
             for t, accuracy in enumerate(result.seen_accuracy):
                 log({"method": result.learner, "seed": seed, "scenario": result.scenario, "phase": t + 1,
@@ -306,19 +325,35 @@ def run_continual(config: dict, data: RunData, log) -> dict:
             r.learner for _, r in runs)}, folder / "accuracy.png",
         title=f"{config['name']}: {runs[0][1].scenario}, seeds {', '.join(map(str, config['seeds']))}"))]
     return {"table": table, "columns": ["method", "seeds", "average", "average_std", "last", "last_std",
-                                        "forgetting", "s_per_phase"], "ridges": ridges, "plot": plot}
+                                        "forgetting", "s_per_phase"], "ridges": ridges, "plot": plot,
+            **({"base_networks": base_networks} if base_networks else {})}
 
 
-def config_ridge_on_first_phase(config: dict, data: RunData, scenario, width: int, seed: int):
+def base_trained_features(config: dict, data: RunData, base_rows: np.ndarray, seed: int):
+    """The features of a ResNet trained on the base phase's images (``continual.train_base``) and frozen; returns
+    (train features, test features, facts about its training)."""
+    import continual
+
+    network = continual.train_base(data.train_features[base_rows], data.train_labels[base_rows],
+                                   depth=int(BASE_TRAINED.removeprefix("resnet")), epochs=config["base_epochs"],
+                                   learning_rate=config["base_learning_rate"], batch_size=config["base_batch_size"],
+                                   seed=seed, progress=True)
+    print(f"seed {seed}: {BASE_TRAINED} trained on {network.base_classes.size} base classes in "
+          f"{network.seconds:.0f} s, {network.train_accuracy:.1f} % on its training images")
+    return (network.features(data.train_features), network.features(data.test_features),
+            {"seed": seed, "base_classes": network.base_classes.tolist(), "train_accuracy": network.train_accuracy,
+             "seconds": network.seconds})
+
+
+def config_ridge_on_first_phase(config: dict, features, labels, scenario, width: int, seed: int):
     """The continual ridge: the configured one, or chosen on the first phase's rows through the buffer layer."""
     from .continual import buffer_layers
 
     if config["ridge"] != "auto":
         return float(config["ridge"]), None
-    relu, _ = buffer_layers(data.train_features.shape[1], width, seed)
+    relu, _ = buffer_layers(features.shape[1], width, seed)
     rows = scenario.phases[0]
-    return choose_ridge(config, np.asarray(analytic.expand(relu, data.train_features[rows])),
-                        data.train_labels[rows])
+    return choose_ridge(config, np.asarray(analytic.expand(relu, features[rows])), labels[rows])
 
 
 def run_federated(config: dict, data: RunData, log) -> dict:
@@ -512,7 +547,7 @@ def run(config: dict, out: str | Path = "runs") -> Path:
     (folder / "config.toml").write_text(header + tomli_w.dumps(saved))
     log = Log(folder / LOGS[config["kind"]], folder / "tensorboard" if config["tensorboard"] else None)
     print(f"{config['name']} ({config['mode']}): {data.description}; {len(data.train_labels):,} train / "
-          f"{len(data.test_labels):,} test rows, {data.train_features.shape[1]}-d")
+          f"{len(data.test_labels):,} test rows, {feature_dim(config, data)}-d")
     try:
         result = KIND_RUNS[config["kind"]](config, data, log)
     finally:
@@ -520,12 +555,19 @@ def run(config: dict, out: str | Path = "runs") -> Path:
     plots = result.pop("plot")(folder) if _has_matplotlib() else []
     summary = {"name": config["name"], "kind": config["kind"], "mode": config["mode"], "data": data.description,
                "train_rows": len(data.train_labels), "test_rows": len(data.test_labels),
-               "dim": int(data.train_features.shape[1]), **result, "published": config["published"],
+               "dim": feature_dim(config, data), **result, "published": config["published"],
                "plots": plots, "seconds": time.perf_counter() - started, "provenance": provenance(),
                "machine": machine()}
     (folder / "summary.json").write_text(json.dumps(_plain(summary), indent=2, default=float))
     print(show(folder))
     return folder
+
+
+def feature_dim(config: dict, data: RunData) -> int:
+    """The width of the features the heads learn on."""
+    import continual
+
+    return continual.FEATURE_DIM if config["backbone_type"] == BASE_TRAINED else int(data.train_features.shape[1])
 
 
 def _has_matplotlib() -> bool:

@@ -144,8 +144,9 @@ def test_dry_run_of_a_field_setting_names_the_missing_data_and_how_to_provide_it
     variable = "CIFAR100_DIR" if dataset == "cifar100" else "CIFAR10_DIR" if dataset == "cifar10" else \
         data.IMAGE_FOLDERS[dataset][1]
     assert f"environment variable {variable}=DIR" in message
-    if resolved["backbone_type"] == "resnet32":
-        assert "MISSING  backbone resnet32: 'resnet32' is not a backbone of analytic.backbones" in message
+    if resolved["backbone_type"] == runner.BASE_TRAINED:
+        assert "ok       backbone resnet32: trained here on the 50 base classes of each seed (continual.train_base: " \
+               "300 epochs, η 0.5, batch 256)" in message
     else:
         assert f"ok       weights of {resolved['backbone_type']}: " in message
     with pytest.raises(runner.MissingRequirement, match=f"{name} cannot run here:\ndataset {dataset}"):
@@ -159,6 +160,14 @@ def test_dry_run_checks_a_weights_file_and_the_cli_prints_it(tmp_path, capsys, n
     assert f"MISSING  weights of vit_base_patch16_224.augreg_in21k: no weights file '{tmp_path}/vit.safetensors'" \
         in printed
     assert printed.startswith("cifar100_b0_inc5_vit_in21k (continual, full): CIFAR-100 B0-Inc5")
+
+
+def test_a_network_trained_on_base_classes_is_refused_where_there_are_none():
+    for name in ("fashion_mnist_afl_1000_clients", "fashion_mnist_class_unlearning"):
+        message = runner.dry_run(resolve(SHIPPED[name], [f"backbone_type={runner.BASE_TRAINED}"]))
+        assert "MISSING  backbone resnet32: resnet32 is trained on the base classes of a class-incremental run" in message
+    blurry = resolve(SHIPPED["cifar100_si_blurry_vit_small"], [f"backbone_type={runner.BASE_TRAINED}"])
+    assert "MISSING  backbone resnet32" in runner.dry_run(blurry)
 
 
 def test_timm_weights_are_refused_at_once_when_the_hub_cannot_be_reached(monkeypatch):
@@ -186,6 +195,18 @@ def test_the_cli_reports_a_refused_configuration_in_one_line(capsys):
 
 
 # ---------------------------------------------------------------------------------------------------- runs
+
+
+def test_the_acil_setting_trains_resnet32_on_each_seeds_base_classes_then_learns_the_phases_in_closed_form(tmp_path):
+    name = "cifar100_b50_25phases_resnet32"
+    resolved = resolve(SHIPPED[name], [write_stand_in("cifar100", tmp_path / "data"), "per_class=2", "test_per_class=1",
+                                       "base_epochs=1", "base_batch_size=50", "buffer_size=32", 'methods=["ACIL"]'])
+    summary = json.loads((runner.run(resolved, tmp_path / "runs") / "summary.json").read_text())
+    (base,) = summary["base_networks"]
+    order = continual.class_order(np.repeat(np.arange(100), 2), 1993)
+    assert base["base_classes"] == sorted(order[:50].tolist()) and summary["dim"] == continual.FEATURE_DIM
+    assert summary["table"][0]["method"] == "ACIL" and 0 <= summary["table"][0]["last"] <= 100
+
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
