@@ -233,6 +233,14 @@ def _capped(labels: np.ndarray, cap: int) -> np.ndarray:
     return np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:cap] for c in np.unique(labels)]))
 
 
+def _backbone_description(config: dict) -> str:
+    if config["backbone_type"] == "pixels":
+        return "pixels"
+    if config["backbone_type"] == BASE_TRAINED:
+        return f"{BASE_TRAINED} (trained on each seed's base classes)"
+    return f"{config['backbone_type']} ({weights_source(config)}, {config['image_size']} px)"
+
+
 def load_run_data(config: dict) -> RunData:
     """The features of the configuration's dataset under its backbone (cached on disk by the feature extractor).
 
@@ -243,9 +251,7 @@ def load_run_data(config: dict) -> RunData:
     from analytic import data
 
     extract = _extractor(config)
-    where = f"{config['backbone_type']}" + (
-        "" if config["backbone_type"] == "pixels" else " (trained on each seed's base classes)"
-        if config["backbone_type"] == BASE_TRAINED else f" ({weights_source(config)}, {config['image_size']} px)")
+    where = _backbone_description(config)
     if config["dataset"] == THIRTY_CLASS:
         stream = thirty_class_dataset(per_class=config["per_class"] or None,
                                       test_per_class=config["test_per_class"] or None, features=extract)
