@@ -24,7 +24,7 @@ import optax
 from tqdm.auto import tqdm
 
 from analytic import InputError, gradient
-from analytic.validation import check_int, check_number
+from analytic.internal import check_int, check_number
 
 __all__ = ["FEATURE_DIM", "BaseNetwork", "cifar_resnet", "train_base"]
 
