@@ -108,6 +108,12 @@ class BaseNetwork:
       input_shape: ``(H, W, C)`` of the images it was trained on, the only shape it takes.
       train_accuracy: its accuracy (%) on the base training images, with the frozen statistics.
       seconds: wall time of the training.
+
+    Example:
+      >>> x, y = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 1), dtype=np.uint8), np.arange(16) % 2
+      >>> network = train_base(x, y, depth=8, epochs=1, batch_size=8)
+      >>> network.input_shape, network.features(x[:3]).shape
+      ((8, 8, 1), (3, 64))
     """
 
     module: nn.Module
