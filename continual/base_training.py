@@ -32,16 +32,20 @@ FEATURE_BATCH = 512
 FEATURE_DIM = 64  # channels of the last stage
 
 
+def _batch_norm(train: bool) -> nn.BatchNorm:
+    """BatchNorm as torch's: batch statistics while training, running ones (momentum 0.9) after."""
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+
+
 class _BasicBlock(nn.Module):
     channels: int
     stride: int
 
     @nn.compact
     def __call__(self, x, train: bool):
-        norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5)
         y = nn.Conv(self.channels, (3, 3), strides=self.stride, padding=1, use_bias=False)(x)
-        y = nn.relu(norm()(y))
-        y = norm()(nn.Conv(self.channels, (3, 3), padding=1, use_bias=False)(y))
+        y = nn.relu(_batch_norm(train)(y))
+        y = _batch_norm(train)(nn.Conv(self.channels, (3, 3), padding=1, use_bias=False)(y))
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.channels:
             shortcut = x[:, :: self.stride, :: self.stride]
@@ -59,7 +63,7 @@ class _CifarResNet(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False, features_only: bool = False):
         x = nn.Conv(16, (3, 3), padding=1, use_bias=False)(x)
-        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x))
+        x = nn.relu(_batch_norm(train)(x))
         for stage, channels in enumerate((FEATURE_DIM // 4, FEATURE_DIM // 2, FEATURE_DIM)):
             for block in range((self.depth - 2) // 6):
                 x = _BasicBlock(channels, 2 if stage > 0 and block == 0 else 1)(x, train)
@@ -134,7 +138,7 @@ class BaseNetwork:
         shape = np.shape(images)[1:] + ((1,) if np.ndim(images) == 3 else ())
         if shape != self.input_shape:
             raise InputError(f"this network takes images of shape {self.input_shape}, got {tuple(shape)}")
-        return _apply_in_batches(self.module, self.variables, self.mean, self.std, images, "features")
+        return _apply_in_batches(self.module, self.variables, _standardized(images, self.mean, self.std), "features")
 
 
 def _standardized(images, mean, std) -> np.ndarray:
@@ -144,9 +148,8 @@ def _standardized(images, mean, std) -> np.ndarray:
     return (scaled - mean) / std
 
 
-def _apply_in_batches(module, variables, mean, std, images, method) -> np.ndarray:
+def _apply_in_batches(module, variables, standardized, method) -> np.ndarray:
     apply = _frozen_apply(module, method)
-    standardized = _standardized(images, mean, std)
     return np.concatenate([np.asarray(apply(variables, standardized[i : i + FEATURE_BATCH]))
                            for i in range(0, len(standardized), FEATURE_BATCH)])
 
@@ -253,6 +256,6 @@ def train_base(images, labels, *, depth: int = 32, epochs: int = 300, learning_r
                 params, batch_stats, opt_state, jnp.asarray(x[rows]), jnp.asarray(targets[rows]),
                 jax.random.fold_in(key, epoch * steps_per_epoch + step), module=module, optimizer=optimizer)
     trained = {"params": params, "batch_stats": batch_stats}
-    predicted = np.argmax(_apply_in_batches(module, trained, mean, std, images, "__call__"), axis=1)
+    predicted = np.argmax(_apply_in_batches(module, trained, x, "__call__"), axis=1)
     return BaseNetwork(module, jax.device_get(trained), mean, std, base_classes, x.shape[1:],
                        float(100 * np.mean(predicted == targets)), time.perf_counter() - start)
